@@ -1,0 +1,1 @@
+"""A multi-layer perceptron for MNIST digits (mnist-mlp)."""
