@@ -1,0 +1,224 @@
+"""Dynamic batching: requests that arrive together run as one onnxruntime call.
+
+Each request brings a dict of input arrays whose first axis is its rows (images, sentences...).
+Requests whose inputs agree on every other axis and dtype are concatenated, up to
+`max_batch_size` rows, waiting at most `max_queue_delay_us` after the oldest one arrived; the
+outputs are split back by rows so each caller gets exactly its own. The queue is bounded (a full
+queue refuses at once with Overloaded), and requests whose deadline or queue timeout has passed are
+dropped before compute. With batching disabled the same queue runs one request per execution, so
+the limits hold either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from myelin_serving.errors import DeadlineExceeded, Overloaded, Unavailable
+from myelin_serving.metrics import Metrics
+from myelin_serving.settings import BatchingSettings
+
+log = logging.getLogger(__name__)
+
+Arrays = dict[str, np.ndarray]
+RunFn = Callable[[Arrays], Arrays]
+
+
+@dataclass(eq=False)
+class _Request:
+    feeds: Arrays
+    rows: int
+    key: tuple[object, ...]
+    future: asyncio.Future[Arrays]
+    enqueued: float  # loop time
+    deadline: float | None  # loop time
+    done: bool = field(default=False)
+
+
+def _batch_key(feeds: Mapping[str, np.ndarray]) -> tuple[object, ...]:
+    # Requests can share a batch when everything but the first axis agrees.
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(feeds.items()))
+
+
+class DynamicBatcher:
+    """Batches concurrent `infer` calls for one graph of one model version."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        config: BatchingSettings,
+        *,
+        model: str,
+        version: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._run = run
+        self.config = config
+        self._max_rows = config.max_batch_size if config.enabled else 1
+        self._delay = config.max_queue_delay_us / 1e6 if config.enabled else 0.0
+        self._model, self._version = model, str(version)
+        self._metrics = metrics
+        self._queue: deque[_Request] = deque()
+        self._rows_by_key: dict[tuple[object, ...], int] = {}
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=config.instances, thread_name_prefix=f"ort-{model}")
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(config.instances)]
+
+    async def infer(self, feeds: Arrays, *, timeout: float | None = None) -> Arrays:
+        """Run `feeds` (first axis = rows) in some batch; `timeout` is the caller's remaining deadline."""
+        if self._closing:
+            raise Unavailable(f"model {self._model} version {self._version} is being unloaded; retry")
+        if timeout is not None and timeout <= 0:
+            self._reject("deadline")
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        if len(self._queue) >= self.config.max_queue_size:
+            self._reject("queue_full")
+            raise Overloaded(
+                f"model {self._model} has {len(self._queue)} requests queued (max_queue_size "
+                f"{self.config.max_queue_size}); retry with backoff"
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        rows = next(iter(feeds.values())).shape[0]
+        request = _Request(
+            feeds=feeds,
+            rows=rows,
+            key=_batch_key(feeds),
+            future=loop.create_future(),
+            enqueued=now,
+            deadline=None if timeout is None else now + timeout,
+        )
+        self._queue.append(request)
+        self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + rows
+        self._add_depth(1)
+        self._wakeup.set()
+        return await request.future  # cancelled with the caller; the worker then skips it
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            first = self._queue[0]
+            # Wait for company until the batch is full or the oldest request has waited long enough.
+            while self._delay > 0 and not self._closing and self._rows_by_key.get(first.key, 0) < self._max_rows:
+                remaining = first.enqueued + self._delay - loop.time()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._wakeup.wait()
+                if not self._queue or self._queue[0] is not first:
+                    break  # another worker took it
+            batch = self._take(first.key, loop.time())
+            if batch:
+                await self._execute(batch, loop)
+
+    def _take(self, key: tuple[object, ...], now: float) -> list[_Request]:
+        """Pop the requests that run next: compatible, live, in arrival order, within max rows."""
+        batch: list[_Request] = []
+        rows = 0
+        queued = len(self._queue)
+        keep: deque[_Request] = deque()
+        while self._queue:
+            request = self._queue.popleft()
+            if request.key != key or (batch and rows + request.rows > self._max_rows):
+                keep.append(request)
+                continue
+            self._rows_by_key[key] -= request.rows
+            if request.future.done():  # caller cancelled or went away
+                continue
+            if request.deadline is not None and now >= request.deadline:
+                self._reject("deadline")
+                request.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
+                continue
+            if now - request.enqueued > self.config.queue_timeout_s:
+                self._reject("queue_timeout")
+                request.future.set_exception(
+                    DeadlineExceeded(f"queued longer than queue_timeout_s ({self.config.queue_timeout_s} s)")
+                )
+                continue
+            batch.append(request)
+            rows += request.rows
+        self._queue = keep
+        if self._rows_by_key.get(key) == 0:
+            del self._rows_by_key[key]
+        self._add_depth(len(self._queue) - queued)
+        if self._metrics is not None:
+            for request in batch:
+                self._metrics.queue_duration.labels(self._model).observe(now - request.enqueued)
+        return batch
+
+    async def _execute(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
+        rows = sum(r.rows for r in batch)
+        if len(batch) == 1:
+            feeds = batch[0].feeds
+        else:
+            feeds = {name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds}
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._timed_run, feeds)
+        except Exception as exc:
+            if len(batch) > 1:
+                # One request must not fail its neighbours: rerun each alone.
+                for request in batch:
+                    await self._execute([request], loop)
+                return
+            if not batch[0].future.done():
+                batch[0].future.set_exception(exc)
+            return
+        if self._metrics is not None:
+            self._metrics.batch_size.labels(self._model).observe(rows)
+            self._metrics.inferences.labels(self._model).inc(rows)
+            self._metrics.executions.labels(self._model).inc()
+        offset = 0
+        for request in batch:
+            end = offset + request.rows
+            if not request.future.done():
+                request.future.set_result(
+                    {
+                        name: (out[offset:end] if out.ndim and out.shape[0] == rows else out)
+                        for name, out in outputs.items()
+                    }
+                )
+            offset = end
+
+    def _timed_run(self, feeds: Arrays) -> Arrays:
+        started = time.perf_counter()
+        outputs = self._run(feeds)
+        if self._metrics is not None:
+            self._metrics.inference_duration.labels(self._model, self._version).observe(time.perf_counter() - started)
+        return outputs
+
+    def _add_depth(self, delta: int) -> None:
+        # inc/dec rather than set: several versions of one model share the gauge.
+        if self._metrics is not None and delta:
+            self._metrics.queue_depth.labels(self._model).inc(delta)
+
+    def _reject(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.rejections.labels(self._model, reason).inc()

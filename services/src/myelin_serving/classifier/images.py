@@ -1,0 +1,80 @@
+"""Turning what callers send into the pixels the graph takes: (H, W) float32 in [0, 1], 0 = background.
+
+Training scaled MNIST's uint8 pixels by 1/255; normalisation lives inside the graph. So a PNG of an
+MNIST digit reaches the network exactly as in training. Encoded images (PNG, JPEG) of another size
+are converted to grey and resized (bilinear); raw tensors must already have the model's size.
+Colours are not inverted: digits are light on a dark background, as in MNIST.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from myelin_serving.errors import InvalidArgument
+
+MAX_SIDE = 4096  # encoded images larger than this are refused before decoding
+FORMATS = ("PNG", "JPEG")
+
+
+@dataclass(frozen=True)
+class RawPixels:
+    height: int
+    width: int
+    dtype: str  # "uint8" | "float32" | "" (unset)
+    data: bytes
+
+
+def decode_encoded(data: bytes, height: int, width: int, index: int) -> np.ndarray:
+    if not data:
+        raise InvalidArgument(f"images[{index}].encoded is empty: send PNG or JPEG bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+                if image.width > MAX_SIDE or image.height > MAX_SIDE:
+                    size = f"{image.width}x{image.height}"
+                    raise InvalidArgument(f"images[{index}] is {size}; images may be at most {MAX_SIDE} pixels a side")
+                grey = image.convert("L")
+        if grey.size != (width, height):
+            grey = grey.resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(grey, dtype=np.float32) / 255.0
+    except InvalidArgument:
+        raise
+    except UnidentifiedImageError as exc:
+        raise InvalidArgument(f"images[{index}].encoded is not a PNG or JPEG image") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidArgument(f"images[{index}] has too many pixels to decode safely: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data inside a valid header
+        raise InvalidArgument(f"images[{index}] could not be decoded (corrupt or truncated?): {exc}") from exc
+
+
+def from_raw(raw: RawPixels, height: int, width: int, index: int) -> np.ndarray:
+    if (raw.height, raw.width) != (height, width):
+        raise InvalidArgument(
+            f"images[{index}].raw is {raw.height}x{raw.width}; this model takes {height}x{width} raw tensors "
+            "(send an encoded PNG or JPEG to have it resized)"
+        )
+    count = height * width
+    if raw.dtype == "uint8":
+        if len(raw.data) != count:
+            raise InvalidArgument(
+                f"images[{index}].raw: {height}x{width} uint8 needs {count} bytes, got {len(raw.data)}"
+            )
+        return np.frombuffer(raw.data, dtype=np.uint8).reshape(height, width).astype(np.float32) / 255.0
+    if raw.dtype == "float32":
+        if len(raw.data) != 4 * count:
+            raise InvalidArgument(
+                f"images[{index}].raw: {height}x{width} float32 needs {4 * count} bytes, got {len(raw.data)}"
+            )
+        pixels = np.frombuffer(raw.data, dtype="<f4").reshape(height, width).astype(np.float32)
+        if not np.isfinite(pixels).all():
+            raise InvalidArgument(f"images[{index}].raw has NaN or infinite pixels")
+        if pixels.min() < 0.0 or pixels.max() > 1.0:
+            raise InvalidArgument(f"images[{index}].raw float32 pixels must lie in [0, 1]")
+        return pixels
+    raise InvalidArgument(f"images[{index}].raw.dtype must be DATA_TYPE_UINT8 or DATA_TYPE_FLOAT32")

@@ -1,0 +1,30 @@
+"""What a model family plugs into the shared server: its loader and its gRPC servicers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from myelin_serving.metrics import Metrics
+from myelin_serving.repository import Loader, ModelManager
+from myelin_serving.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """Handed to a family's `add_servicers`: the shared parts of one server."""
+
+    manager: ModelManager
+    settings: Settings
+    metrics: Metrics
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the manifest's family, e.g. "classifier"
+    # Full gRPC service names the family adds (health statuses and reflection list them).
+    service_names: tuple[str, ...]
+    load: Loader
+    add_servicers: Callable[[grpc.aio.Server, ServingContext], None]

@@ -1,0 +1,189 @@
+"""What every RPC goes through: authentication, a default deadline, error mapping, metrics, access log.
+
+One interceptor wraps each method's handler once (cached by method) so the per-call cost is a few
+function calls. Order inside a call: count and time it; check the bearer token; give it the
+server's default deadline when the caller set none; run the handler; map a MyelinError to its
+status from `errors.STATUS_CODES`; log anything unexpected once and answer INTERNAL without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hmac
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from myelin_serving.errors import MyelinError, Unauthenticated, status_code
+from myelin_serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("myelin_serving.access")
+
+# Methods that stay open when bearer tokens are configured: probes must work without secrets.
+OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("myelin_deadline", default=None)
+
+
+def time_left() -> float | None:
+    """Seconds until the current request's deadline (the caller's, or the server default)."""
+    deadline = _deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class ServingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        metrics: Metrics | None,
+        *,
+        tokens: frozenset[str] = frozenset(),
+        default_deadline_s: float = 30.0,
+        access_log_enabled: bool = False,
+    ) -> None:
+        self._metrics = metrics
+        self._tokens = tuple(t.encode() for t in tokens)
+        self._default_deadline = default_deadline_s
+        self._access_log = access_log_enabled
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, details.method)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, method), **kwargs)
+        behavior = handler.unary_stream or handler.stream_stream
+        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        if inspect.isasyncgenfunction(behavior):
+            return make(self._streaming(behavior, method), **kwargs)
+        # A streaming method written as a coroutine with context.write (health's Watch).
+        return make(self._unary(behavior, method), **kwargs)
+
+    def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.monotonic()
+            code = grpc.StatusCode.OK
+            self._enter(method)
+            try:
+                self._authenticate(method, context)
+                remaining = context.time_remaining()
+                if remaining is None:
+                    _deadline.set(started + self._default_deadline)
+                    async with asyncio.timeout(self._default_deadline):
+                        return await behavior(request, context)
+                _deadline.set(started + remaining)
+                return await behavior(request, context)
+            except BaseException as exc:  # every outcome is counted, then mapped or re-raised
+                code = _code_of(exc, context)
+                await self._fail(exc, method, context)
+            finally:
+                self._leave(method, code, started, context)
+
+        return call
+
+    def _streaming(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.monotonic()
+            code = grpc.StatusCode.OK
+            self._enter(method)
+            try:
+                self._authenticate(method, context)
+                remaining = context.time_remaining()
+                _deadline.set(started + (self._default_deadline if remaining is None else remaining))
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                code = _code_of(exc, context)
+                await self._fail(exc, method, context)
+            finally:
+                self._leave(method, code, started, context)
+
+        return call
+
+    def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        if not self._tokens or method in OPEN_METHODS:
+            return
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                scheme, _, token = str(value).partition(" ")
+                if scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), t) for t in self._tokens):
+                    return
+                raise Unauthenticated("the bearer token was not accepted")
+        raise Unauthenticated("this server requires 'authorization: Bearer <token>' metadata")
+
+    async def _fail(self, exc: BaseException, method: str, context: grpc.aio.ServicerContext) -> None:
+        """Abort with the status `exc` maps to (abort raises), or re-raise what gRPC must see itself."""
+        if isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError):
+            raise exc  # the handler chose its own status, or the caller cancelled or went away
+        if isinstance(exc, MyelinError):
+            await context.abort(status_code(exc), str(exc))
+        if isinstance(exc, TimeoutError):
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no deadline was set and the server default ({self._default_deadline} s) passed",
+            )
+        log.error("unexpected error in %s", method, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+    def _enter(self, method: str) -> None:
+        if self._metrics is not None:
+            self._metrics.in_flight.labels(method).inc()
+
+    def _leave(self, method: str, code: grpc.StatusCode, started: float, context: grpc.aio.ServicerContext) -> None:
+        final = _final_code(code, context)
+        elapsed = time.monotonic() - started
+        if self._metrics is not None:
+            self._metrics.in_flight.labels(method).dec()
+            self._metrics.requests.labels(method, final.name).inc()
+            self._metrics.request_duration.labels(method).observe(elapsed)
+        if self._access_log:
+            access_log.info("%s %s %.1fms peer=%s", method, final.name, elapsed * 1000, context.peer())
+
+
+def _code_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    if isinstance(exc, MyelinError):
+        return status_code(exc)
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    if isinstance(exc, grpc.aio.AbortError):
+        return _final_code(grpc.StatusCode.UNKNOWN, context, aborted=True)
+    return grpc.StatusCode.INTERNAL
+
+
+def _final_code(code: grpc.StatusCode, context: grpc.aio.ServicerContext, *, aborted: bool = False) -> grpc.StatusCode:
+    """The status the handler set on the context (context.set_code / abort), else `code`."""
+    if code is not grpc.StatusCode.OK and not aborted:
+        return code
+    set_code = context.code()
+    if isinstance(set_code, grpc.StatusCode):
+        return set_code
+    if isinstance(set_code, int):  # grpc.aio reports the raw integer
+        return next((c for c in grpc.StatusCode if c.value[0] == set_code), code)
+    return code

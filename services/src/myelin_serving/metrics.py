@@ -1,0 +1,85 @@
+"""The metric catalogue, on an injected CollectorRegistry.
+
+Names follow Prometheus conventions (base units, `_total` counters, `_seconds` histograms); labels
+are few and bounded: method, code, model, version.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        # gRPC requests, every service and method.
+        self.requests = Counter(
+            "myelin_requests", "gRPC requests handled, by method and status code", ["method", "code"], registry=registry
+        )
+        self.request_duration = Histogram(
+            "myelin_request_duration_seconds",
+            "Time from receiving a request to sending its last response",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge("myelin_requests_in_flight", "Requests being handled", ["method"], registry=registry)
+        # Inference through the dynamic batcher.
+        self.inference_duration = Histogram(
+            "myelin_inference_duration_seconds",
+            "onnxruntime time per execution (one batch)",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "myelin_batch_size", "Rows per onnxruntime execution", ["model"], buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.queue_duration = Histogram(
+            "myelin_queue_duration_seconds",
+            "Time a request waited in the batcher's queue",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "myelin_queue_depth", "Requests waiting in the batcher's queue", ["model"], registry=registry
+        )
+        self.inferences = Counter(
+            "myelin_inferences", "Rows inferred (a request of 8 images counts 8)", ["model"], registry=registry
+        )
+        self.executions = Counter("myelin_executions", "onnxruntime executions (batches)", ["model"], registry=registry)
+        self.rejections = Counter(
+            "myelin_batcher_rejections",
+            "Requests the batcher refused or dropped: queue_full, deadline, queue_timeout",
+            ["model", "code"],
+            registry=registry,
+        )
+        # Model lifecycle.
+        self.model_load_duration = Histogram(
+            "myelin_model_load_duration_seconds",
+            "Time to load and warm up one model version",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "myelin_model_loads", "Model version loads, by result (ok, failed)", ["model", "code"], registry=registry
+        )
+        self.model_ready = Gauge(
+            "myelin_model_ready",
+            "1 for each model version ready to serve, 0 for a failed one",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "myelin_model_info",
+            "1 for each loaded model version; labels say its family and onnxruntime execution provider",
+            ["model", "version", "family", "provider"],
+            registry=registry,
+        )
+        self.server_info = Info("myelin_server", "Service family, version and execution provider", registry=registry)

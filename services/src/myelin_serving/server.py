@@ -1,0 +1,204 @@
+"""The server factory: `create_server(settings) -> (server, port)`.
+
+One process serves one family. Besides the family's own service it always exposes the Models
+service, `grpc.health.v1` (NOT_SERVING until a model is loaded and warmed up, NOT_SERVING again as
+soon as shutdown starts), server reflection, and Prometheus metrics over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from myelin_api.v1 import models_pb2, models_pb2_grpc
+from myelin_serving import __version__
+from myelin_serving.family import Family, ServingContext
+from myelin_serving.interceptors import ServingInterceptor
+from myelin_serving.metrics import Metrics
+from myelin_serving.models_service import ModelsServicer
+from myelin_serving.repository import LoadContext, ModelManager
+from myelin_serving.runtime import RuntimeOptions
+from myelin_serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FAMILIES = {
+    "classifier": "myelin_serving.classifier",
+}
+MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
+
+
+def load_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown service {name!r}; choose one of: {', '.join(FAMILIES)}")
+    family: Family = importlib.import_module(FAMILIES[name]).FAMILY
+    return family
+
+
+class MyelinServer:
+    """A configured, not yet started server. `start()`, then `stop()` (or wait for termination)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        server: grpc.aio.Server,
+        port: int,
+        manager: ModelManager,
+        family: Family,
+        health_servicer: health.aio.HealthServicer,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.grpc_server = server
+        self.port = port
+        self.manager = manager
+        self.family = family
+        self.health = health_servicer
+        self.metrics = metrics
+        self.metrics_port: int | None = None
+        self._health_names = ("", *family.service_names, MODELS_SERVICE)
+        self._stopping = False
+        self._serving: bool | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._http: Any = None
+        self._ready = asyncio.Event()
+        manager.on_change(self._update_health)
+
+    async def start(self) -> None:
+        """Listen now; load and warm up the models in the background (health says when)."""
+        await self._set_health(False)
+        await self.grpc_server.start()
+        if self.settings.metrics_port >= 0:
+            self._http, _ = start_http_server(
+                self.settings.metrics_port, addr=self.settings.metrics_host, registry=self.metrics.registry
+            )
+            self.metrics_port = self._http.server_port
+        self._spawn(self._load_models())
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Until the first load has finished (whether or not any model became ready)."""
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, then refuse new calls, let calls in flight finish for `grace` seconds."""
+        if self._stopping:
+            return
+        self._stopping = True
+        await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.grpc_server.stop(self.settings.grace_period_s if grace is None else grace)
+        await self.manager.close()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        log.info("%s service stopped", self.family.name)
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+    async def _load_models(self) -> None:
+        try:
+            report = await self.manager.refresh()
+            log.info(
+                "%s service: %d model version(s) ready, %d failed, from %s",
+                self.family.name,
+                len(report.loaded),
+                len(report.failed),
+                self.manager.root,
+            )
+        except Exception:
+            log.exception("loading models from %s failed", self.manager.root)
+        await self._update_health()
+        self._ready.set()
+        if self.settings.reload_interval_s > 0:
+            self._spawn(self.manager.watch(self.settings.reload_interval_s))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        task.add_done_callback(_log_failure)
+        self._tasks.append(task)
+
+    async def _update_health(self) -> None:
+        await self._set_health(self.manager.ready and not self._stopping)
+
+    async def _set_health(self, serving: bool) -> None:
+        if serving == self._serving or self._stopping:
+            return
+        self._serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self._health_names:
+            await self.health.set(name, status)
+        log.info("health: %s", "SERVING" if serving else "NOT_SERVING")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def create_server(settings: Settings, *, registry: CollectorRegistry | None = None) -> tuple[MyelinServer, int]:
+    """Build and bind the server for `settings.service`; call inside a running event loop."""
+    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    family = load_family(settings.service)
+    context = LoadContext(RuntimeOptions(settings.device, settings.intra_op_threads), settings.batching, metrics)
+    manager = ModelManager(
+        settings.repository, family.name, family.load, context, latest=settings.version_policy_latest, metrics=metrics
+    )
+    interceptor = ServingInterceptor(
+        metrics,
+        tokens=settings.tokens(),
+        default_deadline_s=settings.default_deadline_s,
+        access_log_enabled=settings.access_log,
+    )
+    server = grpc.aio.server(interceptors=[interceptor], options=_channel_options(settings))
+    family.add_servicers(server, ServingContext(manager, settings, metrics))
+    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*family.service_names, MODELS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.host}:{settings.port}"
+    credentials = _server_credentials(settings)
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's way of saying the address cannot be bound
+        raise OSError(f"could not listen on {address}: {exc}") from exc
+    metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
+    return MyelinServer(settings, server, port, manager, family, health_servicer, metrics), port
+
+
+def _channel_options(settings: Settings) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a taken port is an error, not a silently shared one
+    ]
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(max(settings.grace_period_s, 1) * 1000)),
+        ]
+    return options
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )

@@ -1,0 +1,98 @@
+"""One typed settings object per process. Nothing else in the services reads the environment.
+
+Every field comes from a `MYELIN_<FIELD>` variable (nested: `MYELIN_BATCHING__MAX_BATCH_SIZE`),
+and the command line overrides what it names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Family = Literal["classifier", "translator", "generator", "embedder"]
+
+
+class BatchingSettings(BaseModel):
+    """Defaults for every model's dynamic batcher; a manifest's `serving` section overrides them."""
+
+    enabled: bool = True
+    # Rows (images, sentences...) one onnxruntime call may take.
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    # How long the oldest queued request may wait for others to join its batch.
+    max_queue_delay_us: int = Field(1000, ge=0, le=1_000_000)
+    # Requests waiting at once; more are refused with RESOURCE_EXHAUSTED.
+    max_queue_size: int = Field(1024, ge=1)
+    # A request still queued after this long is dropped with DEADLINE_EXCEEDED.
+    queue_timeout_s: float = Field(30.0, gt=0)
+    # onnxruntime calls in flight at once per model (Triton's instance count).
+    instances: int = Field(1, ge=1, le=16)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MYELIN_", env_nested_delimiter="__", extra="ignore")
+
+    service: Family = "classifier"
+    repository: Path = Path("model_repository")
+    host: str = "127.0.0.1"
+    # 0 picks a free port; the log (and --port-file) says which.
+    port: int = Field(50051, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Prometheus metrics over HTTP at /metrics; 0 picks a free port, -1 turns the endpoint off.
+    metrics_port: int = Field(9464, ge=-1, le=65535)
+
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Requests without a deadline get this one.
+    default_deadline_s: float = Field(30.0, gt=0)
+    # On SIGTERM: NOT_SERVING at once, then this long for requests in flight to finish.
+    grace_period_s: float = Field(10.0, ge=0)
+    # Close connections after this long so clients re-resolve and spread over new replicas (0: never).
+    max_connection_age_s: float = Field(0, ge=0)
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core).
+    intra_op_threads: int = Field(0, ge=0)
+    batching: BatchingSettings = BatchingSettings()
+    # Items (images, sentences...) one request may carry.
+    max_request_batch: int = Field(256, ge=1)
+    # Rescan the repository this often to load new versions and unload removed ones (0: never).
+    reload_interval_s: float = Field(2.0, ge=0)
+    # Serve only the newest N versions of each model (0: all versions present).
+    version_policy_latest: int = Field(0, ge=0)
+
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # With a client CA, callers must present a certificate it signed (mutual TLS).
+    tls_client_ca_file: Path | None = None
+    # Bearer tokens accepted in `authorization` metadata; empty turns authentication off.
+    auth_tokens: Annotated[list[str], NoDecode] = []
+    auth_tokens_file: Path | None = None
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Log every request (method, status, duration; never metadata or payloads).
+    access_log: bool = False
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        # MYELIN_AUTH_TOKENS="token-a,token-b"
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
+
+    def tokens(self) -> frozenset[str]:
+        """Accepted bearer tokens: the list plus one token per line of auth_tokens_file."""
+        tokens = set(self.auth_tokens)
+        if self.auth_tokens_file is not None:
+            tokens.update(t.strip() for t in self.auth_tokens_file.read_text().splitlines() if t.strip())
+        return frozenset(tokens)
