@@ -1,0 +1,56 @@
+"""myelin_client: the Python SDK for Myelin's gRPC services.
+
+    from myelin_client import Client
+
+    with Client("127.0.0.1:50051") as client:
+        client.wait_ready()
+        print(client.classify("digit.png").labels)
+
+`Client` blocks, `AsyncClient` awaits; both have the same methods. Errors: see myelin_client.errors.
+"""
+
+from myelin_client.aio import AsyncClient
+from myelin_client.client import Client
+from myelin_client.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    MyelinError,
+    NotFoundError,
+    ResourceExhaustedError,
+    ServerError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from myelin_client.types import (
+    Classification,
+    ClassifyResult,
+    LabelProbability,
+    ModelInfo,
+    ReloadResult,
+    TensorSpec,
+    VersionStatus,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "CancelledError",
+    "Classification",
+    "ClassifyResult",
+    "Client",
+    "DeadlineExceededError",
+    "InvalidArgumentError",
+    "LabelProbability",
+    "ModelInfo",
+    "MyelinError",
+    "NotFoundError",
+    "ReloadResult",
+    "ResourceExhaustedError",
+    "ServerError",
+    "TensorSpec",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "VersionStatus",
+]
