@@ -1,0 +1,156 @@
+"""`make demo`: the suite end to end on a fresh checkout.
+
+Trains every model family with its quick config, exports it into a fresh model repository
+(.demo/repository), starts each service on a free port, calls it through the Python SDK and the
+`myelin` CLI, prints what came back, and stops the services cleanly (SIGTERM, graceful drain).
+
+Data: $MYELIN_DATA_DIR (the Makefile points it at ../shared/data).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from myelin_client import Client
+from myelin_training.data import mnist
+from myelin_training.evaluate_classifier import evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / ".demo"
+REPOSITORY = DEMO / "repository"
+BIN = Path(sys.executable).parent
+
+
+def banner(text: str) -> None:
+    print(f"\n{'=' * 8} {text} {'=' * (70 - len(text))}", flush=True)
+
+
+def run(*args: str | Path) -> None:
+    print("$", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], check=True)
+
+
+@contextlib.contextmanager
+def service(family: str) -> Iterator[str]:
+    """`myelin-serve FAMILY` on a free port; yields its target, stops it with SIGTERM."""
+    port_file = DEMO / f"{family}.port"
+    port_file.unlink(missing_ok=True)
+    log = (DEMO / f"{family}.log").open("w")
+    process = subprocess.Popen(
+        [
+            BIN / "myelin-serve",
+            family,
+            "--repository",
+            REPOSITORY,
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--port-file",
+            port_file,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"myelin-serve {family} did not start; see {log.name}")
+            time.sleep(0.1)
+        ports = json.loads(port_file.read_text())
+        print(
+            f"{family} service: grpc 127.0.0.1:{ports['port']}, metrics http://127.0.0.1:{ports['metrics_port']}/metrics"
+        )
+        yield f"127.0.0.1:{ports['port']}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        log.close()
+        print(f"{family} service stopped (SIGTERM, exit code {code})")
+
+
+def ascii_digit(image: np.ndarray) -> str:
+    ramp = " .:-=+*#%@"
+    return "\n".join("".join(ramp[int(p) * (len(ramp) - 1) // 255] for p in row[::1]) for row in image[3:25:2, 2:26])
+
+
+def classifier_act(data_dir: Path) -> None:
+    banner("digits: train mnist-mlp and mnist-cnn (quick config)")
+    for arch in ("mlp", "cnn"):
+        run(
+            BIN / "myelin-train",
+            arch,
+            "--config",
+            "quick",
+            "--data-dir",
+            data_dir,
+            "--repository",
+            REPOSITORY,
+            "--run-dir",
+            DEMO / "runs" / f"mnist-{arch}",
+        )
+    test = mnist.load_split(data_dir, "test")
+    digits = DEMO / "digits"
+    digits.mkdir(exist_ok=True)
+    files = []
+    for i in range(3):
+        path = digits / f"test-{i}-label-{test.labels[i]}.png"
+        Image.fromarray(test.images[i]).save(path)
+        files.append(path)
+
+    banner("digits: serve and classify through the SDK")
+    with service("classifier") as target, Client(target, timeout=60) as client:
+        client.wait_ready()
+        for model in client.list_models():
+            print(
+                f"{model.name} v{model.version} ({model.architecture}) on {model.execution_provider}: "
+                f"test accuracy at training {model.evaluation['test_accuracy']:.4%}"
+            )
+        for name in ("mnist-mlp", "mnist-cnn"):
+            report = evaluate(client, name, test.images, test.labels)
+            same = "identical to" if report["same_predictions"] else "DIFFERENT from"
+            print(
+                f"{name}: served accuracy {report['served_accuracy']:.4%} on all {report['images']} test images, "
+                f"predictions {same} the offline evaluation ({report['images_per_second']:.0f} images/s)"
+            )
+        result = client.classify(test.images[:8], model="mnist-cnn", top_k=2)
+        print(f"\nfirst 8 test digits through mnist-cnn v{result.version}:")
+        for label, c in zip(test.labels[:8], result, strict=True):
+            top = ", ".join(f"{p.label} ({p.probability:.3f})" for p in c.labels)
+            print(f"  true {label}: {top}")
+        print(ascii_digit(test.images[0]))
+        buffer = io.BytesIO()
+        Image.fromarray(test.images[0]).save(buffer, format="PNG")
+        print(f"the digit above, as PNG bytes: {client.classify(buffer.getvalue()).labels[0]}")
+        run(BIN / "myelin", "--target", target, "classify", *files, "--top-k", "2")
+
+
+def main() -> None:
+    data_dir = Path(os.environ.get("MYELIN_DATA_DIR", ROOT.parent / "shared" / "data"))
+    if not (data_dir / "mnist").is_dir():
+        raise SystemExit(
+            f"no datasets at {data_dir}: set MYELIN_DATA_DIR to the folder described in ../shared/data/README.md"
+        )
+    shutil.rmtree(REPOSITORY, ignore_errors=True)
+    REPOSITORY.mkdir(parents=True)
+    started = time.monotonic()
+    classifier_act(data_dir)
+    banner(f"demo finished in {time.monotonic() - started:.0f} s; models in {REPOSITORY}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Session fixtures: the datasets, and small models trained and exported in this test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from myelin_testkit import REPO_ROOT, ServerThread, settings_for
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("MYELIN_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+    if not (path / "mnist").is_dir():
+        pytest.fail(f"datasets not found at {path}: set MYELIN_DATA_DIR (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def classifier_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """mnist-mlp and mnist-cnn trained for a few steps (--dry-run) and exported: the real pipeline, small."""
+    from myelin_training.cnn.train import main as train_cnn
+    from myelin_training.mlp.train import main as train_mlp
+
+    repository = tmp_path_factory.mktemp("classifier-repository")
+    runs = tmp_path_factory.mktemp("runs")
+    for train, name in ((train_mlp, "mnist-mlp"), (train_cnn, "mnist-cnn")):
+        train(
+            ["--dry-run", "--data-dir", str(data_dir), "--repository", str(repository), "--run-dir", str(runs / name)]
+        )
+    return repository
+
+
+@pytest.fixture
+def fresh_repository(tmp_path: Path, classifier_repository: Path) -> Path:
+    """A private copy of the classifier repository that a test may change."""
+    copy = tmp_path / "repository"
+    shutil.copytree(classifier_repository, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def classifier_server(classifier_repository: Path) -> Iterator[ServerThread]:
+    """One classifier service for a test module: loopback, port 0, batching on."""
+    with ServerThread(settings_for(classifier_repository)) as server:
+        yield server

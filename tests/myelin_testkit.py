@@ -1,0 +1,137 @@
+"""Helpers the tests share: a real server in a background thread, and a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry
+
+from myelin_serving.server import MyelinServer, create_server
+from myelin_serving.settings import Settings
+
+T = TypeVar("T")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def settings_for(repository: Path, **overrides: Any) -> Settings:
+    """Loopback, port 0, no metrics endpoint unless asked for, no background rescans unless asked for."""
+    values: dict[str, Any] = {
+        "repository": repository,
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": -1,
+        "reload_interval_s": 0,
+        "grace_period_s": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class ServerThread:
+    """A real grpc.aio server on its own event loop in a daemon thread."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="myelin-test-server")
+        self.server: MyelinServer
+        self.port = 0
+
+    def start(self, *, wait_ready: bool = True) -> ServerThread:
+        self._thread.start()
+
+        async def create() -> tuple[MyelinServer, int]:
+            return create_server(self.settings, registry=self.registry)
+
+        self.server, self.port = self.run(create())
+        self.run(self.server.start())
+        if wait_ready:
+            self.run(self.server.wait_ready(120))
+        return self
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, grace: float = 0) -> None:
+        self.run(self.server.stop(grace))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+        self.loop.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ServerProcess:
+    """`myelin-serve` as a child process, for what only a process shows (signals, exit codes, logs)."""
+
+    def __init__(self, family: str, repository: Path, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port_file = tmp / f"{family}-{time.monotonic_ns()}.port"
+        self.log_path = tmp / f"{family}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("w")
+        command = [
+            str(BIN / "myelin-serve"),
+            family,
+            "--repository",
+            str(repository),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--port-file",
+            str(self.port_file),
+            *args,
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        deadline = time.monotonic() + 60
+        while not self.port_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self._log.close()
+                raise RuntimeError(f"myelin-serve did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        ports = json.loads(self.port_file.read_text())
+        self.port, self.metrics_port = ports["port"], ports["metrics_port"]
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
