@@ -1,0 +1,1 @@
+"""Language models for text generation (generator-gpt-*, generator-gru-*): training and export."""

@@ -1,0 +1,178 @@
+"""Export a trained language model as ONE step graph with a cache, and publish it.
+
+The graph serves both the prompt (an empty cache) and each new token (the cache so far):
+
+GPT  step(input_ids (B, T) int64, past_key_values (L, 2, B, H, P, D) float32, padding (B,) int64)
+       -> logits (B, vocab) float32, present_key_values (L, 2, B, H, P + T, D) float32
+GRU  step(input_ids (B, T) int64, state (L, B, hidden) float32)
+       -> logits (B, vocab) float32, next_state (L, B, hidden) float32
+
+`padding[b]` is the number of leading slots of row b (in past + input) that are padding: the
+service left-pads sequences of different lengths to decode them together. Parity against PyTorch
+is checked at batch sizes, input lengths, past lengths (including an empty past) and paddings
+other than the example's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from myelin_training import export
+from myelin_training.generator.model import GPT, GRULanguageModel
+
+MAX_BATCH = 256
+
+
+class GPTStep(nn.Module):
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, past_key_values: torch.Tensor, padding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.step(input_ids, past_key_values, padding)
+
+
+class GRUStep(nn.Module):
+    def __init__(self, model: GRULanguageModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.step(input_ids, state)
+
+
+def gpt_graph(model: GPT) -> export.GraphExport:
+    c = model.config
+    head_dim = c.n_embd // c.n_head
+
+    def inputs(b: int, t: int, p: int, padding: list[int], g: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        ids = torch.randint(0, c.vocab_size, (b, t), generator=g)
+        past = torch.randn(c.n_layer, 2, b, c.n_head, p, head_dim, generator=g)
+        return ids, past, torch.tensor(padding, dtype=torch.int64)
+
+    # (batch, new tokens, past, left padding per row); positions stay inside block_size
+    trials = [
+        (1, 5, 0, [0]),  # a prompt, empty cache
+        (3, 1, 9, [0, 4, 9]),  # one decoding step of three rows of different lengths
+        (2, 4, 6, [2, 7]),  # a padded prompt batch on top of a cache
+        (5, 1, 1, [0, 0, 1, 0, 1]),
+        (1, 1, min(c.block_size - 1, 40), [0]),
+    ]
+    queue = list(trials)
+
+    def parity_inputs(g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        b, t, p, padding = queue.pop(0)
+        return inputs(b, t, p, padding, g)
+
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    seq = torch.export.Dim("sequence", min=1, max=c.block_size)
+    past = torch.export.Dim("past", min=0, max=c.block_size)
+    return export.GraphExport(
+        module=GPTStep(model).eval(),
+        example_inputs=inputs(2, 3, 4, [0, 2], None),
+        input_names=["input_ids", "past_key_values", "padding"],
+        output_names=["logits", "present_key_values"],
+        dynamic_shapes=({0: batch, 1: seq}, {2: batch, 4: past}, {0: batch}),
+        parity_inputs=parity_inputs,
+        atol=1e-4,
+        rtol=1e-3,
+        parity_trials=len(trials),
+    )
+
+
+def gru_graph(model: GRULanguageModel) -> export.GraphExport:
+    c = model.config
+    trials = [(1, 7), (3, 1), (4, 3), (1, 1)]
+    queue = list(trials)
+
+    def inputs(b: int, t: int, g: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        return torch.randint(0, c.vocab_size, (b, t), generator=g), torch.randn(c.n_layer, b, c.hidden, generator=g)
+
+    def parity_inputs(g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        return inputs(*queue.pop(0), g)
+
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    seq = torch.export.Dim("sequence", min=1, max=1 << 16)
+    return export.GraphExport(
+        module=GRUStep(model).eval(),
+        example_inputs=inputs(2, 3, None),
+        input_names=["input_ids", "state"],
+        output_names=["logits", "next_state"],
+        dynamic_shapes=({0: batch, 1: seq}, {1: batch}),
+        parity_inputs=parity_inputs,
+        atol=1e-4,
+        rtol=1e-3,
+        parity_trials=len(trials),
+    )
+
+
+def decoder_entry(model: nn.Module) -> dict[str, Any]:
+    """What the service needs to drive the step graph."""
+    if isinstance(model, GPT):
+        c = model.config
+        return {
+            "cache": "kv",
+            "context": c.block_size,
+            "cache_shape": {"layers": c.n_layer, "heads": c.n_head, "head_dim": c.n_embd // c.n_head},
+        }
+    assert isinstance(model, GRULanguageModel)
+    c = model.config
+    return {"cache": "state", "context": None, "state_shape": {"layers": c.n_layer, "hidden": c.hidden}}
+
+
+def export_model(
+    model: nn.Module,
+    *,
+    arch: str,
+    repository: Path,
+    name: str,
+    tokenizer: Tokenizer,
+    tokenizer_kind: str,
+    manifest_extra: dict[str, Any],
+    side_files: list[Path],
+    seed: int,
+) -> Path:
+    model = model.cpu().float().eval()
+    spec = gpt_graph(model) if isinstance(model, GPT) else gru_graph(model)  # type: ignore[arg-type]
+    staged = export.staging_dir(repository, name)
+    try:
+        path = staged / "step.onnx"
+        with warnings.catch_warnings():
+            # nn.GRU re-assigns its flat weights while torch.export traces it; harmless here.
+            warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+            parity, signature = export.export_graph(spec, path, seed=seed)
+        tokenizer.save(str(staged / "tokenizer.json"))
+        for side in side_files:
+            shutil.copy2(side, staged / side.name)
+        unk = tokenizer.token_to_id("<unk>") if tokenizer_kind == "char" else None
+        manifest: dict[str, Any] = {
+            "family": "generator",
+            "architecture": arch,
+            "graphs": {"step": export.graph_entry(path, signature, parity)},
+            "decoder": decoder_entry(model),
+            "tokenizer": {
+                "file": "tokenizer.json",
+                "kind": tokenizer_kind,
+                "vocab_size": tokenizer.get_vocab_size(),
+                "unk_id": unk,
+                # an empty prompt starts from this text (nanoGPT samples from a newline)
+                "start_text": "\n",
+            },
+            "model_config": dataclasses.asdict(model.config),  # type: ignore[call-overload]
+            "export": export.export_info(),
+            **manifest_extra,
+        }
+        return export.publish_version(repository, name, staged, manifest)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise

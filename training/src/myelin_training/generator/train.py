@@ -1,0 +1,438 @@
+"""myelin-train generator: train a character (or BPE) language model and export its step graph.
+
+    myelin-train generator --data-dir DIR --repository DIR [--arch gpt|gru] [--corpus shakespeare]
+                           [--config cpu|gpu|quick] [--device auto|cpu|cuda] [--resume] [--dry-run]
+
+nanoGPT-style: random windows of block_size tokens from the training split, AdamW with linear
+warm-up then cosine decay to min_lr, validation loss estimated every eval_interval iterations,
+a checkpoint at each evaluation (--resume continues from it), metrics.jsonl and curves.png. The
+final validation loss is measured on the WHOLE validation split, in consecutive windows of
+block_size tokens, and recorded in the manifest.
+
+A config may set a wall-clock budget (`time_budget_s`): the cosine schedule then follows the
+fraction of the budget used (or of max_iters, whichever is further), so training ends on time
+however busy the machine is. This machine's 2 cores are shared, so the CPU configs use one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+from tqdm import tqdm
+
+from myelin_training.args import add_common_arguments, require_paths
+from myelin_training.data import text as text_data
+from myelin_training.device import resolve_device
+from myelin_training.generator.export import export_model
+from myelin_training.generator.model import GPT, GPTConfig, GRUConfig, GRULanguageModel
+from myelin_training.reporting import MetricsLog, plot_curves
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_iters: int
+    batch_size: int
+    block_size: int
+    lr: float
+    min_lr: float
+    warmup_iters: int = 100
+    weight_decay: float = 0.1
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_batches: int = 40
+    time_budget_s: float = 0.0  # 0: schedule by iterations only
+    bf16: bool = True  # autocast matmuls to bfloat16 (AVX-512 BF16 on CPU, tensor cores on GPU)
+    compile: bool = False
+
+
+# The configs per architecture: (model config, train config). block_size lives in both (the GPT's
+# position table must cover the training windows).
+CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
+    "gpt": {
+        # ~30 minutes on 2 CPU cores: 4 layers, d_model 256, 3.2M parameters.
+        "cpu": (
+            GPTConfig(block_size=256, n_layer=4, n_head=4, n_embd=256, dropout=0.1),
+            TrainConfig(max_iters=20_000, batch_size=12, block_size=256, lr=1e-3, min_lr=1e-4, time_budget_s=28 * 60),
+        ),
+        # nanoGPT's shakespeare-char GPU model: 6 layers, d_model 384, 10.7M parameters.
+        "gpu": (
+            GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+            TrainConfig(
+                max_iters=5000, batch_size=64, block_size=256, lr=1e-3, min_lr=1e-4, warmup_iters=100, compile=True
+            ),
+        ),
+        "quick": (
+            GPTConfig(block_size=128, n_layer=2, n_head=4, n_embd=128, dropout=0.0),
+            TrainConfig(
+                max_iters=300,
+                batch_size=16,
+                block_size=128,
+                lr=2e-3,
+                min_lr=2e-4,
+                warmup_iters=30,
+                eval_interval=100,
+                eval_batches=10,
+            ),
+        ),
+        "dry-run": (
+            GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0),
+            TrainConfig(
+                max_iters=20,
+                batch_size=4,
+                block_size=32,
+                lr=3e-3,
+                min_lr=3e-4,
+                warmup_iters=5,
+                eval_interval=10,
+                eval_batches=2,
+                bf16=False,
+            ),
+        ),
+    },
+    "gru": {
+        "cpu": (
+            GRUConfig(n_embd=128, hidden=512, n_layer=2, dropout=0.1),
+            TrainConfig(
+                max_iters=20_000,
+                batch_size=32,
+                block_size=128,
+                lr=2e-3,
+                min_lr=2e-4,
+                weight_decay=0.0,
+                time_budget_s=15 * 60,
+            ),
+        ),
+        "gpu": (
+            GRUConfig(n_embd=256, hidden=1024, n_layer=3, dropout=0.25),
+            TrainConfig(max_iters=8000, batch_size=64, block_size=256, lr=2e-3, min_lr=2e-4, weight_decay=0.0),
+        ),
+        "quick": (
+            GRUConfig(n_embd=64, hidden=256, n_layer=1, dropout=0.0),
+            TrainConfig(
+                max_iters=300,
+                batch_size=16,
+                block_size=128,
+                lr=3e-3,
+                min_lr=3e-4,
+                weight_decay=0.0,
+                warmup_iters=30,
+                eval_interval=100,
+                eval_batches=10,
+            ),
+        ),
+        "dry-run": (
+            GRUConfig(n_embd=16, hidden=32, n_layer=1, dropout=0.0),
+            TrainConfig(
+                max_iters=20,
+                batch_size=4,
+                block_size=32,
+                lr=3e-3,
+                min_lr=3e-4,
+                warmup_iters=5,
+                weight_decay=0.0,
+                eval_interval=10,
+                eval_batches=2,
+                bf16=False,
+            ),
+        ),
+    },
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="myelin-train generator", description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser, default_name="generator-<arch>-<corpus>")
+    parser.add_argument("--arch", choices=sorted(CONFIGS), default="gpt")
+    parser.add_argument("--corpus", choices=sorted(text_data.CORPORA), default="shakespeare")
+    parser.add_argument("--text", type=Path, help="train on this UTF-8 file instead (90/10 split)")
+    parser.add_argument("--tokenizer", choices=["char", "bpe"], help="default: char, bpe for wikitext2")
+    parser.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size")
+    parser.add_argument(
+        "--config", choices=["auto", "cpu", "gpu", "quick"], default="auto", help="auto: gpu on CUDA, else cpu"
+    )
+    parser.add_argument("--max-iters", type=int)
+    parser.add_argument("--time-budget", type=float, help="minutes of training (0: schedule by iterations)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    args = parser.parse_args(argv)
+    if args.text is None:
+        require_paths(parser, args, "data_dir")
+    require_paths(parser, args, "repository")
+    return args
+
+
+def choose_config(args: argparse.Namespace, device: torch.device) -> tuple[Any, TrainConfig, str]:
+    name = "dry-run" if args.dry_run else args.config
+    if name == "auto":
+        name = "gpu" if device.type == "cuda" else "cpu"
+    model_config, train = CONFIGS[args.arch][name]
+    return dataclasses.replace(model_config), apply_overrides(train, args), name
+
+
+def apply_overrides(train: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    overrides = {
+        "max_iters": args.max_iters,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "time_budget_s": None if args.time_budget is None else args.time_budget * 60,
+    }
+    train = dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
+    if args.lr is not None:
+        train = dataclasses.replace(train, min_lr=args.lr / 10)
+    if args.no_bf16:
+        train = dataclasses.replace(train, bf16=False)
+    if args.compile:
+        train = dataclasses.replace(train, compile=True)
+    return train
+
+
+def lr_at(it: int, progress: float, c: TrainConfig) -> float:
+    if it < c.warmup_iters:
+        return c.lr * (it + 1) / c.warmup_iters
+    ratio = min(1.0, max(0.0, progress))
+    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.lr - c.min_lr)
+
+
+def batch(data: torch.Tensor, c: TrainConfig, g: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+    starts = torch.randint(len(data) - c.block_size - 1, (c.batch_size,), generator=g)
+    rows = torch.stack([data[s : s + c.block_size + 1] for s in starts.tolist()])  # (B, T + 1)
+    rows = rows.to(device, non_blocking=True)
+    return rows[:, :-1], rows[:, 1:]
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = model(x)  # (B, T, vocab)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, data: torch.Tensor, c: TrainConfig, seed: int, device: torch.device) -> float:
+    """Mean loss over eval_batches random windows (the same windows at every evaluation)."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(c.eval_batches):
+        x, y = batch(data, c, g, device)
+        with autocast(device, c.bf16):
+            losses.append(loss_of(model, x, y).item())
+    model.train()
+    return float(np.mean(losses))
+
+
+@torch.no_grad()
+def full_loss(model: nn.Module, data: torch.Tensor, c: TrainConfig, device: torch.device) -> float:
+    """Mean next-token loss over the whole split, in consecutive windows of block_size, float32."""
+    model.eval()
+    n = (len(data) - 1) // c.block_size
+    x = data[: n * c.block_size].view(n, c.block_size)
+    y = data[1 : n * c.block_size + 1].view(n, c.block_size)
+    total = 0.0
+    for i in range(0, n, 32):
+        logits = model(x[i : i + 32].to(device)).float()
+        total += F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), y[i : i + 32].to(device).reshape(-1), reduction="sum"
+        ).item()
+    model.train()
+    return total / (n * c.block_size)
+
+
+def build(arch: str, config: Any) -> nn.Module:
+    return GPT(config) if arch == "gpt" else GRULanguageModel(config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    corpus = text_data.load_corpus(args.corpus, args.data_dir, args.text)
+    kind = args.tokenizer or ("bpe" if args.corpus == "wikitext2" and args.text is None else "char")
+    if args.name == "generator-<arch>-<corpus>":
+        args.name = f"generator-{args.arch}-{corpus.name}" + (
+            "-bpe" if kind == "bpe" and corpus.name != "wikitext2" else ""
+        )
+    run_dir = args.run_dir or Path("runs") / args.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run_dir / CHECKPOINT
+    resume = torch.load(checkpoint_path, weights_only=False) if args.resume else None
+    if args.resume and resume is None:
+        raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
+
+    model_config, train, config_name = choose_config(args, device)
+    if args.dry_run:
+        corpus = dataclasses.replace(corpus, train_text=corpus.train_text[:20_000], val_text=corpus.val_text[:4_000])
+    if resume is not None:
+        tokenizer = Tokenizer.from_str(resume["tokenizer"])
+        model_config = type(model_config)(**resume["model_config"])
+        train = apply_overrides(TrainConfig(**resume["train_config"]), args)
+    elif kind == "char":
+        tokenizer = text_data.char_tokenizer(corpus.train_text)
+    else:
+        tokenizer = text_data.bpe_tokenizer(corpus.train_text, args.vocab_size)
+    model_config = dataclasses.replace(model_config, vocab_size=tokenizer.get_vocab_size())
+    train_ids = torch.from_numpy(text_data.encode(tokenizer, corpus.train_text))
+    val_ids = torch.from_numpy(text_data.encode(tokenizer, corpus.val_text))
+    print(
+        f"{args.name}: {config_name} config, {kind} tokenizer ({tokenizer.get_vocab_size()} tokens), "
+        f"{len(train_ids):,} train / {len(val_ids):,} validation tokens ({corpus.split}), device {device}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+    model = build(args.arch, model_config).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train.lr,
+        betas=(0.9, train.beta2),
+    )
+    start_iter, elapsed_before = 0, 0.0
+    g = torch.Generator().manual_seed(args.seed)
+    log = MetricsLog(run_dir / "metrics.jsonl", append=resume is not None)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        g.set_state(resume["generator"])
+        start_iter, elapsed_before = resume["iter"], resume["elapsed"]
+        print(f"resumed from {checkpoint_path} at iteration {start_iter} ({elapsed_before:.0f} s trained)")
+    forward = torch.compile(model) if train.compile else model
+
+    def save(it: int, elapsed: float) -> None:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": g.get_state(),
+                "iter": it,
+                "elapsed": elapsed,
+                "model_config": dataclasses.asdict(model_config),
+                "train_config": dataclasses.asdict(train),
+                "tokenizer": tokenizer.to_str(),
+                "arch": args.arch,
+            },
+            run_dir / (CHECKPOINT + ".tmp"),
+        )
+        (run_dir / (CHECKPOINT + ".tmp")).replace(checkpoint_path)
+
+    started = time.perf_counter() - elapsed_before
+
+    def progress_at(it: int) -> float:
+        progress = (it - train.warmup_iters) / max(1, train.max_iters - train.warmup_iters)
+        if train.time_budget_s:
+            progress = max(progress, (time.perf_counter() - started) / train.time_budget_s)
+        return progress
+
+    def evaluate(it: int, lr: float) -> None:
+        nonlocal loss_sum, loss_n
+        val = estimate_loss(model, val_ids, train, args.seed, device)
+        elapsed = time.perf_counter() - started
+        record = {
+            "iter": it,
+            "train_loss": loss_sum / max(1, loss_n),
+            "val_loss": val,
+            "lr": lr,
+            "elapsed_seconds": round(elapsed, 1),
+            "tokens": it * train.batch_size * train.block_size,
+        }
+        log.write(record)
+        bar.set_postfix(train=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
+        tqdm.write(
+            f"iter {it}: train loss {record['train_loss']:.4f}, val loss {val:.4f}, lr {lr:.2e}, {elapsed:.0f} s"
+        )
+        loss_sum, loss_n = 0.0, 0
+        save(it, elapsed)
+
+    it, loss_sum, loss_n, lr = start_iter, 0.0, 0, train.lr
+    bar = tqdm(total=train.max_iters, initial=start_iter, desc=args.name, unit="it")
+    model.train()
+    while it < train.max_iters and (progress := progress_at(it)) < 1.0:
+        lr = lr_at(it, progress, train)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = batch(train_ids, train, g, device)
+        with autocast(device, train.bf16):
+            loss = loss_of(forward, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        optimizer.step()
+        it += 1
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        bar.update(1)
+        if it % train.eval_interval == 0:
+            evaluate(it, lr)
+    if loss_n:  # the last iterations since the last evaluation
+        evaluate(it, lr)
+    bar.close()
+    wall = time.perf_counter() - started
+    val_loss = full_loss(model, val_ids, train, device)
+    train_loss = log.records[-1]["train_loss"] if log.records else float("nan")
+    print(f"{args.name}: validation loss {val_loss:.4f} (whole split) after {it} iterations, {wall:.0f} s")
+    plot = plot_curves(
+        log.records,
+        run_dir / "curves.png",
+        x="iter",
+        panels={"loss": ["train_loss", "val_loss"]},
+        title=f"{args.name}: validation loss {val_loss:.4f}",
+    )
+    version_dir = export_model(
+        model,
+        arch=args.arch,
+        repository=args.repository,
+        name=args.name,
+        tokenizer=tokenizer,
+        tokenizer_kind=kind,
+        seed=args.seed,
+        side_files=[log.path, plot],
+        manifest_extra={
+            "training": {
+                "config": config_name,
+                "train_config": dataclasses.asdict(train),
+                "iterations": it,
+                "tokens_seen": it * train.batch_size * train.block_size,
+                "parameters": n_params,
+                "seed": args.seed,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "wall_time_seconds": round(wall, 1),
+                "dry_run": bool(args.dry_run),
+                "train_tokens": len(train_ids),
+                "validation_tokens": len(val_ids),
+            },
+            "dataset": corpus.fingerprint(),
+            "evaluation": {
+                "validation_loss": val_loss,
+                "validation_perplexity": math.exp(val_loss),
+                "train_loss": train_loss,
+            },
+            "files": {"metrics": "metrics.jsonl", "curves": "curves.png"},
+        },
+    )
+    print(f"exported {args.name} to {version_dir}")
+
+
+if __name__ == "__main__":
+    main()
