@@ -31,6 +31,25 @@ class BatchingSettings(BaseModel):
     instances: int = Field(1, ge=1, le=16)
 
 
+class GenerationSettings(BaseModel):
+    """Limits of the generator family's decoding loop (one loop per model version)."""
+
+    # Sequences one model version decodes at once (waiting for their prompt or generating); more
+    # are refused with RESOURCE_EXHAUSTED.
+    max_sequences: int = Field(64, ge=1, le=1024)
+    # Prompt tokens one request may bring (the model's context caps it further).
+    max_prompt_tokens: int = Field(1024, ge=1)
+    # Prompt + generated tokens one sequence may reach, for models without a fixed context (GRU).
+    max_context_tokens: int = Field(4096, ge=2)
+    # max_new_tokens when a request leaves it at 0 (capped by what is left of the context).
+    default_max_new_tokens: int = Field(128, ge=1)
+    # Stop sequences per request, and characters per stop sequence.
+    max_stop_sequences: int = Field(8, ge=0)
+    max_stop_length: int = Field(64, ge=1)
+    # When a version is unloaded, how long its sequences may run on before being cancelled.
+    drain_timeout_s: float = Field(30.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MYELIN_", env_nested_delimiter="__", extra="ignore")
 
@@ -55,6 +74,7 @@ class Settings(BaseSettings):
     # onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core).
     intra_op_threads: int = Field(0, ge=0)
     batching: BatchingSettings = BatchingSettings()
+    generation: GenerationSettings = GenerationSettings()
     # Items (images, sentences...) one request may carry.
     max_request_batch: int = Field(256, ge=1)
     # Rescan the repository this often to load new versions and unload removed ones (0: never).

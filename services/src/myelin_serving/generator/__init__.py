@@ -1,0 +1,26 @@
+"""The generator family: language models (generator-gpt-*, generator-gru-*) behind `Generator`.
+
+`scheduler.py` is the continuous-batching loop, `cache.py` the batched KV/state caches and the step
+graph, `sampling.py` the per-sequence sampler, `text.py` tokenizing and streaming text out.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from myelin_api.v1 import generator_pb2, generator_pb2_grpc
+from myelin_serving.family import Family, ServingContext
+from myelin_serving.generator.model import load
+from myelin_serving.generator.servicer import GeneratorServicer
+
+
+def _add_servicers(server: grpc.aio.Server, context: ServingContext) -> None:
+    generator_pb2_grpc.add_GeneratorServicer_to_server(GeneratorServicer(context), server)
+
+
+FAMILY = Family(
+    name="generator",
+    service_names=(generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name,),
+    load=load,
+    add_servicers=_add_servicers,
+)

@@ -1,0 +1,164 @@
+"""A loaded generator version: its tokenizer, step graph, decoding loop and request checks. No gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from myelin_serving.errors import InvalidArgument
+from myelin_serving.generator.cache import CacheBatch, KVCacheBatch, StateBatch
+from myelin_serving.generator.sampling import Sampler, SamplingParams
+from myelin_serving.generator.scheduler import Chunk, DecodeLoop, Sequence
+from myelin_serving.generator.text import IncrementalDecoder, StopMatcher, TextCodec
+from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
+from myelin_serving.settings import GenerationSettings
+
+GRAPH = "step"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_new_tokens: int = 0  # 0: the default, capped by the context left
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: list[str] = field(default_factory=list)
+
+
+class GeneratorModel(LoadedModel):
+    def __init__(
+        self,
+        version: ModelVersion,
+        context: LoadContext,
+        batch: CacheBatch,
+        codec: TextCodec,
+        max_context: int,
+    ) -> None:
+        super().__init__(version, {GRAPH: batch.graph}, {})
+        self.codec = codec
+        self.limits: GenerationSettings = context.generation
+        self.max_context = max_context
+        self.banned = [] if codec.unk_id is None else [codec.unk_id]
+        self.loop = DecodeLoop(
+            batch,
+            model=version.name,
+            version=version.version,
+            max_sequences=self.limits.max_sequences,
+            metrics=context.metrics,
+        )
+
+    def start(self, request: GenerationRequest, *, timeout: float | None) -> Sequence:
+        """Check the request, and queue its sequence for the next step. Raises InvalidArgument/Overloaded."""
+        sampling = request.sampling.validated(self.codec.vocab_size)
+        stops = self._check_stops(request.stop)
+        prompt = self.codec.encode_prompt(request.prompt)
+        max_prompt = min(self.limits.max_prompt_tokens, self.max_context - 1)
+        if len(prompt) > max_prompt:
+            raise InvalidArgument(
+                f"the prompt is {len(prompt)} tokens; this model takes at most {max_prompt}: shorten it"
+            )
+        room = self.max_context - len(prompt)
+        max_new = request.max_new_tokens or min(self.limits.default_max_new_tokens, room)
+        if max_new > room:
+            raise InvalidArgument(
+                f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new}) exceed the context of "
+                f"{self.max_context} tokens: ask for at most {room} new tokens"
+            )
+        if timeout is not None and timeout <= 0:
+            raise InvalidArgument("the deadline has already passed")
+        sampler = Sampler(sampling, self.codec.vocab_size, prompt, self.banned)
+        decoder, matcher = IncrementalDecoder(self.codec), StopMatcher(stops)
+
+        def emit(token: int) -> tuple[str, str | None]:
+            text = matcher.feed(decoder.add(token))
+            return text, matcher.matched
+
+        def finish_text() -> str:
+            return matcher.feed(decoder.flush()) + matcher.flush()
+
+        sequence = Sequence(
+            prompt=prompt,
+            max_new_tokens=max_new,
+            seed=int(sampling.seed or 0),
+            pick=sampler,
+            emit=emit,
+            finish_text=finish_text,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+        )
+        self.loop.submit(sequence)
+        return sequence
+
+    async def stream(self, sequence: Sequence) -> AsyncIterator[Chunk]:
+        """The sequence's chunks as they come; leaving early (cancel, error) takes it out of the batch."""
+        try:
+            async for chunk in sequence.chunks():
+                yield chunk
+        finally:
+            self.loop.cancel(sequence)
+
+    async def complete(self, request: GenerationRequest, *, timeout: float | None) -> Chunk:
+        sequence = self.start(request, timeout=timeout)
+        text: list[str] = []
+        tokens: list[int] = []
+        async for chunk in self.stream(sequence):
+            text.append(chunk.text)
+            tokens.extend(chunk.token_ids)
+            if chunk.finish is not None:
+                return Chunk("".join(text), tokens, chunk.finish)
+        raise AssertionError("a sequence always ends with a finish chunk")  # pragma: no cover
+
+    def _check_stops(self, stops: list[str]) -> list[str]:
+        if len(stops) > self.limits.max_stop_sequences:
+            raise InvalidArgument(f"{len(stops)} stop sequences; at most {self.limits.max_stop_sequences} are allowed")
+        for i, stop in enumerate(stops):
+            if not 1 <= len(stop) <= self.limits.max_stop_length:
+                raise InvalidArgument(
+                    f"stop[{i}] must be 1 to {self.limits.max_stop_length} characters, got {len(stop)}"
+                )
+        return list(stops)
+
+    async def close(self) -> None:
+        await self.loop.close(self.limits.drain_timeout_s)
+
+
+async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
+    manifest: dict[str, Any] = version.manifest.model_dump()
+    decoder, tokenizer = manifest.get("decoder"), manifest.get("tokenizer")
+    if not isinstance(decoder, dict) or not isinstance(tokenizer, dict):
+        raise ValueError(f"{version.name}: a generator manifest needs `decoder` and `tokenizer` sections")
+    graph = await context.open_graph(version, GRAPH)
+    codec = await asyncio.to_thread(
+        TextCodec,
+        version.path / _plain(tokenizer["file"]),
+        unk_id=tokenizer.get("unk_id"),
+        start_text=tokenizer.get("start_text") or "\n",
+    )
+    batch: CacheBatch
+    if decoder["cache"] == "kv":
+        shape = decoder["cache_shape"]
+        batch = KVCacheBatch(graph, layers=shape["layers"], heads=shape["heads"], head_dim=shape["head_dim"])
+        max_context = min(int(decoder["context"]), context.generation.max_context_tokens)
+    elif decoder["cache"] == "state":
+        shape = decoder["state_shape"]
+        batch = StateBatch(graph, layers=shape["layers"], hidden=shape["hidden"])
+        max_context = context.generation.max_context_tokens
+    else:
+        raise ValueError(f"{version.name}: unknown decoder cache {decoder['cache']!r} (kv or state)")
+    # Warm-up before the version is marked ready: a prompt, then a few steps at two batch sizes.
+    prompts = [[0, 1, 2], [3]]
+    _, rows = await asyncio.to_thread(batch.prefill, prompts)
+    batch.join(rows)
+    for _ in range(3):
+        await asyncio.to_thread(batch.step, np.zeros(batch.rows, dtype=np.int64))
+    batch.keep([])
+    return GeneratorModel(version, context, batch, codec, max_context)
+
+
+def _plain(name: str) -> str:
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"tokenizer file {name!r} must be a plain file name inside the version folder")
+    return name
