@@ -48,3 +48,34 @@ def classifier_server(classifier_repository: Path) -> Iterator[ServerThread]:
     """One classifier service for a test module: loopback, port 0, batching on."""
     with ServerThread(settings_for(classifier_repository)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def generator_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """generator-gpt-shakespeare and generator-gru-shakespeare, trained for a few steps (--dry-run)."""
+    from myelin_training.generator.train import main as train_generator
+
+    repository = tmp_path_factory.mktemp("generator-repository")
+    runs = tmp_path_factory.mktemp("generator-runs")
+    for arch in ("gpt", "gru"):
+        train_generator(
+            [
+                "--arch",
+                arch,
+                "--dry-run",
+                "--data-dir",
+                str(data_dir),
+                "--repository",
+                str(repository),
+                "--run-dir",
+                str(runs / arch),
+            ]
+        )
+    return repository
+
+
+@pytest.fixture(scope="module")
+def generator_server(generator_repository: Path) -> Iterator[ServerThread]:
+    """One generator service for a test module: loopback, port 0."""
+    with ServerThread(settings_for(generator_repository, service="generator")) as server:
+        yield server

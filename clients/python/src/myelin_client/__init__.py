@@ -5,6 +5,8 @@
     with Client("127.0.0.1:50051") as client:
         client.wait_ready()
         print(client.classify("digit.png").labels)
+        for chunk in client.generate("ROMEO:", max_new_tokens=100, temperature=0.8):
+            print(chunk.text, end="", flush=True)
 
 `Client` blocks, `AsyncClient` awaits; both have the same methods. Errors: see myelin_client.errors.
 """
@@ -22,9 +24,12 @@ from myelin_client.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from myelin_client.streams import AsyncGenerationStream, GenerationStream
 from myelin_client.types import (
     Classification,
     ClassifyResult,
+    Completion,
+    GenerationChunk,
     LabelProbability,
     ModelInfo,
     ReloadResult,
@@ -36,11 +41,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "AsyncGenerationStream",
     "CancelledError",
     "Classification",
     "ClassifyResult",
     "Client",
+    "Completion",
     "DeadlineExceededError",
+    "GenerationChunk",
+    "GenerationStream",
     "InvalidArgumentError",
     "LabelProbability",
     "ModelInfo",

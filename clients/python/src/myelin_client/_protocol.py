@@ -10,12 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from myelin_api.v1 import classifier_pb2, common_pb2, models_pb2
+from myelin_api.v1 import classifier_pb2, common_pb2, generator_pb2, models_pb2
 from myelin_client import _health
 from myelin_client.images import to_images
 from myelin_client.types import (
     Classification,
     ClassifyResult,
+    Completion,
+    GenerationChunk,
     LabelProbability,
     ModelInfo,
     ReloadResult,
@@ -57,6 +59,98 @@ def _classify_result(response: classifier_pb2.ClassifyResponse) -> ClassifyResul
             for c in response.classifications
         ],
     )
+
+
+@dataclass(frozen=True)
+class StreamCall:
+    """A server-streaming RPC: the request, and the type of each message."""
+
+    method: str
+    request: Any
+    response_type: Any
+
+
+FINISH_REASONS = {
+    generator_pb2.FINISH_REASON_LENGTH: "length",
+    generator_pb2.FINISH_REASON_STOP: "stop",
+    generator_pb2.FINISH_REASON_CANCELLED: "cancelled",
+}
+
+
+def generate_request(
+    prompt: str,
+    *,
+    model: str,
+    version: int,
+    max_new_tokens: int,
+    temperature: float | None,
+    top_k: int,
+    top_p: float | None,
+    repetition_penalty: float | None,
+    seed: int | None,
+    stop: str | list[str] | tuple[str, ...] | None,
+) -> generator_pb2.GenerateRequest:
+    # Unset optional fields take the service defaults (temperature 1, top_p 1, penalty 1, random seed).
+    request = generator_pb2.GenerateRequest(
+        model=common_pb2.ModelRef(name=model, version=version),
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        top_k=top_k,
+        stop=[stop] if isinstance(stop, str) else list(stop or ()),
+    )
+    if temperature is not None:
+        request.temperature = temperature
+    if top_p is not None:
+        request.top_p = top_p
+    if repetition_penalty is not None:
+        request.repetition_penalty = repetition_penalty
+    if seed is not None:
+        request.seed = seed
+    return request
+
+
+def generate(request: generator_pb2.GenerateRequest) -> StreamCall:
+    return StreamCall("/myelin_api.v1.Generator/Generate", request, generator_pb2.GenerateResponse)
+
+
+def complete(request: generator_pb2.GenerateRequest) -> Call[Completion]:
+    return Call(
+        "/myelin_api.v1.Generator/Complete",
+        request,
+        generator_pb2.CompleteResponse,
+        lambda r: completion(r.model, r.text, list(r.token_ids), r.finish),
+    )
+
+
+def completion(model: common_pb2.ModelRef, text: str, token_ids: list[int], finish: generator_pb2.Finish) -> Completion:
+    return Completion(
+        model=model.name,
+        version=model.version,
+        text=text,
+        token_ids=token_ids,
+        finish_reason=FINISH_REASONS.get(finish.reason, "unspecified"),
+        prompt_tokens=finish.prompt_tokens,
+        generated_tokens=finish.generated_tokens,
+        seed=finish.seed,
+        stop_sequence=finish.stop_sequence,
+    )
+
+
+class GenerationAccumulator:
+    """Turns streamed GenerateResponse messages into chunks, and the last one into a Completion."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.token_ids: list[int] = []
+        self.completion: Completion | None = None
+
+    def add(self, message: generator_pb2.GenerateResponse) -> GenerationChunk:
+        chunk = GenerationChunk(message.text, list(message.token_ids))
+        self.text.append(chunk.text)
+        self.token_ids.extend(chunk.token_ids)
+        if message.HasField("finish"):
+            self.completion = completion(message.model, "".join(self.text), self.token_ids, message.finish)
+        return chunk
 
 
 def list_models() -> Call[list[ModelInfo]]:

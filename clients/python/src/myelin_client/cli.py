@@ -1,6 +1,7 @@
 """`myelin`: the command line for Myelin's services.
 
     myelin classify digit.png another.jpg --model mnist-cnn --top-k 3
+    myelin generate "ROMEO:" --max-new-tokens 200 --temperature 0.8
     myelin models
     myelin health
 
@@ -29,6 +30,39 @@ def _classify(client: Client, args: argparse.Namespace) -> int:
     for path, classification in zip(args.files, result, strict=True):
         labels = ", ".join(f"{p.label} ({p.probability:.3f})" for p in classification.labels)
         print(f"{path}: {labels}")
+    return 0
+
+
+def _generate(client: Client, args: argparse.Namespace) -> int:
+    options = {
+        "model": args.model,
+        "version": args.version,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed,
+        "stop": args.stop,
+    }
+    if args.no_stream:
+        result = client.complete(args.prompt, **options)
+        print(args.prompt + result.text)
+    else:
+        print(args.prompt, end="", flush=True)
+        with client.generate(args.prompt, **options) as stream:
+            for chunk in stream:
+                print(chunk.text, end="", flush=True)
+        print()
+        if stream.completion is None:  # pragma: no cover - the service always ends with a finish
+            return 1
+        result = stream.completion
+    stop = f" at {result.stop_sequence!r}" if result.stop_sequence else ""
+    print(
+        f"[{result.model} v{result.version}: {result.finish_reason}{stop}, {result.prompt_tokens} prompt + "
+        f"{result.generated_tokens} generated tokens, seed {result.seed}]",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -69,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--version", type=int, default=0, help="0: newest")
     classify.add_argument("--top-k", type=int, default=1)
     classify.set_defaults(run=_classify)
+
+    generate = commands.add_parser("generate", help="continue a prompt, printing the text as it streams")
+    generate.add_argument("prompt", help="the text to continue (may be empty)")
+    generate.add_argument("--model", default="generator-gpt-shakespeare")
+    generate.add_argument("--version", type=int, default=0, help="0: newest")
+    generate.add_argument("--max-new-tokens", type=int, default=0, help="0: the service default")
+    generate.add_argument("--temperature", type=float, help="0 is greedy (default 1)")
+    generate.add_argument("--top-k", type=int, default=0, help="0: off")
+    generate.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1] (default 1: off)")
+    generate.add_argument("--repetition-penalty", type=float, help="above 1 discourages repeats (default 1: off)")
+    generate.add_argument("--seed", type=int, help="the same seed gives the same text")
+    generate.add_argument("--stop", action="append", help="stop sequence (repeatable)")
+    generate.add_argument("--no-stream", action="store_true", help="wait for the whole text (Complete)")
+    generate.set_defaults(run=_generate)
 
     models = commands.add_parser("models", help="list the models a service serves")
     models.add_argument("--json", action="store_true")

@@ -18,10 +18,12 @@ from myelin_client._channel import (
     make_config,
 )
 from myelin_client.errors import DeadlineExceededError, UnavailableError, from_rpc_error
-from myelin_client.types import ClassifyResult, ModelInfo, ReloadResult
+from myelin_client.streams import GenerationStream
+from myelin_client.types import ClassifyResult, Completion, ModelInfo, ReloadResult
 
 T = TypeVar("T")
 Pem = bytes | str | Path | None
+DEFAULT_GENERATOR = "generator-gpt-shakespeare"
 
 
 class Client:
@@ -70,6 +72,79 @@ class Client:
     ) -> ClassifyResult:
         """Classify numpy arrays ((H, W) or (N, H, W)), PIL images, encoded bytes or file paths."""
         return self._invoke(_protocol.classify(images, model=model, version=version, top_k=top_k), timeout)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = DEFAULT_GENERATOR,
+        version: int = 0,
+        max_new_tokens: int = 0,
+        temperature: float | None = None,
+        top_k: int = 0,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | tuple[str, ...] | None = None,
+        timeout: float | None = None,
+    ) -> GenerationStream:
+        """Stream the continuation of `prompt`: iterate the returned stream for GenerationChunks as
+        they are produced; `stream.completion` then holds the finish reason and token counts.
+
+        max_new_tokens 0 takes the service default; temperature 0 is greedy; top_k 0 and top_p 1
+        turn those filters off; the same seed gives the same text. Leaving a `with` block early
+        cancels the call.
+        """
+        request = _protocol.generate_request(
+            prompt,
+            model=model,
+            version=version,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            stop=stop,
+        )
+        call = _protocol.generate(request)
+        fn = self._channel.unary_stream(
+            call.method,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=call.response_type.FromString,
+        )
+        timeout = self.timeout if timeout is None else timeout
+        return GenerationStream(fn(call.request, timeout=timeout, metadata=self._metadata))
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        model: str = DEFAULT_GENERATOR,
+        version: int = 0,
+        max_new_tokens: int = 0,
+        temperature: float | None = None,
+        top_k: int = 0,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | tuple[str, ...] | None = None,
+        timeout: float | None = None,
+    ) -> Completion:
+        """Generate like `generate`, and return the whole text once it is finished."""
+        request = _protocol.generate_request(
+            prompt,
+            model=model,
+            version=version,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            stop=stop,
+        )
+        return self._invoke(_protocol.complete(request), timeout)
 
     def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         return self._invoke(_protocol.list_models(), timeout)

@@ -84,3 +84,30 @@ class ReloadResult:
     loaded: list[str]
     unloaded: list[str]
     failed: list[str]
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """New text (possibly empty: text is held back while it may start a stop sequence) and tokens."""
+
+    text: str
+    token_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished generation: the text (without prompt or stop sequence) and why it ended.
+
+    finish_reason: "length" (max_new_tokens or the context reached), "stop" (a stop sequence
+    appeared: `stop_sequence`), or "cancelled" (the service stopped it: shutdown or unload).
+    """
+
+    model: str
+    version: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    generated_tokens: int
+    seed: int
+    stop_sequence: str = ""

@@ -126,8 +126,8 @@ def decoder_entry(model: nn.Module) -> dict[str, Any]:
             "cache_shape": {"layers": c.n_layer, "heads": c.n_head, "head_dim": c.n_embd // c.n_head},
         }
     assert isinstance(model, GRULanguageModel)
-    c = model.config
-    return {"cache": "state", "context": None, "state_shape": {"layers": c.n_layer, "hidden": c.hidden}}
+    g = model.config
+    return {"cache": "state", "context": None, "state_shape": {"layers": g.n_layer, "hidden": g.hidden}}
 
 
 def export_model(
@@ -150,6 +150,8 @@ def export_model(
         with warnings.catch_warnings():
             # nn.GRU re-assigns its flat weights while torch.export traces it; harmless here.
             warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+            # torch's own GRU lowering (while_loop) calls a deprecated helper; not ours to fix.
+            warnings.filterwarnings("ignore", message="_check_is_size will be removed", category=FutureWarning)
             parity, signature = export.export_graph(spec, path, seed=seed)
         tokenizer.save(str(staged / "tokenizer.json"))
         for side in side_files:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +111,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.layers = cast(list[Block], list(self.blocks))  # a typed view of the same modules
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input and output embeddings
@@ -157,7 +159,7 @@ class GPT(nn.Module):
         mask = mask.unsqueeze(1)  # (B, 1, T, P + T)
         x = self.wte(input_ids) + self.wpe(positions)  # (B, T, C)
         present = []
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.layers):
             x, k, v = block.step(x, past[i, 0], past[i, 1], mask)
             present.append(torch.stack([k, v]))  # (2, B, H, P + T, D)
         logits = self.lm_head(self.ln_f(x[:, -1, :]))  # (B, vocab)

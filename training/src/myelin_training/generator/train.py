@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
             ),
         ),
         "dry-run": (
-            GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0),
+            GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=32, dropout=0.0),
             TrainConfig(
                 max_iters=20,
                 batch_size=4,
@@ -222,7 +223,7 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def loss_of(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = model(x)  # (B, T, vocab)
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
 
@@ -344,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
             progress = max(progress, (time.perf_counter() - started) / train.time_budget_s)
         return progress
 
+    it, loss_sum, loss_n, lr = start_iter, 0.0, 0, train.lr
+
     def evaluate(it: int, lr: float) -> None:
         nonlocal loss_sum, loss_n
         val = estimate_loss(model, val_ids, train, args.seed, device)
@@ -364,7 +367,6 @@ def main(argv: list[str] | None = None) -> None:
         loss_sum, loss_n = 0.0, 0
         save(it, elapsed)
 
-    it, loss_sum, loss_n, lr = start_iter, 0.0, 0, train.lr
     bar = tqdm(total=train.max_iters, initial=start_iter, desc=args.name, unit="it")
     model.train()
     while it < train.max_iters and (progress := progress_at(it)) < 1.0:
