@@ -128,6 +128,7 @@ def test_batched_decoding_with_left_padding_matches_decoding_alone(generator_rep
 
     batch = make()
     logits0, rows = batch.prefill(prompts[:1])  # the long one first, alone
+    np.testing.assert_allclose(logits0[0], alone[0][0], atol=1e-4)
     batch.join(rows)
     first = batch.step(steps[0][:1])
     logits12, rows = batch.prefill(prompts[1:])  # two shorter ones join (padded prefill)
