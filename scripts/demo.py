@@ -139,6 +139,43 @@ def classifier_act(data_dir: Path) -> None:
         run(BIN / "myelin", "--target", target, "classify", *files, "--top-k", "2")
 
 
+def generator_act(data_dir: Path) -> None:
+    banner("text: train generator-gpt-shakespeare (quick config)")
+    run(
+        BIN / "myelin-train",
+        "generator",
+        "--arch",
+        "gpt",
+        "--config",
+        "quick",
+        "--data-dir",
+        data_dir,
+        "--repository",
+        REPOSITORY,
+        "--run-dir",
+        DEMO / "runs" / "generator-gpt-shakespeare",
+    )
+
+    banner("text: serve it and stream a sample through the SDK")
+    with service("generator") as target, Client(target, timeout=60) as client:
+        client.wait_ready()
+        info = client.get_model("generator-gpt-shakespeare")
+        print(
+            f"{info.name} v{info.version} ({info.architecture}) on {info.execution_provider}: "
+            f"validation loss at training {info.evaluation['validation_loss']:.3f}\n"
+        )
+        print("ROMEO:", end="", flush=True)
+        with client.generate("ROMEO:", max_new_tokens=200, temperature=0.8, top_k=40, seed=1) as stream:
+            for chunk in stream:
+                print(chunk.text, end="", flush=True)
+        done = stream.completion
+        if done is not None:
+            print(f"\n[{done.finish_reason}: {done.generated_tokens} tokens, seed {done.seed}]")
+        stopped = client.complete("JULIET:", max_new_tokens=200, temperature=0.8, seed=2, stop=["\n\n"])
+        print(f"JULIET: up to the first blank line -> {stopped.finish_reason!r}: {stopped.text!r}")
+        run(BIN / "myelin", "--target", target, "generate", "KING:", "--max-new-tokens", "80", "--temperature", "0.8")
+
+
 def main() -> None:
     data_dir = Path(os.environ.get("MYELIN_DATA_DIR", ROOT.parent / "shared" / "data"))
     if not (data_dir / "mnist").is_dir():
@@ -149,6 +186,7 @@ def main() -> None:
     REPOSITORY.mkdir(parents=True)
     started = time.monotonic()
     classifier_act(data_dir)
+    generator_act(data_dir)
     banner(f"demo finished in {time.monotonic() - started:.0f} s; models in {REPOSITORY}")
 
 

@@ -77,17 +77,19 @@ CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
                 max_iters=5000, batch_size=64, block_size=256, lr=1e-3, min_lr=1e-4, warmup_iters=100, compile=True
             ),
         ),
+        # `make demo`: two minutes of training, enough for recognisable words and speakers.
         "quick": (
-            GPTConfig(block_size=128, n_layer=2, n_head=4, n_embd=128, dropout=0.0),
+            GPTConfig(block_size=256, n_layer=2, n_head=4, n_embd=128, dropout=0.0),
             TrainConfig(
-                max_iters=300,
-                batch_size=16,
-                block_size=128,
-                lr=2e-3,
-                min_lr=2e-4,
+                max_iters=5000,
+                batch_size=8,
+                block_size=256,
+                lr=3e-3,
+                min_lr=3e-4,
                 warmup_iters=30,
                 eval_interval=100,
                 eval_batches=10,
+                time_budget_s=120,
             ),
         ),
         "dry-run": (
@@ -115,7 +117,7 @@ CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
                 lr=2e-3,
                 min_lr=2e-4,
                 weight_decay=0.0,
-                time_budget_s=15 * 60,
+                time_budget_s=10 * 60,
             ),
         ),
         "gpu": (
@@ -125,7 +127,7 @@ CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
         "quick": (
             GRUConfig(n_embd=64, hidden=256, n_layer=1, dropout=0.0),
             TrainConfig(
-                max_iters=300,
+                max_iters=5000,
                 batch_size=16,
                 block_size=128,
                 lr=3e-3,
@@ -134,6 +136,7 @@ CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
                 warmup_iters=30,
                 eval_interval=100,
                 eval_batches=10,
+                time_budget_s=120,
             ),
         ),
         "dry-run": (
@@ -276,9 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.run_dir or Path("runs") / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT
+    if args.resume and not checkpoint_path.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}; train without --resume first")
     resume = torch.load(checkpoint_path, weights_only=False) if args.resume else None
-    if args.resume and resume is None:
-        raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
 
     model_config, train, config_name = choose_config(args, device)
     if args.dry_run:

@@ -1,0 +1,94 @@
+"""Training and exporting the language models: manifest, step graph against PyTorch, resume, data errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from myelin_training import export
+from myelin_training.data.files import DatasetNotFoundError
+from myelin_training.generator.export import gpt_graph
+from myelin_training.generator.model import GPT, GPTConfig
+from myelin_training.generator.train import main as train_main
+
+
+@pytest.mark.parametrize(
+    ("name", "cache"), [("generator-gpt-shakespeare", "kv"), ("generator-gru-shakespeare", "state")]
+)
+def test_dry_run_publishes_a_complete_version(generator_repository: Path, name: str, cache: str) -> None:
+    version = generator_repository / name / "1"
+    manifest = json.loads((version / "model.json").read_text())
+    assert manifest["family"] == "generator" and manifest["decoder"]["cache"] == cache
+    assert (version / "step.onnx").is_file() and (version / "tokenizer.json").is_file()
+    assert (version / "metrics.jsonl").is_file() and (version / "curves.png").is_file()
+    assert manifest["tokenizer"]["kind"] == "char" and manifest["tokenizer"]["unk_id"] is not None
+    assert math.isfinite(manifest["evaluation"]["validation_loss"]) and manifest["training"]["dry_run"]
+    assert manifest["dataset"]["split"].startswith("first 90%") and len(manifest["dataset"]["sha256"]) == 64
+    parity = manifest["graphs"]["step"]["parity"]
+    assert parity["trials"] >= 4 and parity["max_abs_diff"] < 1e-3
+    if cache == "kv":
+        pasts = [shapes[1][4] for shapes in parity["input_shapes"]]
+        assert 0 in pasts and len(set(pasts)) > 2  # an empty cache and several past lengths were checked
+
+
+def test_step_graph_decodes_token_by_token_like_the_full_model(tmp_path: Path) -> None:
+    """Prefill then one token at a time through onnxruntime == one PyTorch forward over the sequence."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
+    path = tmp_path / "step.onnx"
+    export.export_graph(gpt_graph(model), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = torch.randint(0, 30, (1, 12))
+    with torch.no_grad():
+        expected = model(ids)[0].numpy()  # (T, vocab)
+    past = np.zeros((2, 2, 1, 2, 0, 8), np.float32)
+    padding = np.zeros(1, np.int64)
+    logits, past = session.run(None, {"input_ids": ids[:, :5].numpy(), "past_key_values": past, "padding": padding})
+    np.testing.assert_allclose(logits[0], expected[4], atol=1e-4)
+    for t in range(5, 12):
+        feeds = {"input_ids": ids[:, t : t + 1].numpy(), "past_key_values": past, "padding": padding}
+        logits, past = session.run(None, feeds)
+        np.testing.assert_allclose(logits[0], expected[t], atol=1e-4)
+    assert past.shape == (2, 2, 1, 2, 12, 8)
+
+
+def test_bpe_on_wikitext2_and_resume(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--dry-run", "--corpus", "wikitext2", "--data-dir", str(data_dir), "--repository", str(tmp_path / "r")]
+    run_dir = ["--run-dir", str(tmp_path / "run")]
+    train_main([*common, *run_dir, "--max-iters", "6"])
+    train_main([*common, *run_dir, "--max-iters", "12", "--resume"])
+    assert "resumed from" in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [6, 10, 12]  # dry-run evaluates every 10 iterations and at the end
+    manifest = json.loads((tmp_path / "r" / "generator-gpt-wikitext2" / "2" / "model.json").read_text())
+    assert manifest["tokenizer"]["kind"] == "bpe" and manifest["tokenizer"]["unk_id"] is None
+    assert manifest["training"]["iterations"] == 12 and "test.txt" in manifest["dataset"]["split"]
+
+
+def test_missing_corpus_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError) as info:
+        train_main(["--dry-run", "--data-dir", str(tmp_path), "--repository", str(tmp_path / "r")])
+    message = str(info.value)
+    assert "tinyshakespeare/input.txt" in message and str(tmp_path) in message and "never downloads" in message
+
+
+def test_resume_without_a_checkpoint_says_so(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train_main(
+            [
+                "--dry-run",
+                "--resume",
+                "--data-dir",
+                str(data_dir),
+                "--repository",
+                str(tmp_path / "r"),
+                "--run-dir",
+                str(tmp_path / "empty"),
+            ]
+        )
