@@ -4,62 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 
 from myelin_client import _protocol
-from myelin_client._channel import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_TARGET,
-    DEFAULT_TIMEOUT,
-    auth_metadata,
-    make_config,
-)
+from myelin_client._channel import Connection
 from myelin_client.errors import DeadlineExceededError, UnavailableError, from_rpc_error
 from myelin_client.streams import AsyncGenerationStream
 from myelin_client.types import ClassifyResult, Completion, ModelInfo, ReloadResult
 
 T = TypeVar("T")
-Pem = bytes | str | Path | None
 DEFAULT_GENERATOR = "generator-gpt-shakespeare"
 
 
-class AsyncClient:
+class AsyncClient(Connection):
     """Like `Client`, for asyncio code: `async with AsyncClient(target) as client: await client.classify(...)`."""
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        token: str | None = None,
-        tls: bool = False,
-        root_certificates: Pem = None,
-        certificate_chain: Pem = None,
-        private_key: Pem = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        config = make_config(
-            target,
-            tls=tls,
-            root_certificates=root_certificates,
-            certificate_chain=certificate_chain,
-            private_key=private_key,
-            max_message_bytes=max_message_bytes,
-        )
-        credentials = config.credentials()
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=config.options())
-            if credentials
-            else grpc.aio.insecure_channel(target, options=config.options())
-        )
-        self.target = target
-        self.timeout = timeout
-        self._metadata = auth_metadata(token)
-        self._callables: dict[str, Any] = {}
+    _channels = grpc.aio
 
     async def classify(
         self, images: Any, *, model: str = "mnist-cnn", version: int = 0, top_k: int = 1, timeout: float | None = None
@@ -81,13 +44,7 @@ class AsyncClient:
         stop: str | list[str] | tuple[str, ...] | None = None,
         timeout: float | None = None,
     ) -> AsyncGenerationStream:
-        """Stream the continuation of `prompt`: iterate the returned stream for GenerationChunks as
-        they are produced; `stream.completion` then holds the finish reason and token counts.
-
-        max_new_tokens 0 takes the service default; temperature 0 is greedy; top_k 0 and top_p 1
-        turn those filters off; the same seed gives the same text. Leaving a `with` block early
-        cancels the call.
-        """
+        """Like `Client.generate`: use the stream with `async with` and `async for`."""
         request = _protocol.generate_request(
             prompt,
             model=model,
@@ -101,13 +58,9 @@ class AsyncClient:
             stop=stop,
         )
         call = _protocol.generate(request)
-        fn = self._channel.unary_stream(
-            call.method,
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=call.response_type.FromString,
+        return AsyncGenerationStream(
+            self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
         )
-        timeout = self.timeout if timeout is None else timeout
-        return AsyncGenerationStream(fn(call.request, timeout=timeout, metadata=self._metadata))
 
     async def complete(
         self,
@@ -178,18 +131,8 @@ class AsyncClient:
         await self.close()
 
     async def _invoke(self, call: _protocol.Call[T], timeout: float | None) -> T:
-        fn = self._callables.get(call.method)
-        if fn is None:
-            fn = self._channel.unary_unary(
-                call.method,
-                request_serializer=lambda m: m.SerializeToString(),
-                response_deserializer=call.response_type.FromString,
-            )
-            self._callables[call.method] = fn
         try:
-            response = await fn(
-                call.request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
-            )
+            response = await self._callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return call.parse(response)
