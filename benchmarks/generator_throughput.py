@@ -55,14 +55,15 @@ def plain_loop(version_dir: Path, prompt: str, tokens: int, temperature: float, 
 
     started = time.perf_counter()
     if decoder["cache"] == "kv":
-        s = decoder["cache_shape"]
-        past = np.zeros((s["layers"], 2, 1, s["heads"], 0, s["head_dim"]), np.float32)
+        s, names = decoder["cache_shape"], decoder["cache_inputs"]
+        past = [np.zeros((1, s["heads"], 0, s["head_dim"]), np.float32) for _ in names]
         padding = np.zeros(1, np.int64)
-        logits, past = session.run(None, {"input_ids": np.array([ids]), "past_key_values": past, "padding": padding})
+        feeds = {"input_ids": np.array([ids]), "padding": padding, **dict(zip(names, past, strict=True))}
+        logits, *past = session.run(None, feeds)
         token = sample(logits[0])
         for _ in range(tokens - 1):
-            feeds = {"input_ids": np.array([[token]]), "past_key_values": past, "padding": padding}
-            logits, past = session.run(None, feeds)
+            feeds = {"input_ids": np.array([[token]]), "padding": padding, **dict(zip(names, past, strict=True))}
+            logits, *past = session.run(None, feeds)
             token = sample(logits[0])
     else:
         s = decoder["state_shape"]
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         f"temperature {args.temperature}, prompt {args.prompt!r}, {os.cpu_count()} CPUs, median of {args.repeats}"
     )
 
+    plain_loop(version_dir, args.prompt, 20, args.temperature, 0, args.threads)  # warm up
     plain = statistics.median(
         plain_loop(version_dir, args.prompt, args.tokens, args.temperature, i, args.threads)
         for i in range(args.repeats)

@@ -110,8 +110,18 @@ def _step_graph(repository: Path, name: str) -> tuple[OnnxGraph, dict]:
 def test_batched_decoding_with_left_padding_matches_decoding_alone(generator_repository: Path) -> None:
     """Continuous batching must not change any sequence's logits: pad, join, leave, trim."""
     graph, manifest = _step_graph(generator_repository, "generator-gpt-shakespeare")
-    shape = manifest["decoder"]["cache_shape"]
-    make = lambda: KVCacheBatch(graph, layers=shape["layers"], heads=shape["heads"], head_dim=shape["head_dim"])  # noqa: E731
+    decoder = manifest["decoder"]
+    shape = decoder["cache_shape"]
+
+    def make() -> KVCacheBatch:
+        return KVCacheBatch(
+            graph,
+            inputs=decoder["cache_inputs"],
+            outputs=decoder["cache_outputs"],
+            heads=shape["heads"],
+            head_dim=shape["head_dim"],
+        )
+
     rng = np.random.default_rng(0)
     prompts = [list(rng.integers(0, 50, n)) for n in (9, 3, 5)]
     steps = [rng.integers(0, 50, 3) for _ in range(4)]

@@ -33,7 +33,7 @@ def test_dry_run_publishes_a_complete_version(generator_repository: Path, name: 
     parity = manifest["graphs"]["step"]["parity"]
     assert parity["trials"] >= 4 and parity["max_abs_diff"] < 1e-3
     if cache == "kv":
-        pasts = [shapes[1][4] for shapes in parity["input_shapes"]]
+        pasts = [shapes[2][2] for shapes in parity["input_shapes"]]  # (input_ids, padding, past.0.key, ...)
         assert 0 in pasts and len(set(pasts)) > 2  # an empty cache and several past lengths were checked
 
 
@@ -47,15 +47,18 @@ def test_step_graph_decodes_token_by_token_like_the_full_model(tmp_path: Path) -
     ids = torch.randint(0, 30, (1, 12))
     with torch.no_grad():
         expected = model(ids)[0].numpy()  # (T, vocab)
-    past = np.zeros((2, 2, 1, 2, 0, 8), np.float32)
+    names = [f"past.{i}.{kind}" for i in range(2) for kind in ("key", "value")]
+    past = [np.zeros((1, 2, 0, 8), np.float32) for _ in names]  # (B, H, P, D) per layer, keys and values
     padding = np.zeros(1, np.int64)
-    logits, past = session.run(None, {"input_ids": ids[:, :5].numpy(), "past_key_values": past, "padding": padding})
+    logits, *past = session.run(
+        None, {"input_ids": ids[:, :5].numpy(), "padding": padding, **dict(zip(names, past, strict=True))}
+    )
     np.testing.assert_allclose(logits[0], expected[4], atol=1e-4)
     for t in range(5, 12):
-        feeds = {"input_ids": ids[:, t : t + 1].numpy(), "past_key_values": past, "padding": padding}
-        logits, past = session.run(None, feeds)
+        feeds = {"input_ids": ids[:, t : t + 1].numpy(), "padding": padding, **dict(zip(names, past, strict=True))}
+        logits, *past = session.run(None, feeds)
         np.testing.assert_allclose(logits[0], expected[t], atol=1e-4)
-    assert past.shape == (2, 2, 1, 2, 12, 8)
+    assert [p.shape for p in past] == [(1, 2, 12, 8)] * 4
 
 
 def test_bpe_on_wikitext2_and_resume(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

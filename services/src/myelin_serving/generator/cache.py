@@ -2,9 +2,9 @@
 
 Two kinds, picked by the manifest's `decoder.cache`:
 
-- `KVCacheBatch` (GPT): one key/value tensor (L, 2, B, H, P, D) for all rows. Sequences have
-  different lengths, so rows are LEFT-padded to the longest one: row b's real entries are its last
-  P - padding[b] slots, and the graph masks the rest. Every step appends one slot to every row, so
+- `KVCacheBatch` (GPT): a key and a value tensor (B, H, P, D) per layer for all rows. Sequences
+  have different lengths, so rows are LEFT-padded to the longest one: row b's real entries are its
+  last P - padding[b] slots, and the graph masks the rest. Every step appends one slot to every row, so
   rows stay right-aligned; a joining sequence is left-padded to the batch (or the batch to it); a
   leaving row is dropped and all-padding columns at the left are trimmed away.
 - `StateBatch` (GRU): the hidden state (L, B, hidden); rows join and leave, nothing to pad.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from myelin_serving.runtime import OnnxGraph
 class Rows:
     """Caches of freshly prefilled sequences, ready to join a batch."""
 
-    cache: np.ndarray
+    cache: list[np.ndarray]  # KV: one (N, H, P, D) array per cache input; state: [(L, N, hidden)]
     padding: np.ndarray  # (N,) int64; zeros for state caches
 
 
@@ -55,15 +54,26 @@ class CacheBatch(ABC):
 
 
 class KVCacheBatch(CacheBatch):
-    def __init__(self, graph: OnnxGraph, *, layers: int, heads: int, head_dim: int) -> None:
+    def __init__(self, graph: OnnxGraph, *, inputs: list[str], outputs: list[str], heads: int, head_dim: int) -> None:
         super().__init__(graph)
-        self._shape = (layers, 2, 0, heads, 0, head_dim)
-        self.cache = np.zeros(self._shape, dtype=np.float32)  # (L, 2, B, H, P, D)
+        self._inputs, self._outputs = inputs, outputs
+        self._heads, self._head_dim = heads, head_dim
+        self.cache = self._empty(0)  # one (B, H, P, D) array per cache input
         self.padding = np.zeros(0, dtype=np.int64)  # (B,)
+
+    def _empty(self, rows: int) -> list[np.ndarray]:
+        return [np.zeros((rows, self._heads, 0, self._head_dim), dtype=np.float32) for _ in self._inputs]
 
     @property
     def past_length(self) -> int:
-        return int(self.cache.shape[4])
+        return int(self.cache[0].shape[2])
+
+    def _run(
+        self, ids: np.ndarray, padding: np.ndarray, cache: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        feeds = {"input_ids": ids, "padding": padding, **dict(zip(self._inputs, cache, strict=True))}
+        out = self.graph.run(feeds, ["logits", *self._outputs])
+        return out["logits"], [out[name] for name in self._outputs]
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Rows]:
         longest = max(len(p) for p in prompts)
@@ -71,54 +81,41 @@ class KVCacheBatch(CacheBatch):
         padding = np.array([longest - len(p) for p in prompts], dtype=np.int64)
         for row, prompt in enumerate(prompts):
             ids[row, longest - len(prompt) :] = prompt
-        layers, two, _, heads, _, head_dim = self._shape
-        empty = np.zeros((layers, two, len(prompts), heads, 0, head_dim), dtype=np.float32)
-        out = self.graph.run({"input_ids": ids, "past_key_values": empty, "padding": padding})
-        return out["logits"], Rows(out["present_key_values"], padding)
+        logits, present = self._run(ids, padding, self._empty(len(prompts)))
+        return logits, Rows(present, padding)
 
     def join(self, rows: Rows) -> None:
         if self.rows == 0:
             self.cache, self.padding = rows.cache, rows.padding.copy()
         else:
-            length = max(self.past_length, rows.cache.shape[4])
-            old, old_pad = _left_pad(self.cache, self.padding, length)
-            new, new_pad = _left_pad(rows.cache, rows.padding, length)
-            self.cache = np.concatenate([old, new], axis=2)
-            self.padding = np.concatenate([old_pad, new_pad])
-        self.rows = self.cache.shape[2]
+            length = max(self.past_length, rows.cache[0].shape[2])
+            old_extra, new_extra = length - self.past_length, length - rows.cache[0].shape[2]
+            self.cache = [
+                np.concatenate([_left_pad(old, old_extra), _left_pad(new, new_extra)])
+                for old, new in zip(self.cache, rows.cache, strict=True)
+            ]
+            self.padding = np.concatenate([self.padding + old_extra, rows.padding + new_extra])
+        self.rows = len(self.padding)
 
     def keep(self, indices: list[int]) -> None:
         if not indices:
-            self.cache = np.zeros(self._shape, dtype=np.float32)
-            self.padding = np.zeros(0, dtype=np.int64)
-            self.rows = 0
+            self.cache, self.padding, self.rows = self._empty(0), np.zeros(0, dtype=np.int64), 0
             return
         index = np.asarray(indices, dtype=np.int64)
         padding = self.padding[index]
         trim = int(padding.min())  # columns that are padding in every remaining row
-        self.cache = np.ascontiguousarray(self.cache[:, :, index, :, trim:, :])
+        self.cache = [np.ascontiguousarray(c[index, :, trim:, :]) for c in self.cache]
         self.padding = padding - trim
         self.rows = len(indices)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        out = self.graph.run(
-            {
-                "input_ids": tokens.reshape(-1, 1).astype(np.int64),
-                "past_key_values": self.cache,
-                "padding": self.padding,
-            }
-        )
-        self.cache = out["present_key_values"]
-        return out["logits"]
+        logits, self.cache = self._run(tokens.reshape(-1, 1).astype(np.int64), self.padding, self.cache)
+        return logits
 
 
-def _left_pad(cache: np.ndarray, padding: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    extra = length - cache.shape[4]
-    if extra == 0:
-        return cache, padding
-    widths: Any = [(0, 0)] * cache.ndim
-    widths[4] = (extra, 0)
-    return np.pad(cache, widths), padding + extra
+def _left_pad(cache: np.ndarray, extra: int) -> np.ndarray:
+    # (B, H, P, D) -> (B, H, extra + P, D), zeros first
+    return cache if extra == 0 else np.pad(cache, [(0, 0), (0, 0), (extra, 0), (0, 0)])
 
 
 class StateBatch(CacheBatch):
@@ -141,10 +138,10 @@ class StateBatch(CacheBatch):
             for j, i in enumerate(group):
                 logits[i] = out["logits"][j]
                 states[i] = out["next_state"][:, j]
-        return np.stack(logits), Rows(np.stack(states, axis=1), np.zeros(len(prompts), dtype=np.int64))
+        return np.stack(logits), Rows([np.stack(states, axis=1)], np.zeros(len(prompts), dtype=np.int64))
 
     def join(self, rows: Rows) -> None:
-        self.state = np.concatenate([self.state, rows.cache], axis=1)
+        self.state = np.concatenate([self.state, rows.cache[0]], axis=1)
         self.rows = self.state.shape[1]
 
     def keep(self, indices: list[int]) -> None:

@@ -140,7 +140,13 @@ async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
     batch: CacheBatch
     if decoder["cache"] == "kv":
         shape = decoder["cache_shape"]
-        batch = KVCacheBatch(graph, layers=shape["layers"], heads=shape["heads"], head_dim=shape["head_dim"])
+        batch = KVCacheBatch(
+            graph,
+            inputs=list(decoder["cache_inputs"]),
+            outputs=list(decoder["cache_outputs"]),
+            heads=shape["heads"],
+            head_dim=shape["head_dim"],
+        )
         max_context = min(int(decoder["context"]), context.generation.max_context_tokens)
     elif decoder["cache"] == "state":
         shape = decoder["state_shape"]

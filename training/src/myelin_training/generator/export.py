@@ -2,8 +2,9 @@
 
 The graph serves both the prompt (an empty cache) and each new token (the cache so far):
 
-GPT  step(input_ids (B, T) int64, past_key_values (L, 2, B, H, P, D) float32, padding (B,) int64)
-       -> logits (B, vocab) float32, present_key_values (L, 2, B, H, P + T, D) float32
+GPT  step(input_ids (B, T) int64, padding (B,) int64,
+          past.0.key, past.0.value, ..., past.{L-1}.value: (B, H, P, D) float32 each)
+       -> logits (B, vocab) float32, present.0.key, ..., present.{L-1}.value: (B, H, P + T, D) each
 GRU  step(input_ids (B, T) int64, state (L, B, hidden) float32)
        -> logits (B, vocab) float32, next_state (L, B, hidden) float32
 
@@ -36,10 +37,14 @@ class GPTStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self, input_ids: torch.Tensor, past_key_values: torch.Tensor, padding: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.step(input_ids, past_key_values, padding)
+    def forward(self, input_ids: torch.Tensor, padding: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, present = self.model.step(input_ids, padding, list(past))
+        return (logits, *present)
+
+
+def cache_names(layers: int, prefix: str) -> list[str]:
+    """past.0.key, past.0.value, past.1.key, ... (or present.*): the graph's cache inputs/outputs."""
+    return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
 
 
 class GRUStep(nn.Module):
@@ -57,8 +62,8 @@ def gpt_graph(model: GPT) -> export.GraphExport:
 
     def inputs(b: int, t: int, p: int, padding: list[int], g: torch.Generator | None) -> tuple[torch.Tensor, ...]:
         ids = torch.randint(0, c.vocab_size, (b, t), generator=g)
-        past = torch.randn(c.n_layer, 2, b, c.n_head, p, head_dim, generator=g)
-        return ids, past, torch.tensor(padding, dtype=torch.int64)
+        past = [torch.randn(b, c.n_head, p, head_dim, generator=g) for _ in range(2 * c.n_layer)]
+        return (ids, torch.tensor(padding, dtype=torch.int64), *past)
 
     # (batch, new tokens, past, left padding per row); positions stay inside block_size
     trials = [
@@ -71,18 +76,19 @@ def gpt_graph(model: GPT) -> export.GraphExport:
     queue = list(trials)
 
     def parity_inputs(g: torch.Generator) -> tuple[torch.Tensor, ...]:
-        b, t, p, padding = queue.pop(0)
-        return inputs(b, t, p, padding, g)
+        return inputs(*queue.pop(0), g)
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     seq = torch.export.Dim("sequence", min=1, max=c.block_size)
     past = torch.export.Dim("past", min=0, max=c.block_size)
+    # *past is one (variadic) argument to torch.export: its shapes come as one tuple
+    dynamic: Any = ({0: batch, 1: seq}, {0: batch}, tuple({0: batch, 2: past} for _ in range(2 * c.n_layer)))
     return export.GraphExport(
         module=GPTStep(model).eval(),
         example_inputs=inputs(2, 3, 4, [0, 2], None),
-        input_names=["input_ids", "past_key_values", "padding"],
-        output_names=["logits", "present_key_values"],
-        dynamic_shapes=({0: batch, 1: seq}, {2: batch, 4: past}, {0: batch}),
+        input_names=["input_ids", "padding", *cache_names(c.n_layer, "past")],
+        output_names=["logits", *cache_names(c.n_layer, "present")],
+        dynamic_shapes=dynamic,
         parity_inputs=parity_inputs,
         atol=1e-4,
         rtol=1e-3,
@@ -124,6 +130,8 @@ def decoder_entry(model: nn.Module) -> dict[str, Any]:
             "cache": "kv",
             "context": c.block_size,
             "cache_shape": {"layers": c.n_layer, "heads": c.n_head, "head_dim": c.n_embd // c.n_head},
+            "cache_inputs": cache_names(c.n_layer, "past"),
+            "cache_outputs": cache_names(c.n_layer, "present"),
         }
     assert isinstance(model, GRULanguageModel)
     g = model.config
