@@ -273,3 +273,25 @@ def test_cli_generate_streams_and_completes(generator_server: ServerThread, caps
     with pytest.raises(SystemExit) as info:
         cli_main([*args, "--top-p", "2"])
     assert info.value.code == 2 and "top_p" in capsys.readouterr().err
+
+
+def test_unloading_a_version_cancels_its_streams_after_the_drain_timeout(
+    generator_repository: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    repository = tmp_path / "repository"
+    shutil.copytree(generator_repository, repository)
+    settings = settings_for(repository, service="generator", generation={"drain_timeout_s": 0.2})
+    with ServerThread(settings, CollectorRegistry()) as server, Client(server.target, timeout=60) as client:
+        with client.generate("ROMEO:", model=GRU, max_new_tokens=4000) as stream:
+            chunks = iter(stream)
+            first = next(chunks)
+            shutil.rmtree(repository / GRU)
+            assert client.reload_models().unloaded == [f"{GRU}/1"]
+            rest = list(chunks)  # the stream ends with a last message instead of an error
+        assert stream.completion is not None and stream.completion.finish_reason == "cancelled"
+        received = len(first.token_ids) + sum(len(c.token_ids) for c in rest)
+        assert stream.completion.generated_tokens == received < 4000
+        with pytest.raises(NotFoundError):
+            client.complete("ROMEO:", model=GRU, max_new_tokens=5)

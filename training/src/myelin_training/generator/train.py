@@ -68,7 +68,9 @@ CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
         # ~30 minutes on 2 CPU cores: 4 layers, d_model 256, 3.2M parameters.
         "cpu": (
             GPTConfig(block_size=256, n_layer=4, n_head=4, n_embd=256, dropout=0.1),
-            TrainConfig(max_iters=20_000, batch_size=12, block_size=256, lr=1e-3, min_lr=1e-4, time_budget_s=28 * 60),
+            TrainConfig(
+                max_iters=20_000, batch_size=12, block_size=256, lr=1.5e-3, min_lr=1.5e-4, time_budget_s=28 * 60
+            ),
         ),
         # nanoGPT's shakespeare-char GPU model: 6 layers, d_model 384, 10.7M parameters.
         "gpu": (
