@@ -6,16 +6,24 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# tritonclient needs protobuf < 7 and its own descriptor pool: a virtualenv of its own (tests only).
+TRITON_VENV := .venv-tritonclient
+TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 .PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(TRITON_STAMP)
 
 $(STAMP): requirements/constraints.txt requirements/dev.txt protos/python/pyproject.toml clients/python/pyproject.toml services/pyproject.toml training/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	touch $@
+
+$(TRITON_STAMP): requirements/tritonclient.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements/tritonclient.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	touch $@
 
 demo: setup
@@ -56,4 +64,4 @@ lock:
 	mv requirements/constraints.txt.new requirements/constraints.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) runs .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) runs .demo .pytest_cache .mypy_cache .ruff_cache
