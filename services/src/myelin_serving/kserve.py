@@ -119,11 +119,10 @@ class InferenceProtocol:
     def _split(self, name: str) -> tuple[str, str | None]:
         """(model, graph or None) for an endpoint name; NOT_FOUND listing what is served."""
         check_name(name)
-        known = self._manager.names()
-        if name in known:
+        if self._manager.knows(name):
             return name, None
         model, dot, graph = name.rpartition(".")
-        if dot and model in known:
+        if dot and self._manager.knows(model):
             return model, graph
         served = ", ".join(self.endpoint_names()) or "none yet"
         raise NotFound(f"model {name!r} not found; this {self._manager.family} service serves: {served}")

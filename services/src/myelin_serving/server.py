@@ -160,7 +160,11 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     """Build and bind the server for `settings.service`; call inside a running event loop."""
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     family = load_family(settings.service)
-    context = LoadContext(RuntimeOptions(settings.device, settings.intra_op_threads), settings.batching, metrics)
+    context = LoadContext(
+        RuntimeOptions(settings.device, settings.intra_op_threads, settings.intra_op_spinning),
+        settings.batching,
+        metrics,
+    )
     manager = ModelManager(
         settings.repository, family.name, family.load, context, latest=settings.version_policy_latest, metrics=metrics
     )

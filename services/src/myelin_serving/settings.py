@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core).
     intra_op_threads: int = Field(0, ge=0)
+    # Let onnxruntime's threads busy-wait between runs: lower latency on dedicated cores, but on
+    # shared ones it takes the CPU that gRPC and the batcher need.
+    intra_op_spinning: bool = False
     batching: BatchingSettings = BatchingSettings()
     # Items (images, sentences...) one request may carry.
     max_request_batch: int = Field(256, ge=1)

@@ -66,15 +66,24 @@ class RequestTensor:
     contents: Any = None  # an InferTensorContents message (or anything with its repeated fields)
 
 
+_DATATYPE_OF: dict[np.dtype, str] = {}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The KServe datatype of an output array."""
     kind = array.dtype
+    known = _DATATYPE_OF.get(kind)
+    if known is not None:
+        return known
     if kind.kind in "OUS":
-        return "BYTES"
-    for name, dtype in DTYPES.items():
-        if name != "BYTES" and dtype == kind.newbyteorder("<"):
-            return name
-    raise TypeError(f"no KServe datatype for numpy dtype {kind}")
+        name = "BYTES"
+    else:
+        little = kind.newbyteorder("<")
+        name = next((n for n, d in DTYPES.items() if n != "BYTES" and d == little), "")
+        if not name:
+            raise TypeError(f"no KServe datatype for numpy dtype {kind}")
+    _DATATYPE_OF[kind] = name
+    return name
 
 
 def decode(tensor: RequestTensor, spec: TensorInfo, index: int) -> np.ndarray:
@@ -95,16 +104,21 @@ def decode(tensor: RequestTensor, spec: TensorInfo, index: int) -> np.ndarray:
 
 
 def check_shape(shape: Sequence[int], spec: TensorInfo, where: str) -> None:
-    expected = "(" + ", ".join("-1" if d < 0 else str(d) for d in spec.shape) + ")"
     if len(shape) != len(spec.shape):
-        raise InvalidArgument(f"{where} has shape {list(shape)}; the graph takes rank {len(spec.shape)}: {expected}")
+        raise InvalidArgument(
+            f"{where} has shape {list(shape)}; the graph takes rank {len(spec.shape)}: {_shape_text(spec)}"
+        )
     for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
         if got < 0:
             raise InvalidArgument(f"{where} has a negative dimension in shape {list(shape)}")
         if want >= 0 and got != want:
             raise InvalidArgument(
-                f"{where} has shape {list(shape)}; axis {axis} must be {want} (the graph takes {expected})"
+                f"{where} has shape {list(shape)}; axis {axis} must be {want} (the graph takes {_shape_text(spec)})"
             )
+
+
+def _shape_text(spec: TensorInfo) -> str:
+    return "(" + ", ".join("-1" if d < 0 else str(d) for d in spec.shape) + ")"
 
 
 def _from_raw(datatype: str, raw: bytes, count: int, where: str) -> np.ndarray:
