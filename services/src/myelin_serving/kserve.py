@@ -89,11 +89,16 @@ class InferenceProtocol:
         return Endpoint(name, model, graph)
 
     def model_ready(self, name: str, version: str) -> bool:
-        """False (not an error) while the version is loading or after it failed; NOT_FOUND if unknown."""
+        """False (not an error) while the version is loading or after it failed; NOT_FOUND if unknown.
+
+        A bare model name asks about the whole version, whatever its graph count."""
+        model_name, graph = self._split(name)
         try:
-            self.resolve(name, version)
+            model = self._manager.get(model_name, parse_version(version))
         except ModelNotReady:
             return False
+        if graph is not None and graph not in model.graphs:
+            raise NotFound(f"model {model_name!r} has no graph {graph!r}; graphs: {', '.join(model.graphs)}")
         return True
 
     def versions(self, name: str) -> list[str]:
