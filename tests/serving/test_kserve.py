@@ -279,7 +279,7 @@ def test_a_version_with_several_graphs_has_one_endpoint_per_graph(tmp_path: Path
         assert (await manager.refresh()).loaded == ["pair/1"]
         protocol = InferenceProtocol(manager, max_request_batch=8)
         assert protocol.endpoint_names() == ["pair.encoder", "pair.decoder_step"]
-        with pytest.raises(NotFound, match="name one of: pair.encoder, pair.decoder_step"):
+        with pytest.raises(NotFound, match=r"name one of: pair\.encoder, pair\.decoder_step"):
             protocol.resolve("pair", "")
         assert protocol.model_ready("pair", "") and protocol.model_ready("pair.encoder", "1")
         endpoint = protocol.resolve("pair.decoder_step", "")
