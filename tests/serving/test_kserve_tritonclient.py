@@ -8,29 +8,16 @@ of every call is the graph itself, run by onnxruntime in this process on the sam
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from myelin_serving.tensors import datatype_of, encode_raw
-from myelin_testkit import REPO_ROOT, ServerThread, settings_for
-
-TRITONCLIENT_PYTHON = REPO_ROOT / ".venv-tritonclient" / "bin" / "python"
-PROBE = Path(__file__).with_name("tritonclient_probe.py")
-
-
-@dataclass(frozen=True)
-class KServeCall:
-    name: str  # the KServe model name: `<model>` or `<model>.<graph>`
-    graph_file: Path  # the ONNX file behind it, for the expected answer
-    inputs: dict[str, np.ndarray]
+from myelin_serving.tensors import datatype_of
+from myelin_testkit import KServeCall, ServerThread, run_tritonclient, settings_for, tritonclient_job
 
 
 @dataclass(frozen=True)
@@ -57,36 +44,6 @@ SERVICES = [
 ]
 
 
-def run_probe(job: dict[str, Any]) -> dict[str, Any]:
-    if not TRITONCLIENT_PYTHON.exists():
-        pytest.fail(f"{TRITONCLIENT_PYTHON} is missing: run `make setup` (it builds .venv-tritonclient)")
-    done = subprocess.run(
-        [str(TRITONCLIENT_PYTHON), str(PROBE)], input=json.dumps(job), capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
-
-
-def job_for(target: str, calls: list[KServeCall], **extra: Any) -> dict[str, Any]:
-    models = [
-        {
-            "name": call.name,
-            "inputs": [
-                {
-                    "name": name,
-                    "datatype": datatype_of(array),
-                    "shape": list(array.shape),
-                    "data": base64.b64encode(encode_raw(array)).decode(),
-                }
-                for name, array in call.inputs.items()
-            ],
-        }
-        for call in calls
-    ]
-    return {"target": target, "models": models, **extra}
-
-
 def expected_outputs(call: KServeCall) -> dict[str, np.ndarray]:
     session = ort.InferenceSession(str(call.graph_file), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
@@ -98,7 +55,7 @@ def test_tritonclient_health_metadata_and_inference(case: ServiceCase, request: 
     repository: Path = request.getfixturevalue(case.repository_fixture)
     calls = case.calls(repository)
     with ServerThread(settings_for(repository, service=case.family)) as server:
-        report = run_probe(job_for(server.target, calls))
+        report = run_tritonclient(tritonclient_job(server.target, calls))
     assert report["live"] == {"ok": True}
     assert report["ready"] == {"ok": True}
     assert report["server_metadata"]["ok"]["name"] == "myelin"
@@ -126,7 +83,7 @@ def test_tritonclient_sees_not_found_and_invalid_argument(classifier_server: Ser
             {"name": "image", "datatype": "FP32", "shape": [1, 20, 28], "data": base64.b64encode(bytes(2240)).decode()}
         ],
     }
-    report = run_probe({"target": classifier_server.target, "models": [unknown, wrong_shape]})
+    report = run_tritonclient({"target": classifier_server.target, "models": [unknown, wrong_shape]})
     missing, bad = report["models"]
     assert missing["ready"]["status"] == "StatusCode.NOT_FOUND"
     assert missing["metadata"]["status"] == "StatusCode.NOT_FOUND" and "mnist-cnn" in missing["metadata"]["message"]

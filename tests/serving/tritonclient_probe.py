@@ -6,7 +6,7 @@ so the two cannot share a process, and tritonclient 2.73 requires protobuf < 7 (
 The test (test_kserve_tritonclient.py) sends a job on stdin and asserts on the report; this
 script makes no judgement of its own.
 
-Job: {"target", "ssl": {"root_certificates", "private_key", "certificate_chain"} | null,
+Job: {"target", "ssl": {"root_certificates", "private_key", "certificate_chain": PEM paths} | null,
       "headers": {...}, "models": [{"name", "version", "inputs": [{"name", "datatype", "shape",
       "data": base64 raw little-endian bytes}], "outputs": [names]}]}
 """
@@ -81,7 +81,7 @@ def main() -> None:
     client = triton.InferenceServerClient(
         job["target"],
         ssl=ssl is not None,
-        **({k: v.encode() if v else None for k, v in ssl.items()} if ssl else {}),
+        **(ssl or {}),  # file paths, as tritonclient takes them
     )
     headers = job.get("headers") or {}
     report: dict[str, Any] = {

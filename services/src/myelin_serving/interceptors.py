@@ -26,8 +26,16 @@ from myelin_serving.metrics import MethodMetrics, Metrics
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("myelin_serving.access")
 
-# Methods that stay open when bearer tokens are configured: probes must work without secrets.
-OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+# Methods that stay open when bearer tokens are configured: probes must work without secrets. They
+# say whether the server is up, nothing about its models (KServe's ModelReady stays protected).
+OPEN_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/inference.GRPCInferenceService/ServerLive",
+        "/inference.GRPCInferenceService/ServerReady",
+    }
+)
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("myelin_deadline", default=None)
 
