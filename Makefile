@@ -12,7 +12,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean
+.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean bench
 
 setup: $(STAMP) $(TRITON_STAMP)
 
@@ -33,6 +33,11 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: fmt-check lint typecheck protos-check test
+
+# Myelin vs MLServer vs onnxruntime in-process on the classifiers (benchmarks/RESULTS.md). Holds the
+# machine-wide CPU lock for the whole run so heavy jobs run one at a time and timings are honest.
+bench: setup
+	flock /tmp/myelin-cpu.lock $(BIN)/python benchmarks/classifier/bench.py $(BENCH_ARGS)
 
 fmt: setup
 	$(BIN)/ruff format .
@@ -64,4 +69,4 @@ lock:
 	mv requirements/constraints.txt.new requirements/constraints.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) runs .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) runs .bench .demo .pytest_cache .mypy_cache .ruff_cache

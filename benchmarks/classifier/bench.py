@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=64, help="Myelin's max_batch_size")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--systems", nargs="+", default=["off", "on", "mlserver"], help="off, on, mlserver")
+    parser.add_argument("--systems", nargs="+", default=["mlserver", "off", "on"], help="mlserver, off, on")
     parser.add_argument("--repository", type=Path, default=REPOSITORY, help="reuse models from here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
@@ -383,35 +383,40 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print(f"machine: {info}", flush=True)
     runs: list[Run] = []
-    apis = ("Classify", "ModelInfer")
-    for system in args.systems:
-        if system == "mlserver":
-            context = mlserver(executable, threads=args.threads)
-        else:
-            context = myelin_server(
-                batching=system == "on", threads=args.threads, delay_us=args.delay_us, max_batch=args.max_batch
-            )
-        with context as server:
-            for model in args.models:
-                for concurrency in args.concurrency:
-                    for api in ("ModelInfer",) if system == "mlserver" else apis:
-                        runs.append(load(server, api, model, concurrency, args))
-    # The limit, at the batch sizes Myelin formed (with batching off: 1).
     limits: dict[tuple[str, int], inprocess.InProcessResult] = {}
-    for run in runs:
-        batch = max(1, round(run.mean_batch))
-        key = (run.model, batch)
-        if key not in limits:
-            limits[key] = inprocess.best(
-                REPOSITORY / run.model / "1" / "model.onnx", batch, seconds=3.0, thread_counts=(1, 2)
-            )
-            limit = limits[key]
-            print(
-                f"  {run.model:9} in-process batch {batch:<3} {limit.rows_per_s:8.0f} rows/s ({limit.threads} threads)",
-                flush=True,
-            )
-        run.notes["in_process_batch"] = batch
+    with ExitStack() as stack:
+        # Every server up at once (idle ones cost nothing), so each (model, concurrency) point runs
+        # all systems back to back and they share the same background load on this shared machine.
+        servers = []
+        for system in args.systems:
+            if system == "mlserver":
+                servers.append(stack.enter_context(mlserver(executable, threads=args.threads)))
+            else:
+                context = myelin_server(
+                    batching=system == "on", threads=args.threads, delay_us=args.delay_us, max_batch=args.max_batch
+                )
+                servers.append(stack.enter_context(context))
+        for model in args.models:
+            for concurrency in args.concurrency:
+                for server in servers:
+                    apis = ("ModelInfer",) if server.name == "mlserver" else ("Classify", "ModelInfer")
+                    for api in apis:
+                        run = load(server, api, model, concurrency, args)
+                        runs.append(run)
+                        # The limit at the batch size this run formed, measured now, under the same load.
+                        batch = max(1, round(run.mean_batch))
+                        run.notes["in_process_batch"] = batch
+                        if (model, batch) not in limits:
+                            limits[(model, batch)] = limit = inprocess.best(
+                                REPOSITORY / model / "1" / "model.onnx", batch, seconds=2.0, thread_counts=(1, 2)
+                            )
+                            print(
+                                f"  {model:9} in-process batch {batch:<3} {limit.rows_per_s:8.0f} rows/s "
+                                f"({limit.threads} threads)",
+                                flush=True,
+                            )
     elapsed = time.time() - started
+    info["load_average_at_end"] = os.getloadavg()
     results = {
         "machine": info,
         "settings": {k: v for k, v in vars(args).items() if k not in ("data_dir", "no_write", "repository")},

@@ -219,7 +219,11 @@ def test_a_deadline_that_passes_in_the_queue_ends_the_wait_then() -> None:
         run = Recorder()
         # A whole second of queue delay: the deadline, not the batch, must end this caller's wait.
         batcher = DynamicBatcher(
-            run, config(max_queue_delay_us=1_000_000), model="m", version=1, metrics=Metrics(registry)
+            run,
+            config(max_queue_delay_us=1_000_000, adaptive_delay=False),
+            model="m",
+            version=1,
+            metrics=Metrics(registry),
         )
         with pytest.raises(DeadlineExceeded, match="while it was queued"):
             await batcher.infer({"x": np.zeros((1, 1), np.float32)}, timeout=0.05)
@@ -229,3 +233,19 @@ def test_a_deadline_that_passes_in_the_queue_ends_the_wait_then() -> None:
 
     assert asyncio.run(scenario()) == []
     assert registry.get_sample_value("myelin_batcher_rejections_total", {"model": "m", "code": "deadline"}) == 1
+
+
+def test_a_lone_caller_does_not_wait_for_company_that_cannot_come() -> None:
+    async def scenario() -> list[int]:
+        run = Recorder()
+        # A one-second window: were the batcher to sit it out, every call below would miss its deadline.
+        batcher = DynamicBatcher(run, config(max_queue_delay_us=1_000_000), model="m", version=1)
+        for _ in range(3):
+            await batcher.infer({"x": np.zeros((1, 1), np.float32)}, timeout=0.5)
+            await asyncio.sleep(0.1)
+        together = [batcher.infer({"x": np.zeros((1, 1), np.float32)}) for _ in range(5)]
+        await asyncio.gather(*together)
+        await batcher.close()
+        return run.batches
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 5], "concurrent arrivals still share a batch"

@@ -20,7 +20,8 @@ from myelin_serving.settings import BatchingSettings
 from myelin_testkit import ServerThread, settings_for
 
 CLASSIFY = "/myelin_api.v1.Classifier/Classify"
-SLOW_BATCHES = BatchingSettings(max_queue_delay_us=1_000_000, max_batch_size=64, max_queue_size=1)
+# adaptive_delay off: a lone request waits out the whole window instead of running at once.
+SLOW_BATCHES = BatchingSettings(max_queue_delay_us=1_000_000, max_batch_size=64, max_queue_size=1, adaptive_delay=False)
 
 
 def request(model: str = "mnist-cnn") -> classifier_pb2.ClassifyRequest:

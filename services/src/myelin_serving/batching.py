@@ -5,7 +5,14 @@ Requests whose inputs agree on every other axis and dtype are concatenated, up t
 `max_batch_size` rows, waiting at most `max_queue_delay_us` after the oldest one arrived; the
 outputs are split back by rows so each caller gets exactly its own. The queue is bounded (a full
 queue refuses at once with Overloaded), and requests whose deadline or queue timeout has passed are
-dropped before compute. A caller whose deadline passes while it waits gets DeadlineExceeded at
+dropped before compute.
+
+The delay is an upper bound, not a toll (unless `adaptive_delay` is off): the batcher keeps a moving average of the gap between
+arrivals and waits only when the next request is expected inside the window. A lone caller in a
+closed loop (the next request comes only after this one's answer) therefore never waits, while
+concurrent callers fill batches as before.
+
+A caller whose deadline passes while it waits gets DeadlineExceeded at
 that moment, and a caller that is cancelled (the client went away) leaves the queue at once, so
 neither holds a queue slot. With batching disabled the same queue runs one request per
 execution, so the limits hold either way.
@@ -31,6 +38,7 @@ from myelin_serving.settings import BatchingSettings
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
+GAP_SMOOTHING = 0.2  # weight of the newest inter-arrival gap in the moving average
 RunFn = Callable[[Arrays], Arrays]
 
 
@@ -71,6 +79,11 @@ class DynamicBatcher:
         self._queue: deque[_Request] = deque()
         self._rows_by_key: dict[tuple[object, ...], int] = {}
         self._wakeup = asyncio.Event()
+        # Moving average of the time between arrivals, capped so that a burst after a quiet spell
+        # is recognised within a few requests; it starts at the cap (no company expected).
+        self._gap_cap = 2 * self._delay
+        self._gap = self._gap_cap
+        self._last_arrival = float("-inf")
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=config.instances, thread_name_prefix=f"ort-{model}")
         self._workers = [asyncio.create_task(self._worker()) for _ in range(config.instances)]
@@ -90,6 +103,8 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
+        self._gap += GAP_SMOOTHING * (min(now - self._last_arrival, self._gap_cap) - self._gap)
+        self._last_arrival = now
         rows = next(iter(feeds.values())).shape[0]
         request = _Request(
             feeds=feeds,
@@ -148,9 +163,10 @@ class DynamicBatcher:
     async def _wait_for_company(self, first: _Request, loop: asyncio.AbstractEventLoop) -> bool:
         """Wait until the batch is full or `first` has waited max_queue_delay; False if `first` left the head."""
         while self._delay > 0 and not self._closing and self._rows_by_key.get(first.key, 0) < self._max_rows:
-            remaining = first.enqueued + self._delay - loop.time()
-            if remaining <= 0:
-                break
+            window_ends = first.enqueued + self._delay
+            remaining = window_ends - loop.time()
+            if remaining <= 0 or (self.config.adaptive_delay and self._last_arrival + self._gap > window_ends):
+                break  # the window is over, or nobody is expected to arrive before it is
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
