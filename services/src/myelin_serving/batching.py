@@ -7,10 +7,10 @@ outputs are split back by rows so each caller gets exactly its own. The queue is
 queue refuses at once with Overloaded), and requests whose deadline or queue timeout has passed are
 dropped before compute.
 
-The delay is an upper bound, not a toll (unless `adaptive_delay` is off): the batcher keeps a moving average of the gap between
-arrivals and waits only when the next request is expected inside the window. A lone caller in a
-closed loop (the next request comes only after this one's answer) therefore never waits, while
-concurrent callers fill batches as before.
+The delay is an upper bound, not a toll (unless `adaptive_delay` is off): the batcher keeps a
+moving average of the gap between arrivals and waits only when the next request is expected
+inside the window. A lone caller in a closed loop (the next request comes only after this one's
+answer) therefore never waits, while concurrent callers fill batches as before.
 
 A caller whose deadline passes while it waits gets DeadlineExceeded at
 that moment, and a caller that is cancelled (the client went away) leaves the queue at once, so
