@@ -57,6 +57,7 @@ MODELS = ("mnist-mlp", "mnist-cnn")
 CONCURRENCY = (1, 8, 32, 64)
 CLASSIFY = "/myelin_api.v1.Classifier/Classify"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+TYPED = "ModelInfer typed"  # KServe ModelInfer with typed contents instead of raw bytes
 
 
 @dataclass
@@ -242,9 +243,13 @@ def classify_request(model: str) -> bytes:
     return request.SerializeToString()
 
 
-def infer_request(model: str) -> bytes:
+def infer_request(model: str, *, typed: bool = False) -> bytes:
     tensor = kserve_pb.ModelInferRequest.InferInputTensor(name="image", datatype="FP32", shape=[1, 28, 28])
-    request = kserve_pb.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[PIXELS.tobytes()])
+    if typed:  # the same pixels as InferTensorContents.fp32_contents
+        tensor.contents.fp32_contents.extend(PIXELS.ravel().tolist())
+        request = kserve_pb.ModelInferRequest(model_name=model, inputs=[tensor])
+    else:
+        request = kserve_pb.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[PIXELS.tobytes()])
     return request.SerializeToString()
 
 
@@ -283,7 +288,7 @@ def batch_counts(metrics_url: str, model: str) -> tuple[float, float]:
 
 
 def load(server: Server, api: str, model: str, concurrency: int, args: argparse.Namespace) -> Run:
-    request = classify_request(model) if api == "Classify" else infer_request(model)
+    request = classify_request(model) if api == "Classify" else infer_request(model, typed=api == TYPED)
     method = CLASSIFY if api == "Classify" else MODEL_INFER
     check_answer(api, asyncio.run(loadgen.sample(server.target, method, request)), expected_label(model))
     before = batch_counts(server.metrics_url, model) if server.metrics_url else (0.0, 0.0)
@@ -399,7 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         for model in args.models:
             for concurrency in args.concurrency:
                 for server in servers:
-                    apis = ("ModelInfer",) if server.name == "mlserver" else ("Classify", "ModelInfer")
+                    # MLServer: both V2 input forms, to show which is its fast path; Myelin: both its APIs.
+                    apis = ("ModelInfer", TYPED) if server.name == "mlserver" else ("Classify", "ModelInfer")
                     for api in apis:
                         run = load(server, api, model, concurrency, args)
                         runs.append(run)

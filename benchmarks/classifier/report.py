@@ -19,14 +19,13 @@ def _limit(results: dict[str, Any], model: str, batch: int) -> dict[str, Any]:
 
 
 def _mlserver(results: dict[str, Any], model: str, concurrency: int) -> dict[str, Any] | None:
-    return next(
-        (
-            r
-            for r in results["runs"]
-            if r["system"] == "mlserver" and r["model"] == model and r["concurrency"] == concurrency
-        ),
-        None,
-    )
+    """MLServer's best run at this point (raw or typed inputs, whichever was faster)."""
+    runs = [
+        r
+        for r in results["runs"]
+        if r["system"] == "mlserver" and r["model"] == model and r["concurrency"] == concurrency
+    ]
+    return max(runs, key=lambda r: r["rps"]) if runs else None
 
 
 def rows(results: dict[str, Any], model: str) -> list[list[str]]:
@@ -116,9 +115,17 @@ def acceptance(results: dict[str, Any]) -> str:
                 None,
             )
             parts = [f"  c=1  {run['model']} {run['api']:10}: p50 {run['p50_ms']:.2f} ms"]
-            if reference:
-                ok = run["p50_ms"] <= reference["p50_ms"]
-                parts.append(f"MLServer {reference['p50_ms']:.2f} ms (no worse: {'yes' if ok else 'NO'})")
+            best_p50 = min(
+                (
+                    r["p50_ms"]
+                    for r in results["runs"]
+                    if r["system"] == "mlserver" and r["model"] == run["model"] and r["concurrency"] == 1
+                ),
+                default=None,
+            )
+            if best_p50 is not None:
+                ok = run["p50_ms"] <= best_p50
+                parts.append(f"MLServer's best {best_p50:.2f} ms (no worse: {'yes' if ok else 'NO'})")
             if off:
                 cost = run["p50_ms"] - off["p50_ms"]
                 ok = cost <= delay_ms
@@ -197,8 +204,9 @@ def write(results: dict[str, Any], folder: Path) -> None:
         "`ModelInferRequest`, `image` FP32 [1, 28, 28] in `raw_input_contents`.",
         "- MLServer 1.7.1 in its own virtualenv, `parallel_workers: 0`, a minimal custom runtime "
         "(`benchmarks/classifier/mlserver_runtime.py`: NumpyCodec in, `session.run`, NumpyCodec out), "
-        "V2 gRPC with raw input contents (its faster input path: typed contents go through a Python "
-        "list per tensor), default settings otherwise (no adaptive batching).",
+        "V2 gRPC, measured with both input forms (raw_input_contents, and the same pixels as typed "
+        "fp32_contents); the 'vs MLServer' ratios use its faster one at each point. Default settings "
+        "otherwise (no adaptive batching).",
         f"- Every server: onnxruntime intra-op threads {s['threads']}, no spinning. Myelin batching: "
         f"max_batch_size {s['max_batch']}, max_queue_delay_us {s['delay_us']}.",
         f"- Load: closed loop, asyncio + grpc.aio, one channel; per run {s['warmup']} s warm-up, then at "
