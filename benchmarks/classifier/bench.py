@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import subprocess
@@ -72,6 +73,8 @@ class Run:
     requests: int
     errors: int = 0
     mean_batch: float = 1.0  # rows per onnxruntime execution (Myelin's metrics; in-process: the batch)
+    server_cpu_us: float = 0.0  # server process CPU time per request (all its threads, compute included)
+    client_cpu_us: float = 0.0  # the load generator's own CPU time per request
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -292,6 +295,11 @@ def load(server: Server, api: str, model: str, concurrency: int, args: argparse.
     method = CLASSIFY if api == "Classify" else MODEL_INFER
     check_answer(api, asyncio.run(loadgen.sample(server.target, method, request)), expected_label(model))
     before = batch_counts(server.metrics_url, model) if server.metrics_url else (0.0, 0.0)
+    cpu: dict[str, float] = {}
+
+    def snapshot() -> None:
+        cpu["server"], cpu["client"] = process_cpu(server.process.pid), own_cpu()
+
     result = asyncio.run(
         loadgen.run_load(
             server.target,
@@ -301,8 +309,12 @@ def load(server: Server, api: str, model: str, concurrency: int, args: argparse.
             max_requests=args.max_requests,
             max_seconds=args.seconds,
             warmup_seconds=args.warmup,
+            on_measure=snapshot,
         )
     )
+    done = max(result.requests, 1)
+    server_cpu_us = (process_cpu(server.process.pid) - cpu["server"]) / done * 1e6
+    client_cpu_us = (own_cpu() - cpu["client"]) / done * 1e6
     mean_batch = 1.0
     if server.metrics_url:
         # Includes the warm-up phase: same load, same batching regime.
@@ -320,14 +332,28 @@ def load(server: Server, api: str, model: str, concurrency: int, args: argparse.
         requests=result.requests,
         errors=result.errors,
         mean_batch=mean_batch,
+        server_cpu_us=server_cpu_us,
+        client_cpu_us=client_cpu_us,
         notes={"first_error": result.first_error} if result.errors else {},
     )
     print(
         f"  {model:9} {server.name:20} {api:10} c={concurrency:<3} {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms"
-        f"  p99 {run.p99_ms:6.2f} ms  batch {run.mean_batch:5.1f}  errors {run.errors}",
+        f"  p99 {run.p99_ms:6.2f} ms  batch {run.mean_batch:5.1f}  errors {run.errors}"
+        f"  cpu/req server {run.server_cpu_us:5.0f} us, loadgen {run.client_cpu_us:4.0f} us",
         flush=True,
     )
     return run
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (from /proc; 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def machine() -> dict[str, Any]:

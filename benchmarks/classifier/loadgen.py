@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -52,12 +53,16 @@ async def run_load(
     max_seconds: float,
     warmup_seconds: float,
     timeout: float = 10.0,
+    on_measure: Callable[[], None] | None = None,
 ) -> LoadResult:
+    """Warm up, call `on_measure` (to snapshot counters), then measure; one channel throughout."""
     if not target.startswith(LOOPBACK):
         raise ValueError(f"the load generator only targets loopback addresses, not {target}")
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(method)
         await _phase(call, request, concurrency, max_requests, warmup_seconds, timeout)
+        if on_measure is not None:
+            on_measure()
         return await _phase(call, request, concurrency, max_requests, max_seconds, timeout)
 
 

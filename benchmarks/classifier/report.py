@@ -46,6 +46,8 @@ def rows(results: dict[str, Any], model: str) -> list[list[str]]:
                 str(limit["batch"]),
                 "",
                 "",
+                f"{1e6 / limit['rows_per_s'] * limit['batch']:.0f}/batch",
+                "-",
             ]
         )
         reference = _mlserver(results, model, concurrency)
@@ -63,12 +65,26 @@ def rows(results: dict[str, Any], model: str) -> list[list[str]]:
                     f"{run['mean_batch']:.1f}" if is_myelin else "1",
                     f"{run['rps'] / reference['rps']:.2f}x" if reference and is_myelin else "",
                     f"{run['rps'] / own_limit['rows_per_s']:.2f}x" if is_myelin else "",
+                    f"{run['server_cpu_us']:.0f}",
+                    f"{run['client_cpu_us']:.0f}",
                 ]
             )
     return table
 
 
-HEADER = ["conc.", "system", "API", "req/s", "p50 ms", "p99 ms", "rows/exec", "vs MLServer", "vs in-process"]
+HEADER = [
+    "conc.",
+    "system",
+    "API",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "rows/exec",
+    "vs MLServer",
+    "vs in-process",
+    "server CPU us/req",
+    "loadgen CPU us/req",
+]
 
 
 def markdown_table(table: list[list[str]]) -> str:
@@ -215,6 +231,9 @@ def write(results: dict[str, Any], folder: Path) -> None:
         "- rows/exec: rows per onnxruntime execution in Myelin (its `myelin_batch_size` histogram over the "
         "run). vs in-process: Myelin's req/s over onnxruntime called in this process at that batch size "
         "(rounded), with the faster of 1 and 2 intra-op threads: the limit without network or queue.",
+        "- CPU us/req: CPU time (all threads) of the server process and of the load generator per "
+        "request during the measured phase; for the in-process row, wall time per batch. Two cores "
+        "give 2,000,000 us of CPU per second to share between them.",
         "",
         "## Results",
         "",
