@@ -460,6 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     (BENCH / "results.json").write_text(json.dumps(results, indent=2))
     print(report.tables(results))
     print(report.acceptance(results))
+    print(report.budget(results))
     if not args.no_write:
         report.write(results, ROOT / "benchmarks")
     print(f"benchmark wall time: {elapsed:.0f} s")

@@ -150,6 +150,30 @@ def acceptance(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def budget(results: dict[str, Any], model: str = "mnist-cnn", concurrency: int = 32) -> str:
+    """Where the CPU goes at one point, from the run's own figures: what caps Myelin against the limit."""
+    lines = []
+    cores = results["machine"]["cores"] or 1
+    for run in results["runs"]:
+        if (run["system"], run["model"], run["concurrency"]) != ("myelin-batching-on", model, concurrency):
+            continue
+        limit = _limit(results, model, run["notes"]["in_process_batch"])
+        per_request = run["server_cpu_us"] + run["client_cpu_us"]
+        onnx_per_row = limit["threads"] * 1e6 / limit["rows_per_s"]  # CPU us per row in-process
+        ceiling = cores * 1e6 / per_request if per_request else float("inf")
+        needed = cores * 1e6 / (0.7 * limit["rows_per_s"])
+        lines.append(
+            f"- {run['api']}: the server process used {run['server_cpu_us']:.0f} us of CPU per request "
+            f"(onnxruntime included) and the load generator {run['client_cpu_us']:.0f} us, "
+            f"{per_request:.0f} us in all; with all {cores} cores that caps throughput at {ceiling:.0f} req/s. "
+            f"onnxruntime alone needs {onnx_per_row:.0f} us of CPU per row at batch {limit['batch']} "
+            f"({limit['rows_per_s']:.0f} rows/s with {limit['threads']} thread(s)); 0.7x of that limit would "
+            f"allow at most {needed:.0f} us per request for everything, i.e. {needed - onnx_per_row:.0f} us "
+            "for gRPC on both ends, protobuf, the interceptor, the batcher and the load generator."
+        )
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -248,6 +272,10 @@ def write(results: dict[str, Any], folder: Path) -> None:
         "```",
         acceptance(results).strip(),
         "```",
+        "",
+        "## Where the CPU goes (mnist-cnn, concurrency 32)",
+        "",
+        budget(results),
         "",
         "Reproduce: `make bench` (trains the quick models into .bench/ and builds .bench/mlserver-venv on "
         "first use; holds /tmp/myelin-cpu.lock for the whole run). Raw figures: .bench/results.json.",
