@@ -284,7 +284,7 @@ def test_a_version_with_several_graphs_has_one_endpoint_per_graph(tmp_path: Path
         assert protocol.model_ready("pair", "") and protocol.model_ready("pair.encoder", "1")
         endpoint = protocol.resolve("pair.decoder_step", "")
         tensor = RequestTensor("image", "FP32", (1, 28, 28), raw=PIXELS[:1].tobytes())
-        result = await protocol.infer(endpoint, [tensor], [])
+        result = await protocol.infer(endpoint, [tensor], [], timeout=5.0)
         assert result.outputs["probabilities"].shape == (1, 10)
         await manager.close()
 

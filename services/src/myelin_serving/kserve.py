@@ -105,12 +105,13 @@ class InferenceProtocol:
         model_name, _ = self._split(name)
         return [str(s.version) for s in reversed(self._manager.statuses(model_name)) if s.model is not None]
 
-    async def infer(self, endpoint: Endpoint, inputs: Sequence[RequestTensor], outputs: Sequence[str]) -> InferResult:
-        """Check `inputs` and `outputs` against the endpoint's graph, then run it."""
+    async def infer(
+        self, endpoint: Endpoint, inputs: Sequence[RequestTensor], outputs: Sequence[str], *, timeout: float | None
+    ) -> InferResult:
+        """Check `inputs` and `outputs` against the endpoint's graph, then run it within `timeout` seconds."""
         graph = endpoint.graph
         feeds = self._feeds(graph, inputs)
         wanted = self._wanted_outputs(graph, outputs)
-        timeout = time_left()
         batcher = endpoint.model.batchers.get(endpoint.graph_name)
         if batcher is not None:
             self._check_rows(feeds)
@@ -266,7 +267,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         raw = bool(request.raw_input_contents)
         endpoint = self._protocol.resolve(request.model_name, request.model_version)
-        result = await self._protocol.infer(endpoint, request_tensors(request), requested_outputs(request))
+        result = await self._protocol.infer(
+            endpoint, request_tensors(request), requested_outputs(request), timeout=time_left()
+        )
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=str(result.endpoint.model.version), id=request.id
         )
