@@ -37,7 +37,7 @@ check: fmt-check lint typecheck protos-check test
 # Myelin vs MLServer vs onnxruntime in-process on the classifiers (benchmarks/RESULTS.md). Holds the
 # machine-wide CPU lock for the whole run so heavy jobs run one at a time and timings are honest.
 bench: setup
-	flock /tmp/myelin-cpu.lock $(BIN)/python benchmarks/classifier/bench.py $(BENCH_ARGS)
+	flock /tmp/myelin-cpu.lock env MYELIN_BENCH_LOCKED=1 $(BIN)/python benchmarks/classifier/bench.py $(BENCH_ARGS)
 
 fmt: setup
 	$(BIN)/ruff format .

@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.time() - started
     info["load_average_at_end"] = os.getloadavg()
     results = {
+        # Set by `make bench`, which runs this under flock /tmp/myelin-cpu.lock for the whole run.
+        "cpu_lock_held": os.environ.get("MYELIN_BENCH_LOCKED") == "1",
+        "partial": args.models != list(MODELS) or args.concurrency != list(CONCURRENCY),
         "machine": info,
         "settings": {k: v for k, v in vars(args).items() if k not in ("data_dir", "no_write", "repository")},
         "runs": [asdict(r) for r in runs],
