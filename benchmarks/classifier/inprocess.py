@@ -22,6 +22,7 @@ class InProcessResult:
     rows_per_s: float
     p50_ms: float  # one session.run of `batch` rows
     p99_ms: float
+    cpu_us_per_row: float  # CPU time of this process (all onnxruntime threads) per row
 
 
 def measure(path: Path, batch: int, *, threads: int, seconds: float, max_runs: int = 100_000) -> InProcessResult:
@@ -31,12 +32,14 @@ def measure(path: Path, batch: int, *, threads: int, seconds: float, max_runs: i
     for _ in range(20):  # warm-up: first runs allocate
         graph.run({name: pixels})
     times: list[float] = []
+    cpu_started = time.process_time()
     started = time.perf_counter()
     while len(times) < max_runs and time.perf_counter() - started < seconds:
         t0 = time.perf_counter()
         graph.run({name: pixels})
         times.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     runs = np.array(times)
     return InProcessResult(
         batch=batch,
@@ -44,6 +47,7 @@ def measure(path: Path, batch: int, *, threads: int, seconds: float, max_runs: i
         rows_per_s=len(runs) * batch / elapsed,
         p50_ms=float(np.percentile(runs, 50) * 1000),
         p99_ms=float(np.percentile(runs, 99) * 1000),
+        cpu_us_per_row=cpu / (len(runs) * batch) * 1e6,
     )
 
 
