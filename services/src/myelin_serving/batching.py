@@ -10,7 +10,8 @@ dropped before compute.
 The delay is an upper bound, not a toll (unless `adaptive_delay` is off): the batcher keeps a
 moving average of the gap between arrivals and waits only when the next request is expected
 inside the window. A lone caller in a closed loop (the next request comes only after this one's
-answer) therefore never waits, while concurrent callers fill batches as before.
+answer) therefore never waits, while concurrent callers fill batches as before. For the same lone
+caller a short batch runs on the event loop itself rather than on a worker thread.
 
 A caller whose deadline passes while it waits gets DeadlineExceeded at
 that moment, and a caller that is cancelled (the client went away) leaves the queue at once, so
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 GAP_SMOOTHING = 0.2  # weight of the newest inter-arrival gap in the moving average
-# A batch expected to run faster than this, with nobody else queued, runs on the event loop: handing
-# it to a worker thread and back costs more than the run (a small MLP at concurrency 1).
+# A batch expected to run faster than this runs on the event loop when nobody else is queued or
+# expected before it would finish (a lone caller): handing it to a worker thread and back costs more
+# than the run itself (a small MLP at concurrency 1). Under concurrency it always goes to the thread.
 INLINE_BELOW_S = 0.0005
 ROW_TIME_SMOOTHING = 0.2
 RunFn = Callable[[Arrays], Arrays]
@@ -85,7 +87,7 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         # Moving average of the time between arrivals, capped so that a burst after a quiet spell
         # is recognised within a few requests; it starts at the cap (no company expected).
-        self._gap_cap = 2 * self._delay
+        self._gap_cap = max(2 * self._delay, 2 * INLINE_BELOW_S)
         self._gap = self._gap_cap
         self._last_arrival = float("-inf")
         self._row_seconds = float("inf")  # moving average of execution time per row; unknown at first
@@ -238,7 +240,9 @@ class DynamicBatcher:
         else:
             feeds = {name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds}
         try:
-            if not self._queue and self._row_seconds * rows < INLINE_BELOW_S:
+            expected = self._row_seconds * rows
+            lone = not self._queue and self._last_arrival + self._gap > loop.time() + expected
+            if lone and expected < INLINE_BELOW_S:
                 outputs = self._timed_run(feeds)
             else:
                 outputs = await loop.run_in_executor(self._executor, self._timed_run, feeds)
