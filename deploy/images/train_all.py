@@ -18,17 +18,37 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from myelin_training.cli import TRAINERS
 from myelin_training.settings import TrainingSettings
 
-# family (as the services and manifests name it) -> myelin-train command lines; "{data}" is the data folder.
-FAMILIES: dict[str, list[list[str]]] = {
-    "classifier": [["mlp", "--data-dir", "{data}"], ["cnn", "--data-dir", "{data}"]],
-    "translator": [["translator", "--data-dir", "{data}"]],
-    "generator": [["generator", "--data-dir", "{data}"]],
-    "embedder": [["word2vec", "--corpus", "{data}/text/wikitext-2/valid.txt"]],
+
+@dataclass(frozen=True)
+class Recipe:
+    """The myelin-train command lines that produce a family's models. "{data}" is the data folder and
+    "{config}" the trainer's own name for the quick or full config; --repository (and --dry-run when
+    asked) are appended."""
+
+    commands: list[list[str]]
+    configs: dict[str, str] = field(default_factory=lambda: {"quick": "quick", "full": "full"})
+
+
+# family, as the services and manifests name it -> its recipe
+FAMILIES: dict[str, Recipe] = {
+    "classifier": Recipe(
+        [
+            ["mlp", "--data-dir", "{data}", "--config", "{config}"],
+            ["cnn", "--data-dir", "{data}", "--config", "{config}"],
+        ]
+    ),
+    "translator": Recipe(
+        [["translator", "--data-dir", "{data}", "--config", "{config}"]], {"quick": "quick", "full": "cpu"}
+    ),
+    "generator": Recipe([["generator", "--data-dir", "{data}", "--config", "{config}"]]),
+    # word2vec has no --config: its defaults are a short run over WikiText-2's validation text.
+    "embedder": Recipe([["word2vec", "--data-dir", "{data}", "--corpus", "{data}/text/wikitext-2/valid.txt"]]),
 }
 
 
@@ -60,17 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     present = families_in(settings.repository)
     started = time.monotonic()
     for family in args.families.split(","):
-        commands = FAMILIES[family]
-        if any(command[0] not in TRAINERS for command in commands):
+        recipe = FAMILIES[family]
+        if any(command[0] not in TRAINERS for command in recipe.commands):
             print(f"{family}: skipped, this image has no trainer for it yet", flush=True)
             continue
         if family in present and not args.force:
             print(f"{family}: skipped, {settings.repository} already has it (--force trains again)", flush=True)
             continue
-        for command in commands:
-            line = [part.format(data=settings.data_dir) for part in command]
-            line += ["--repository", str(settings.repository)]
-            line += ["--dry-run"] if args.dry_run else ["--config", args.config]
+        for command in recipe.commands:
+            line = [part.format(data=settings.data_dir, config=recipe.configs[args.config]) for part in command]
+            line += ["--repository", str(settings.repository), *(["--dry-run"] if args.dry_run else [])]
             print(f"{family}: myelin-train {' '.join(line)}", flush=True)
             subprocess.run([str(Path(sys.executable).parent / "myelin-train"), *line], check=True)
     print(f"trained in {time.monotonic() - started:.0f} s; repository: {settings.repository}", flush=True)
