@@ -11,8 +11,10 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 
 .PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean deploy-tools images compose-test up down
 
-# Deployment (deploy/, docker-compose.yml). Jobs over ~2 minutes take the machine-wide CPU lock.
+# Deployment (deploy/, docker-compose.yml). Jobs over ~2 minutes take the machine-wide CPU lock
+# (shared machines); CPU_LOCK= runs them without it.
 CPU_LOCK ?= /tmp/myelin-cpu.lock
+LOCKED := $(if $(CPU_LOCK),flock $(CPU_LOCK))
 VARIANT ?= cpu
 REPOSITORY ?= model_repository
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -44,11 +46,11 @@ deploy-tools:
 
 # The service and training images (VARIANT=cpu|gpu), from wheels downloaded on the host.
 images: setup
-	flock $(CPU_LOCK) deploy/images/build.sh $(VARIANT)
+	$(LOCKED) deploy/images/build.sh $(VARIANT)
 
 # The compose suite built, brought up, called through the SDK, checked in Prometheus, torn down.
 compose-test: setup
-	flock $(CPU_LOCK) $(BIN)/python scripts/compose_test.py
+	$(LOCKED) $(BIN)/python scripts/compose_test.py
 
 # The services as local processes on an existing model repository (and Prometheus, when installed).
 up: setup
