@@ -33,6 +33,9 @@ if [[ $image/$variant == training/gpu ]]; then
     extra=(--extra-index-url "${TORCH_INDEX_URL:?set TORCH_INDEX_URL to the PyTorch wheel index of your CUDA version}")
 fi
 
+# Fixed timestamps make our own wheels byte-identical from run to run, so an unchanged checkout
+# hits Docker's build cache instead of reinstalling the environment.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800}
 # `pip wheel` resolves like an install (our distributions from this checkout, everything else pinned)
 # and leaves one wheel per distribution: downloaded ones as they are, ours built here.
 "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$dir/wheels" \
