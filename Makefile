@@ -9,7 +9,15 @@ STAMP := $(VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean
+.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean deploy-tools images compose-test up down
+
+# Deployment (deploy/, docker-compose.yml). Jobs over ~2 minutes take the machine-wide CPU lock
+# (shared machines); CPU_LOCK= runs them without it.
+CPU_LOCK ?= /tmp/myelin-cpu.lock
+LOCKED := $(if $(CPU_LOCK),flock $(CPU_LOCK))
+VARIANT ?= cpu
+REPOSITORY ?= model_repository
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
 
@@ -21,8 +29,35 @@ $(STAMP): requirements/constraints.txt requirements/dev.txt protos/python/pyproj
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-test: setup
+test: setup deploy-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# What the deployment tests call besides Python: promtool and a real Prometheus (Debian's prometheus),
+# a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works). Installed only
+# when missing; kubectl (kustomize) comes with the machine image.
+deploy-tools:
+	@missing=""; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The service and training images (VARIANT=cpu|gpu), from wheels downloaded on the host.
+images: setup
+	$(LOCKED) deploy/images/build.sh $(VARIANT)
+
+# The compose suite built, brought up, called through the SDK, checked in Prometheus, torn down.
+compose-test: setup
+	$(LOCKED) $(BIN)/python scripts/compose_test.py
+
+# The services as local processes on an existing model repository (and Prometheus, when installed).
+up: setup
+	$(BIN)/python scripts/myelin_stack.py up --repository $(REPOSITORY)
+
+down: setup
+	$(BIN)/python scripts/myelin_stack.py down
 
 check: fmt-check lint typecheck protos-check test
 
@@ -56,4 +91,4 @@ lock:
 	mv requirements/constraints.txt.new requirements/constraints.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) runs .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs .demo .run .pytest_cache .mypy_cache .ruff_cache
