@@ -11,9 +11,9 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 
 .PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean deploy-tools images compose-test up down
 
-# Deployment (deploy/, docker-compose.yml). Jobs over ~2 minutes take the machine-wide CPU lock
-# (shared machines); CPU_LOCK= runs them without it.
-CPU_LOCK ?= /tmp/myelin-cpu.lock
+# Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
+# long jobs (image builds, compose-test) one at a time under flock; unset by default.
+CPU_LOCK ?=
 LOCKED := $(if $(CPU_LOCK),flock $(CPU_LOCK))
 VARIANT ?= cpu
 REPOSITORY ?= model_repository
