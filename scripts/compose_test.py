@@ -210,9 +210,26 @@ def smoke_classifier(client: Client, data_dir: Path) -> str:
     return ", ".join(text)
 
 
+def smoke_generator(client: Client, data_dir: Path) -> str:
+    """Every generator model: a seeded stream, and Complete with the same seed giving the same text."""
+    text = []
+    for model in [m.name for m in client.list_models() if m.family == "generator"]:
+        options = {"model": model, "max_new_tokens": 64, "temperature": 0.8, "seed": 7}
+        with client.generate("ROMEO:", **options) as stream:
+            streamed = "".join(chunk.text for chunk in stream)
+        result = client.complete("ROMEO:", **options)
+        if result.generated_tokens != 64 or result.finish_reason != "length" or result.text != streamed:
+            raise SystemExit(
+                f"{model}: {result.generated_tokens} tokens ({result.finish_reason}); the stream and Complete "
+                f"with the same seed must give the same 64 tokens: {streamed!r} vs {result.text!r}"
+            )
+        text.append(f"{model} v{result.version} streamed 64 tokens, Complete the same ({result.text[:24]!r}...)")
+    return ", ".join(text)
+
+
 # Family -> a call of its own through the SDK. A family without one is still checked through health
 # and the Models service (every service has it): add its call here when it lands.
-SMOKE: dict[str, Callable[[Client, Path], str]] = {"classifier": smoke_classifier}
+SMOKE: dict[str, Callable[[Client, Path], str]] = {"classifier": smoke_classifier, "generator": smoke_generator}
 
 
 def call_services(compose: list[str], families: list[str], data_dir: Path) -> None:

@@ -46,7 +46,14 @@ FAMILIES: dict[str, Recipe] = {
     "translator": Recipe(
         [["translator", "--data-dir", "{data}", "--config", "{config}"]], {"quick": "quick", "full": "cpu"}
     ),
-    "generator": Recipe([["generator", "--data-dir", "{data}", "--config", "{config}"]]),
+    # The GPT and its GRU baseline; the generator trainer calls its ~30-minute CPU config `cpu`.
+    "generator": Recipe(
+        [
+            ["generator", "--data-dir", "{data}", "--config", "{config}"],
+            ["generator", "--arch", "gru", "--data-dir", "{data}", "--config", "{config}"],
+        ],
+        {"quick": "quick", "full": "cpu"},
+    ),
     # word2vec has no --config: its defaults are a short run over WikiText-2's validation text.
     "embedder": Recipe([["word2vec", "--data-dir", "{data}", "--corpus", "{data}/text/wikitext-2/valid.txt"]]),
 }
