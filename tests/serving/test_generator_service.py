@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from tokenizers import Tokenizer
 
+from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as kserve_pb
+from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as kserve_grpc
 from myelin_api.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from myelin_client import (
     AsyncClient,
@@ -123,10 +128,10 @@ def test_cancelling_a_stream_stops_its_work(generator_server: ServerThread) -> N
             )
         )
         assert sample(generator_server, "myelin_generator_active_sequences", GRU) == 0
-        tokens = sample(generator_server, "myelin_generator_tokens_total", GRU)
+        tokens = sample(generator_server, "myelin_generated_tokens_total", GRU)
         # Nothing else is generating on this model: the counter must not move any more.
         time.sleep(0.3)
-        assert sample(generator_server, "myelin_generator_tokens_total", GRU) == tokens
+        assert sample(generator_server, "myelin_generated_tokens_total", GRU) == tokens
         assert stream.completion is None
 
 
@@ -295,3 +300,46 @@ def test_unloading_a_version_cancels_its_streams_after_the_drain_timeout(
         assert stream.completion.generated_tokens == received < 4000
         with pytest.raises(NotFoundError):
             client.complete("ROMEO:", model=GRU, max_new_tokens=5)
+
+
+def step_request(model: str, inputs: dict[str, np.ndarray]) -> kserve_pb.ModelInferRequest:
+    tensor = kserve_pb.ModelInferRequest.InferInputTensor
+    datatypes = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
+    return kserve_pb.ModelInferRequest(
+        model_name=model,
+        inputs=[tensor(name=n, datatype=datatypes[a.dtype], shape=list(a.shape)) for n, a in inputs.items()],
+        raw_input_contents=[a.astype(a.dtype.newbyteorder("<")).tobytes() for a in inputs.values()],
+    )
+
+
+def test_the_step_graph_is_served_stateless_through_kserve(
+    client: Client, generator_server: ServerThread, generator_repository: Path
+) -> None:
+    """KServe v2 exposes each generator's step graph as `<model>` (the caller carries the cache);
+    a prompt from an empty cache gives the logits whose argmax Complete's greedy first token is."""
+    version_dir = generator_repository / GPT / "1"
+    manifest = json.loads((version_dir / "model.json").read_text())
+    shape, unk = manifest["decoder"]["cache_shape"], manifest["tokenizer"]["unk_id"]
+    ids = Tokenizer.from_file(str(version_dir / "tokenizer.json")).encode("ROMEO:", add_special_tokens=False).ids
+    empty = np.zeros((1, shape["heads"], 0, shape["head_dim"]), np.float32)  # (B, H, past 0, D)
+    inputs = {
+        "input_ids": np.array([ids], np.int64),
+        "padding": np.zeros(1, np.int64),
+        **{name: empty for name in manifest["decoder"]["cache_inputs"]},
+    }
+    with grpc.insecure_channel(generator_server.target) as channel:
+        stub = kserve_grpc.GRPCInferenceServiceStub(channel)
+        metadata = stub.ModelMetadata(kserve_pb.ModelMetadataRequest(name=GPT), timeout=10)
+        assert [t.name for t in metadata.inputs] == list(inputs)
+        response = stub.ModelInfer(step_request(f"{GPT}.step", inputs), timeout=10)
+        names = [o.name for o in response.outputs]
+        assert names == ["logits", *manifest["decoder"]["cache_outputs"]]
+        logits = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(response.outputs[0].shape).copy()
+        present = response.outputs[1].shape
+        assert list(present) == [1, shape["heads"], len(ids), shape["head_dim"]]  # the cache to send next
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.ModelInfer(step_request(GRU, {"input_ids": np.zeros((1, 1), np.int64)}), timeout=10)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "state" in (bad.value.details() or "")
+    logits[0, unk] = -np.inf  # the service never samples <unk>
+    greedy = client.complete("ROMEO:", model=GPT, max_new_tokens=1, temperature=0)
+    assert greedy.token_ids == [int(np.argmax(logits[0]))]

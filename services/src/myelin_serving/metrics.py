@@ -98,7 +98,7 @@ class Metrics:
             registry=registry,
         )
         self.generator_tokens = Counter(
-            "myelin_generator_tokens", "Tokens generated (sampled)", ["model"], registry=registry
+            "myelin_generated_tokens", "Tokens generated (sampled)", ["model"], registry=registry
         )
         self.generator_prompt_tokens = Counter(
             "myelin_generator_prompt_tokens", "Prompt tokens prefilled", ["model"], registry=registry
