@@ -97,8 +97,25 @@ def classifier_calls(repository: Path) -> list[KServeCall]:
     ]
 
 
+def generator_calls(repository: Path) -> list[KServeCall]:
+    """The GPT's step graph on a 2-token prompt from an empty cache, then every graph's signature call."""
+    version_dir = repository / "generator-gpt-shakespeare" / "1"
+    decoder = json.loads((version_dir / "model.json").read_text())["decoder"]
+    empty = np.zeros((1, decoder["cache_shape"]["heads"], 0, decoder["cache_shape"]["head_dim"]), np.float32)
+    prompt = {
+        "input_ids": np.array([[3, 5]], np.int64),
+        "padding": np.zeros(1, np.int64),
+        **{name: empty for name in decoder["cache_inputs"]},
+    }
+    return [
+        KServeCall("generator-gpt-shakespeare.step", version_dir / "step.onnx", prompt),
+        *signature_calls(repository, "generator"),
+    ]
+
+
 SERVICES = [
     ServiceCase("classifier", "classifier_repository", classifier_calls),
+    ServiceCase("generator", "generator_repository", generator_calls),
 ]
 
 
