@@ -9,9 +9,12 @@ a checkpoint at each evaluation (--resume continues from it), metrics.jsonl and 
 final validation loss is measured on the WHOLE validation split, in consecutive windows of
 block_size tokens, and recorded in the manifest.
 
-A config may set a wall-clock budget (`time_budget_s`): the cosine schedule then follows the
-fraction of the budget used (or of max_iters, whichever is further), so training ends on time
-however busy the machine is. This machine's 2 cores are shared, so the CPU configs use one.
+A config may set a time budget (`time_budget_s`): the cosine schedule then follows the fraction
+of the budget used (or of max_iters, whichever is further). On CPU the budget counts this
+process's own CPU time divided by its threads, not the wall clock: on cores shared with other jobs
+a wall-clock budget would train less the busier the machine is, so the same config would give a
+different model. The wall clock may overrun the budget by at most a quarter (then training ends
+anyway); the manifest records both. On CUDA the budget is wall-clock time.
 """
 
 from __future__ import annotations
@@ -264,6 +267,28 @@ def full_loss(model: nn.Module, data: torch.Tensor, c: TrainConfig, device: torc
     return total / (n * c.block_size)
 
 
+WALL_OVERRUN = 1.25  # the wall clock may exceed a CPU-time budget by this factor, no more
+
+
+class BudgetClock:
+    """Seconds of training so far: `wall()` and `budget()` (CPU time per thread on CPU, else wall)."""
+
+    def __init__(self, device: torch.device, wall_before: float, budget_before: float) -> None:
+        self.kind = "cpu_time_per_thread" if device.type == "cpu" else "wall"
+        self._wall0 = time.perf_counter() - wall_before
+        self._cpu0 = time.process_time()
+        self._budget_before = budget_before
+        self._threads = max(1, torch.get_num_threads())
+
+    def wall(self) -> float:
+        return time.perf_counter() - self._wall0
+
+    def budget(self) -> float:
+        if self.kind == "wall":
+            return self.wall()
+        return self._budget_before + (time.process_time() - self._cpu0) / self._threads
+
+
 def build(arch: str, config: Any) -> nn.Module:
     return GPT(config) if arch == "gpt" else GRULanguageModel(config)
 
@@ -314,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         lr=train.lr,
         betas=(0.9, train.beta2),
     )
-    start_iter, elapsed_before = 0, 0.0
+    start_iter, elapsed_before, budget_before = 0, 0.0, 0.0
     g = torch.Generator().manual_seed(args.seed)
     log = MetricsLog(run_dir / "metrics.jsonl", append=resume is not None)
     if resume is not None:
@@ -322,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(resume["optimizer"])
         g.set_state(resume["generator"])
         start_iter, elapsed_before = resume["iter"], resume["elapsed"]
+        budget_before = resume.get("budget_elapsed", elapsed_before)
         print(f"resumed from {checkpoint_path} at iteration {start_iter} ({elapsed_before:.0f} s trained)")
     forward = torch.compile(model) if train.compile else model
 
@@ -333,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
                 "generator": g.get_state(),
                 "iter": it,
                 "elapsed": elapsed,
+                "budget_elapsed": clock.budget(),
                 "model_config": dataclasses.asdict(model_config),
                 "train_config": dataclasses.asdict(train),
                 "tokenizer": tokenizer.to_str(),
@@ -342,12 +369,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         (run_dir / (CHECKPOINT + ".tmp")).replace(checkpoint_path)
 
-    started = time.perf_counter() - elapsed_before
+    clock = BudgetClock(device, elapsed_before, budget_before)
 
     def progress_at(it: int) -> float:
         progress = (it - train.warmup_iters) / max(1, train.max_iters - train.warmup_iters)
         if train.time_budget_s:
-            progress = max(progress, (time.perf_counter() - started) / train.time_budget_s)
+            used = max(clock.budget(), clock.wall() / WALL_OVERRUN)
+            progress = max(progress, used / train.time_budget_s)
         return progress
 
     it, loss_sum, loss_n, lr = start_iter, 0.0, 0, train.lr
@@ -355,13 +383,14 @@ def main(argv: list[str] | None = None) -> None:
     def evaluate(it: int, lr: float) -> None:
         nonlocal loss_sum, loss_n
         val = estimate_loss(model, val_ids, train, args.seed, device)
-        elapsed = time.perf_counter() - started
+        elapsed = clock.wall()
         record = {
             "iter": it,
             "train_loss": loss_sum / max(1, loss_n),
             "val_loss": val,
             "lr": lr,
             "elapsed_seconds": round(elapsed, 1),
+            "budget_seconds": round(clock.budget(), 1),
             "tokens": it * train.batch_size * train.block_size,
         }
         log.write(record)
@@ -394,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     if loss_n:  # the last iterations since the last evaluation
         evaluate(it, lr)
     bar.close()
-    wall = time.perf_counter() - started
+    wall, budget_used = clock.wall(), clock.budget()
     val_loss = full_loss(model, val_ids, train, device)
     train_loss = log.records[-1]["train_loss"] if log.records else float("nan")
     print(f"{args.name}: validation loss {val_loss:.4f} (whole split) after {it} iterations, {wall:.0f} s")
@@ -425,6 +454,8 @@ def main(argv: list[str] | None = None) -> None:
                 "device": str(device),
                 "threads": torch.get_num_threads(),
                 "wall_time_seconds": round(wall, 1),
+                "budget_seconds": round(budget_used, 1),
+                "budget_clock": clock.kind,
                 "dry_run": bool(args.dry_run),
                 "train_tokens": len(train_ids),
                 "validation_tokens": len(val_ids),
