@@ -10,7 +10,10 @@ Two kinds, picked by the manifest's `decoder.cache`:
 - `StateBatch` (GRU): the hidden state (L, B, hidden); rows join and leave, nothing to pad.
 
 `prefill` and `step` run the graph (blocking: call them off the event loop); `join` and `keep`
-are cheap array bookkeeping done between steps.
+are cheap array bookkeeping done between steps. A step of ONE row runs on `lone_graph` when
+given: the same graph in a session with one intra-op thread. A single token's matrix-vector
+products are too small to split across threads, and waking the pool's threads (which do not spin)
+for each of the graph's ~100 nodes costs more than they save; batches keep every thread.
 """
 
 from __future__ import annotations
@@ -32,9 +35,13 @@ class Rows:
 
 
 class CacheBatch(ABC):
-    def __init__(self, graph: OnnxGraph) -> None:
+    def __init__(self, graph: OnnxGraph, lone_graph: OnnxGraph | None = None) -> None:
         self.graph = graph
+        self.lone_graph = lone_graph or graph
         self.rows = 0
+
+    def _step_graph(self) -> OnnxGraph:
+        return self.lone_graph if self.rows == 1 else self.graph
 
     @abstractmethod
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Rows]:
@@ -54,8 +61,17 @@ class CacheBatch(ABC):
 
 
 class KVCacheBatch(CacheBatch):
-    def __init__(self, graph: OnnxGraph, *, inputs: list[str], outputs: list[str], heads: int, head_dim: int) -> None:
-        super().__init__(graph)
+    def __init__(
+        self,
+        graph: OnnxGraph,
+        *,
+        inputs: list[str],
+        outputs: list[str],
+        heads: int,
+        head_dim: int,
+        lone_graph: OnnxGraph | None = None,
+    ) -> None:
+        super().__init__(graph, lone_graph)
         self._inputs, self._outputs = inputs, outputs
         self._heads, self._head_dim = heads, head_dim
         self.cache = self._empty(0)  # one (B, H, P, D) array per cache input
@@ -69,10 +85,10 @@ class KVCacheBatch(CacheBatch):
         return int(self.cache[0].shape[2])
 
     def _run(
-        self, ids: np.ndarray, padding: np.ndarray, cache: list[np.ndarray]
+        self, graph: OnnxGraph, ids: np.ndarray, padding: np.ndarray, cache: list[np.ndarray]
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         feeds = {"input_ids": ids, "padding": padding, **dict(zip(self._inputs, cache, strict=True))}
-        out = self.graph.run(feeds, ["logits", *self._outputs])
+        out = graph.run(feeds, ["logits", *self._outputs])
         return out["logits"], [out[name] for name in self._outputs]
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Rows]:
@@ -81,7 +97,7 @@ class KVCacheBatch(CacheBatch):
         padding = np.array([longest - len(p) for p in prompts], dtype=np.int64)
         for row, prompt in enumerate(prompts):
             ids[row, longest - len(prompt) :] = prompt
-        logits, present = self._run(ids, padding, self._empty(len(prompts)))
+        logits, present = self._run(self.graph, ids, padding, self._empty(len(prompts)))
         return logits, Rows(present, padding)
 
     def join(self, rows: Rows) -> None:
@@ -109,7 +125,8 @@ class KVCacheBatch(CacheBatch):
         self.rows = len(indices)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        logits, self.cache = self._run(tokens.reshape(-1, 1).astype(np.int64), self.padding, self.cache)
+        ids = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
+        logits, self.cache = self._run(self._step_graph(), ids, self.padding, self.cache)
         return logits
 
 
@@ -119,8 +136,8 @@ def _left_pad(cache: np.ndarray, extra: int) -> np.ndarray:
 
 
 class StateBatch(CacheBatch):
-    def __init__(self, graph: OnnxGraph, *, layers: int, hidden: int) -> None:
-        super().__init__(graph)
+    def __init__(self, graph: OnnxGraph, *, layers: int, hidden: int, lone_graph: OnnxGraph | None = None) -> None:
+        super().__init__(graph, lone_graph)
         self._layers, self._hidden = layers, hidden
         self.state = np.zeros((layers, 0, hidden), dtype=np.float32)  # (L, B, hidden)
 
@@ -149,6 +166,7 @@ class StateBatch(CacheBatch):
         self.rows = len(indices)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        out = self.graph.run({"input_ids": tokens.reshape(-1, 1).astype(np.int64), "state": self.state})
+        ids = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
+        out = self._step_graph().run({"input_ids": ids, "state": self.state})
         self.state = out["next_state"]
         return out["logits"]

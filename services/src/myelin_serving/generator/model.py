@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from myelin_serving.generator.sampling import Sampler, SamplingParams
 from myelin_serving.generator.scheduler import Chunk, DecodeLoop, Sequence
 from myelin_serving.generator.text import IncrementalDecoder, StopMatcher, TextCodec
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
+from myelin_serving.runtime import CPU, OnnxGraph
 from myelin_serving.settings import GenerationSettings
 
 GRAPH = "step"
@@ -48,6 +50,7 @@ class GeneratorModel(LoadedModel):
             model=version.name,
             version=version.version,
             max_sequences=self.limits.max_sequences,
+            inline_rows=self.limits.inline_step_rows,
             metrics=context.metrics,
         )
 
@@ -131,6 +134,11 @@ async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
     if not isinstance(decoder, dict) or not isinstance(tokenizer, dict):
         raise ValueError(f"{version.name}: a generator manifest needs `decoder` and `tokenizer` sections")
     graph = await context.open_graph(version, GRAPH)
+    lone_graph = None  # one-row steps: the same graph on one intra-op thread (see cache.py)
+    if graph.provider == CPU and context.runtime.intra_op_threads != 1:
+        lone_graph = await asyncio.to_thread(
+            OnnxGraph, version.graph_path(GRAPH), dataclasses.replace(context.runtime, intra_op_threads=1)
+        )
     codec = await asyncio.to_thread(
         TextCodec,
         version.path / _plain(tokenizer["file"]),
@@ -146,19 +154,21 @@ async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
             outputs=list(decoder["cache_outputs"]),
             heads=shape["heads"],
             head_dim=shape["head_dim"],
+            lone_graph=lone_graph,
         )
         max_context = min(int(decoder["context"]), context.generation.max_context_tokens)
     elif decoder["cache"] == "state":
         shape = decoder["state_shape"]
-        batch = StateBatch(graph, layers=shape["layers"], hidden=shape["hidden"])
+        batch = StateBatch(graph, layers=shape["layers"], hidden=shape["hidden"], lone_graph=lone_graph)
         max_context = context.generation.max_context_tokens
     else:
         raise ValueError(f"{version.name}: unknown decoder cache {decoder['cache']!r} (kv or state)")
-    # Warm-up before the version is marked ready: a prompt, then a few steps at two batch sizes.
+    # Warm-up before the version is marked ready: a prompt, then a few steps at two rows and at one.
     prompts = [[0, 1, 2], [3]]
     _, rows = await asyncio.to_thread(batch.prefill, prompts)
     batch.join(rows)
-    for _ in range(3):
+    for keep in ([0, 1], [0, 1], [0, 1], [0], [0], [0]):
+        batch.keep(keep)
         await asyncio.to_thread(batch.step, np.zeros(batch.rows, dtype=np.int64))
     batch.keep([])
     return GeneratorModel(version, context, batch, codec, max_context)

@@ -9,11 +9,14 @@ Each iteration of the loop:
    logits out) and lets each sequence sample its next token with its own sampler.
 
 Sequences therefore join and leave between steps and never wait for each other to finish.
-Decoding steps run ON the event loop thread, then the loop yields so the requests can send what
-was produced: a step is a few milliseconds, and on this 2-core machine handing each step to a
-worker thread and back cost more than it overlapped (measured: one stream 0.54-0.80 x a plain
-onnxruntime loop inline, 0.48-0.63 x through a thread). Prefills, which can be long, run on a
-worker thread. Each sequence's output goes into its own queue, read by the request that owns it.
+Where a step runs depends on its size (`inline_rows`). A step of one sequence runs ON the event
+loop thread, then the loop yields so the request can send its token: the step is about a
+millisecond, and handing it to a worker thread and back costs more than it overlaps (measured on
+2 cores: one stream 0.54-0.80 x a plain onnxruntime loop inline, 0.48-0.63 x through a thread).
+A step of several sequences runs on a worker thread (onnxruntime releases the GIL), so while it
+computes, the event loop sends the tokens of the previous step, several gRPC messages that would
+otherwise add to every step. Prefills, which can be long, run on the worker thread too. Each
+sequence's output goes into its own queue, read by the request that owns it.
 
 The loop knows nothing of gRPC, tokenizers or sampling rules: it drives a `CacheBatch` and asks
 each `Sequence` to `advance(logits_row)`. A beam-search decoder (several rows per request) could
@@ -137,12 +140,21 @@ class DecodeLoop:
     """The continuous-batching loop of one model version."""
 
     def __init__(
-        self, batch: CacheBatch, *, model: str, version: int, max_sequences: int, metrics: Metrics | None = None
+        self,
+        batch: CacheBatch,
+        *,
+        model: str,
+        version: int,
+        max_sequences: int,
+        inline_rows: int = 1,
+        metrics: Metrics | None = None,
     ) -> None:
         self._batch = batch
         self._model, self._version = model, version
         self._max_sequences = max_sequences
+        self._inline_rows = inline_rows  # steps of at most this many rows run on the event loop
         self._metrics = metrics
+        self._per_step = None if metrics is None else _StepMetrics(metrics, model)
         self._waiting: list[Sequence] = []
         self._active: list[Sequence] = []
         self._wakeup = asyncio.Event()
@@ -203,7 +215,7 @@ class DecodeLoop:
                     await self._prefill(loop)
                     self._reap()
                 if self._active:
-                    await self._step()
+                    await self._step(loop)
             except Exception as exc:  # a broken graph must not take the loop down with it
                 log.exception("decoding step of %s/%s failed", self._model, self._version)
                 for sequence in [*self._waiting, *self._active]:
@@ -225,25 +237,30 @@ class DecodeLoop:
                 self._metrics.generator_ttft.labels(self._model).observe(now - sequence.submitted)
                 self._metrics.generator_tokens.labels(self._model).inc()
 
-    async def _step(self) -> None:
-        tokens = np.array([s.last for s in self._active], dtype=np.int64)  # (B,)
+    async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
+        active = self._active
+        tokens = np.fromiter((s.last for s in active), dtype=np.int64, count=len(active))  # (B,)
         started = time.perf_counter()
-        logits = self._batch.step(tokens)  # inline: see the module docstring
+        inline = len(active) <= self._inline_rows
+        if inline:  # see the module docstring
+            logits = self._batch.step(tokens)
+        else:
+            logits = await loop.run_in_executor(self._executor, self._batch.step, tokens)
         now = time.monotonic()
         produced = 0
-        for sequence, row in zip(self._active, logits, strict=True):
-            if sequence.done:
+        itl = None if self._per_step is None else self._per_step.itl
+        for sequence, row in zip(active, logits, strict=True):
+            if sequence.done:  # cancelled or expired during the step
                 continue
             sequence.advance(row)
             produced += 1
-            if self._metrics is not None:
-                self._metrics.generator_itl.labels(self._model).observe(now - sequence.last_token_at)
+            if itl is not None:
+                itl.observe(now - sequence.last_token_at)
             sequence.last_token_at = now
-        if self._metrics is not None:
-            self._metrics.generator_step_duration.labels(self._model).observe(time.perf_counter() - started)
-            self._metrics.generator_step_batch.labels(self._model).observe(len(tokens))
-            self._metrics.generator_tokens.labels(self._model).inc(produced)
-        await asyncio.sleep(0)  # let the requests send their tokens before the next step
+        if self._per_step is not None:
+            self._per_step.observe(time.perf_counter() - started, len(active), produced)
+        if inline:
+            await asyncio.sleep(0)  # let the requests send their tokens before the next step
 
     def _reap(self) -> None:
         """Drop finished, cancelled and expired sequences from the batch (between steps)."""
@@ -251,6 +268,8 @@ class DecodeLoop:
         for sequence in [*self._waiting, *self._active]:
             if not sequence.done and sequence.deadline is not None and now >= sequence.deadline:
                 sequence.fail(DeadlineExceeded("the deadline passed while generating"), "deadline")
+        if not any(s.done for s in self._waiting) and not any(s.done for s in self._active):
+            return  # the common case between two steps: nothing to drop
         waiting = [s for s in self._waiting if not s.done]
         keep = [i for i, s in enumerate(self._active) if not s.done]
         for sequence in [s for s in self._waiting if s.done] + [s for s in self._active if s.done]:
@@ -265,3 +284,18 @@ class DecodeLoop:
     def _count(self, sequence: Sequence, outcome: str) -> None:
         if self._metrics is not None:
             self._metrics.generator_sequences.labels(self._model, outcome).inc()
+
+
+class _StepMetrics:
+    """The per-step metrics with their `model` label bound once (a labels() lookup per token adds up)."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.itl = metrics.generator_itl.labels(model)
+        self._duration = metrics.generator_step_duration.labels(model)
+        self._batch = metrics.generator_step_batch.labels(model)
+        self._tokens = metrics.generator_tokens.labels(model)
+
+    def observe(self, seconds: float, rows: int, produced: int) -> None:
+        self._duration.observe(seconds)
+        self._batch.observe(rows)
+        self._tokens.inc(produced)
