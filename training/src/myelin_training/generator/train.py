@@ -122,7 +122,7 @@ CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
                 lr=2e-3,
                 min_lr=2e-4,
                 weight_decay=0.0,
-                time_budget_s=10 * 60,
+                time_budget_s=8 * 60,
             ),
         ),
         "gpu": (
