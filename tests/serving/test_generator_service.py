@@ -325,7 +325,7 @@ def test_the_step_graph_is_served_stateless_through_kserve(
     inputs = {
         "input_ids": np.array([ids], np.int64),
         "padding": np.zeros(1, np.int64),
-        **{name: empty for name in manifest["decoder"]["cache_inputs"]},
+        **dict.fromkeys(manifest["decoder"]["cache_inputs"], empty),
     }
     with grpc.insecure_channel(generator_server.target) as channel:
         stub = kserve_grpc.GRPCInferenceServiceStub(channel)

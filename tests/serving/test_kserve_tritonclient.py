@@ -105,7 +105,7 @@ def generator_calls(repository: Path) -> list[KServeCall]:
     prompt = {
         "input_ids": np.array([[3, 5]], np.int64),
         "padding": np.zeros(1, np.int64),
-        **{name: empty for name in decoder["cache_inputs"]},
+        **dict.fromkeys(decoder["cache_inputs"], empty),
     }
     return [
         KServeCall("generator-gpt-shakespeare.step", version_dir / "step.onnx", prompt),
