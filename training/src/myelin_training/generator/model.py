@@ -74,7 +74,12 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self._heads(x)
         k = torch.cat([past_k, k], dim=2)  # (B, H, P + T, D)
         v = torch.cat([past_v, v], dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # Written out rather than SDPA: SDPA's ONNX decomposition scales the whole key cache and
+        # transposes it into a new tensor at every step (two more passes over the cache); here only
+        # q is scaled and onnxruntime folds the transpose into the matmul (FusedMatMul).
+        att = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, P + T)
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = att @ v  # (B, H, T, D)
         return self.proj(y.transpose(1, 2).reshape(b, t, c)), k, v
 
 
