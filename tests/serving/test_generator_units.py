@@ -108,8 +108,10 @@ def _step_graph(repository: Path, name: str) -> tuple[OnnxGraph, dict]:
 
 
 def test_batched_decoding_with_left_padding_matches_decoding_alone(generator_repository: Path) -> None:
-    """Continuous batching must not change any sequence's logits: pad, join, leave, trim."""
-    graph, manifest = _step_graph(generator_repository, "generator-gpt-shakespeare")
+    """Continuous batching must not change any sequence's logits: pad, join, leave, trim; and one-row
+    steps on the one-thread session agree with batches on the two-thread one."""
+    lone, manifest = _step_graph(generator_repository, "generator-gpt-shakespeare")
+    graph = OnnxGraph(lone.path, RuntimeOptions("cpu", 2))
     decoder = manifest["decoder"]
     shape = decoder["cache_shape"]
 
@@ -120,6 +122,7 @@ def test_batched_decoding_with_left_padding_matches_decoding_alone(generator_rep
             outputs=decoder["cache_outputs"],
             heads=shape["heads"],
             head_dim=shape["head_dim"],
+            lone_graph=lone,
         )
 
     rng = np.random.default_rng(0)
