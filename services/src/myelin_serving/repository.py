@@ -155,7 +155,7 @@ class ReloadReport:
 def check_name(name: str) -> str:
     if not name:
         raise InvalidArgument("model.name is required")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # not match: `$` would let a trailing newline through
         raise InvalidArgument(
             f"{name[:80]!r} is not a valid model name: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit, at most 128 characters"
@@ -169,7 +169,7 @@ def scan(root: Path, family: str) -> dict[str, dict[int, ModelVersion]]:
     if not root.is_dir():
         return found
     for model_dir in sorted(root.iterdir()):
-        if not model_dir.is_dir() or not NAME_RE.match(model_dir.name):
+        if not model_dir.is_dir() or not NAME_RE.fullmatch(model_dir.name):
             continue
         for version_dir in model_dir.iterdir():
             if not version_dir.is_dir() or not version_dir.name.isdigit():
