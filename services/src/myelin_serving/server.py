@@ -162,6 +162,28 @@ class HealthServicer(health.aio.HealthServicer):
         super().__init__()
         self._names = frozenset(names)
         self._known = ", ".join(repr(n) for n in names)
+        self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {}
+        self._shutting_down = False
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        self._statuses[service] = status
+        await super().set(service, status)
+
+    async def enter_graceful_shutdown(self) -> None:
+        self._shutting_down = True
+        await super().enter_graceful_shutdown()
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        """Every name and its status (the stock aio servicer does not implement List: INTERNAL)."""
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=not_serving if self._shutting_down else status)
+                for name, status in self._statuses.items()
+            }
+        )
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
