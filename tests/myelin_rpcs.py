@@ -879,3 +879,7 @@ class Fleet:
             live.traffic.stop()
             live.channel.close()
             live.server.stop()
+
+
+# What the reliability tests sent, for the summary line pytest prints at the end (tests/reliability).
+TALLY: Counter[str] = Counter()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from myelin_rpcs import Fleet
+from myelin_rpcs import TALLY, Fleet
 
 
 @pytest.fixture(scope="module")
@@ -16,3 +16,13 @@ def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
         yield fleet
     finally:
         fleet.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures docs/reliability.md quotes: how much bad input this run sent, and what it disturbed."""
+    if TALLY:
+        terminalreporter.write_line(
+            f"reliability: {TALLY['table'] + TALLY['property']} bad requests "
+            f"({TALLY['table']} from the table, {TALLY['property']} drawn by hypothesis); "
+            f"{TALLY['well-formed']} well-formed requests alongside, {TALLY['well-formed failed']} failed"
+        )

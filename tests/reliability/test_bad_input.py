@@ -16,6 +16,7 @@ from myelin_rpcs import (
     CASES,
     HEALTH,
     OK,
+    TALLY,
     UNDECODABLE,
     Bad,
     Fleet,
@@ -33,6 +34,7 @@ BAD_INPUTS = bad_inputs()
 @pytest.mark.parametrize(("family", "bad"), BAD_INPUTS, ids=[f"{family}: {bad.id}" for family, bad in BAD_INPUTS])
 def test_bad_input_gets_its_documented_status(fleet: Fleet, family: str, bad: Bad) -> None:
     outcome = call(fleet.get(family).channel, bad.method, bad.request)
+    TALLY["table"] += 1
     assert (outcome.code, bad.message in outcome.details) == (bad.code, True), outcome.details
     assert_documented(outcome, bad.id)
 
@@ -53,6 +55,7 @@ def test_undecodable_bytes_to_every_method_are_invalid_argument(fleet: Fleet, fa
     methods = [*live.case.methods(), "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"]
     for method in methods:
         outcome = call(live.channel, method, UNDECODABLE)
+        TALLY["table"] += 1
         assert (outcome.code, method) == (grpc.StatusCode.INVALID_ARGUMENT, method), outcome.details
         assert "not a valid message" in outcome.details and rpc(method).request.DESCRIPTOR.full_name in outcome.details
 
@@ -85,6 +88,8 @@ def test_well_formed_traffic_never_failed_meanwhile(fleet: Fleet) -> None:
         fleet.get(family)
     for live in fleet.started():
         live.traffic.stop()
+        TALLY["well-formed"] += live.traffic.sent
+        TALLY["well-formed failed"] += len(live.traffic.failures)
         assert live.traffic.sent > 0 and live.traffic.failures == [], live.traffic.failures[:5]
         assert _health(live.server) == "SERVING"
 
