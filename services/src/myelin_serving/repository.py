@@ -188,8 +188,13 @@ def _read_version(name: str, number: int, path: Path) -> ModelVersion | None:
         return None  # not a version (yet)
     try:
         manifest = Manifest.model_validate(json.loads(text))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        log.error("ignoring %s: unreadable manifest: %s", manifest_path, str(exc).splitlines()[0])
+    except json.JSONDecodeError as exc:
+        log.error("ignoring %s: unreadable manifest: %s", manifest_path, exc)
+        return None
+    except ValidationError as exc:
+        # Each problem with where it is ("graphs.model.file: ..."), not pydantic's "1 validation error" header.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors())
+        log.error("ignoring %s: invalid manifest: %s", manifest_path, problems)
         return None
     if manifest.name != name or manifest.version != number:
         log.error("ignoring %s: it describes %s/%s", manifest_path, manifest.name, manifest.version)
