@@ -24,5 +24,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"reliability: {TALLY['table'] + TALLY['property']} bad requests "
             f"({TALLY['table']} from the table, {TALLY['property']} drawn by hypothesis); "
-            f"{TALLY['well-formed']} well-formed requests alongside, {TALLY['well-formed failed']} failed"
+            f"{TALLY['well-formed']} well-formed requests alongside, {TALLY['well-formed failed']} failed; "
+            f"{TALLY['faults']} faults injected; {TALLY['in flight at SIGTERM']} requests in flight at SIGTERM, "
+            f"{TALLY['lost']} of them lost"
         )

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_client import Client, UnavailableError
-from myelin_rpcs import CASES, CLASSIFY, ZEROS, GoodTraffic, _classify, call
+from myelin_rpcs import CASES, CLASSIFY, TALLY, ZEROS, GoodTraffic, _classify, call
 from myelin_serving.settings import BatchingSettings
 from myelin_testkit import ServerProcess, ServerThread, settings_for
 
@@ -70,6 +70,7 @@ def test_a_broken_graph_at_start_up_fails_only_that_model_with_a_clear_log_line(
     fresh_repository: Path, corruption: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     CORRUPTIONS[corruption](fresh_repository / "mnist-mlp" / "1" / "model.onnx")
+    TALLY["faults"] += 1
     caplog.set_level(logging.INFO, logger="myelin_serving")
     with ServerThread(settings_for(fresh_repository)) as server, Client(server.target) as client:
         assert client.health() == "SERVING"
@@ -99,6 +100,7 @@ def test_a_half_copied_new_version_under_load_fails_alone_then_loads_once_comple
             manifest = json.loads((fresh_repository / "mnist-cnn" / "1" / "model.json").read_text())
             (new / "model.json").write_text(json.dumps({**manifest, "version": 2}))
             (new / "model.onnx").write_bytes(graph[: len(graph) // 3])
+            TALLY["faults"] += 1
             eventually(lambda: {v.version: v.state for v in client.get_model("mnist-cnn").versions}.get(2) == "FAILED")
             assert client.classify(ZERO_IMAGES, model="mnist-cnn").version == 1
             (new / "model.onnx").write_bytes(graph)
@@ -106,6 +108,8 @@ def test_a_half_copied_new_version_under_load_fails_alone_then_loads_once_comple
             assert [v.state for v in client.get_model("mnist-cnn").versions] == ["READY", "READY"]
         finally:
             traffic.stop()
+    TALLY["well-formed"] += traffic.sent
+    TALLY["well-formed failed"] += len(traffic.failures)
     assert traffic.sent > 0 and traffic.failures == []
 
 
@@ -157,6 +161,7 @@ def test_sigterm_under_load_finishes_what_was_accepted_and_refuses_the_rest(
         eventually(lambda: all(len(c.calls) >= 2 for c in callers))
         eventually(lambda: in_flight(server.metrics_port) >= 4)
         signalled = time.monotonic()
+        TALLY["faults"] += 1
         code = server.terminate(timeout=grace + 20)
         for caller in callers:
             caller.join(timeout=30)
@@ -169,6 +174,8 @@ def test_sigterm_under_load_finishes_what_was_accepted_and_refuses_the_rest(
     assert statuses <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, statuses
     # Accepted before the signal, answered after it: every one of them finished.
     spanning = [status for sent, done, status in calls if sent < signalled < done]
+    TALLY["in flight at SIGTERM"] += len(spanning)
+    TALLY["lost"] += sum(status is not grpc.StatusCode.OK for status in spanning)
     assert spanning and set(spanning) == {grpc.StatusCode.OK}, spanning
     # Every caller ended refused, and nothing sent after the signal was answered OK after the drain.
     assert all(caller.calls[-1][2] is grpc.StatusCode.UNAVAILABLE for caller in callers)
@@ -200,6 +207,7 @@ def test_a_caller_that_dies_mid_call_frees_its_work(classifier_repository: Path)
             eventually(lambda: sample("myelin_queue_depth", {"model": "mnist-cnn"}) == 1)
             child.kill()
             child.wait(timeout=10)
+            TALLY["faults"] += 1
             eventually(lambda: sample("myelin_requests_in_flight", method) == 0)
         finally:
             if child.poll() is None:
@@ -218,6 +226,7 @@ def test_a_killed_server_exits_non_zero_so_restart_policies_apply(tmp_path: Path
     server = ServerProcess("classifier", classifier_repository, tmp_path)
     try:
         server.process.kill()
+        TALLY["faults"] += 2  # this crash, and the port clash below
         assert server.process.wait(timeout=10) != 0
     finally:
         server.kill()
