@@ -6,6 +6,7 @@ reach a file outside the repository."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import urllib.request
 from collections.abc import Iterator
@@ -51,11 +52,14 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 def guarded(request: pytest.FixtureRequest) -> Iterator[tuple[str, ServerThread]]:
     case = CASES[request.param]
     repository = request.getfixturevalue(case.repository_fixture)
-    with ServerThread(settings_for(repository, auth_tokens=[TOKEN])) as server:
+    with ServerThread(settings_for(repository, auth_tokens=[TOKEN], access_log=True)) as server:
         yield request.param, server
 
 
-def test_without_a_token_only_the_probes_answer(guarded: tuple[str, ServerThread]) -> None:
+def test_without_a_token_only_the_probes_answer(
+    guarded: tuple[str, ServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     family, server = guarded
     methods = [*CASES[family].methods(), REFLECTION]
     assert set(methods) >= PROBES
@@ -75,6 +79,10 @@ def test_without_a_token_only_the_probes_answer(guarded: tuple[str, ServerThread
             assert call(channel, method, UNDECODABLE, max_responses=1).code is UNAUTHENTICATED
             authorized = call(channel, method, b"", metadata=[("authorization", f"Bearer {TOKEN}")], max_responses=1)
             assert authorized.code is not UNAUTHENTICATED, method
+    # The access log saw every call, and neither the token nor the wrong ones (all contain its prefix).
+    access = [r.getMessage() for r in caplog.records if r.name == "myelin_serving.access"]
+    assert any(" UNAUTHENTICATED " in line for line in access) and any(" OK " in line for line in access)
+    assert TOKEN[:-1] not in caplog.text
 
 
 MARKER = "zq-request-content-7c1d"
