@@ -82,6 +82,13 @@ def test_health_watch_of_an_unknown_service_says_so_and_the_stream_ends_on_cance
     assert status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
+def test_every_family_the_services_know_is_in_the_table() -> None:
+    """A family that lands joins the suite: a ServiceCase in tests/myelin_rpcs.py (docs/reliability.md)."""
+    from myelin_serving.server import FAMILIES
+
+    assert sorted(set(FAMILIES) - set(CASES)) == [], "add a ServiceCase to tests/myelin_rpcs.py CASES"
+
+
 def test_well_formed_traffic_never_failed_meanwhile(fleet: Fleet) -> None:
     """Runs last in this module: the background traffic of every server the tests above used."""
     for family in CASES:
