@@ -1,27 +1,25 @@
-"""Every RPC of every service as table entries, for the reliability suite (tests/reliability/).
+"""What the reliability suite (tests/reliability/) is made of: calling any RPC with any bytes, the
+bad requests and hypothesis strategies every service shares, and the fleet of live servers.
 
 `call` sends any bytes to any method through a generic channel (identity serializers), so a test can
-send what no stub would: undecodable bytes, over-limit payloads. `CASES` holds one `ServiceCase` per
-family: the repository fixture that holds its models, well-formed requests that must always succeed,
-its own bad requests with the exact status and message each must get, and hypothesis strategies for
-its RPCs. What every service shares (Models, KServe v2, health) is derived from the case, so a family
-that lands joins the whole suite with one entry here.
+send what no stub would: undecodable bytes, over-limit payloads. A `ServiceCase` (one per family, in
+tests/myelin_cases.py) names the repository fixture that holds the family's models, well-formed
+requests that must always succeed, its own bad requests with the exact status and message each must
+get, and hypothesis strategies for its RPCs; what every service shares (Models, KServe v2, health)
+is derived from the case here.
 """
 
 from __future__ import annotations
 
-import struct
 import sys
 import threading
 import unicodedata
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
@@ -30,7 +28,7 @@ from grpc_health.v1 import health_pb2
 from hypothesis import strategies as st
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import classifier_pb2, common_pb2, models_pb2
+from myelin_api.v1 import common_pb2, models_pb2
 from myelin_testkit import ServerThread, settings_for
 
 OK = grpc.StatusCode.OK
@@ -179,39 +177,6 @@ PATH_NAMES = (
 )
 
 
-CATEGORIES = [
-    "Lu",
-    "Ll",
-    "Lt",
-    "Lm",
-    "Lo",
-    "Mn",
-    "Mc",
-    "Me",
-    "Nd",
-    "Nl",
-    "No",
-    "Pc",
-    "Pd",
-    "Ps",
-    "Pe",
-    "Pi",
-    "Pf",
-    "Po",
-    "Sm",
-    "Sc",
-    "Sk",
-    "So",
-    "Zs",
-    "Zl",
-    "Zp",
-    "Cc",
-    "Cf",
-    "Co",
-    "Cn",
-]
-
-
 def one_of_each_category() -> dict[str, str]:
     """The first non-ASCII character of every Unicode general category a proto string can carry (all
     but surrogates, which UTF-8 cannot encode)."""
@@ -220,7 +185,7 @@ def one_of_each_category() -> dict[str, str]:
         category = unicodedata.category(chr(point))
         if category != "Cs":
             found.setdefault(category, chr(point))
-        if len(found) == len(CATEGORIES):
+        if len(found) == 29:  # Unicode's 30 general categories, less Cs
             break
     return found
 
@@ -541,205 +506,6 @@ def shared_fuzz(case: ServiceCase) -> list[tuple[str, st.SearchStrategy[Message]
     ]
 
 
-# The classifier family.
-
-
-def png(width: int, height: int, *, body: bytes | None = None) -> bytes:
-    """A greyscale PNG of the declared size; `body` replaces the pixel data (a bomb declares a lot, sends little)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    pixels = body if body is not None else zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(height)))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-
-
-def _classify(*images: classifier_pb2.Image, model: str = "mnist-cnn", **fields: Any) -> classifier_pb2.ClassifyRequest:
-    return classifier_pb2.ClassifyRequest(model=common_pb2.ModelRef(name=model), images=list(images), **fields)
-
-
-def _raw(
-    data: bytes, dtype: int = common_pb2.DATA_TYPE_UINT8, height: int = 28, width: int = 28
-) -> classifier_pb2.Image:
-    return classifier_pb2.Image(raw=classifier_pb2.RawImage(height=height, width=width, dtype=dtype, data=data))
-
-
-def _floats(*values: float) -> bytes:
-    pixels = np.zeros(784, "<f4")
-    pixels[: len(values)] = values
-    return pixels.tobytes()
-
-
-CLASSIFY = "/myelin_api.v1.Classifier/Classify"
-BIG_PNG = png(4096, 4096)
-ZEROS = _raw(bytes(784))
-
-
-def classifier_bad() -> tuple[Bad, ...]:
-    f32 = common_pb2.DATA_TYPE_FLOAT32
-    bad = [
-        Bad("no images", CLASSIFY, _classify(), INVALID, "images is empty"),
-        Bad("unset image", CLASSIFY, _classify(classifier_pb2.Image()), INVALID, "images[0] is empty"),
-        Bad(
-            "empty encoded",
-            CLASSIFY,
-            _classify(classifier_pb2.Image(encoded=b"")),
-            INVALID,
-            "images[0].encoded is empty",
-        ),
-        Bad(
-            "not an image",
-            CLASSIFY,
-            _classify(classifier_pb2.Image(encoded=b"GIF89a" + bytes(40))),
-            INVALID,
-            "is not a PNG or JPEG",
-        ),
-        Bad(
-            "truncated png",
-            CLASSIFY,
-            _classify(classifier_pb2.Image(encoded=png(28, 28)[:-20])),
-            INVALID,
-            "could not be decoded",
-        ),
-        Bad(
-            "png bomb",
-            CLASSIFY,
-            _classify(classifier_pb2.Image(encoded=png(100_000, 100_000, body=b""))),
-            INVALID,
-            "too many pixels to decode safely",
-        ),
-        Bad(
-            "png side over 4096",
-            CLASSIFY,
-            _classify(classifier_pb2.Image(encoded=png(5000, 20, body=b""))),
-            INVALID,
-            "at most 4096 pixels a side",
-        ),
-        Bad(
-            "pixel budget",
-            CLASSIFY,
-            # Two real 4096x4096 images fill the budget; the third is refused before it is decoded.
-            _classify(*[classifier_pb2.Image(encoded=BIG_PNG)] * 2, classifier_pb2.Image(encoded=png(1, 1, body=b""))),
-            INVALID,
-            "decoded pixels in total",
-        ),
-        Bad("raw short", CLASSIFY, _classify(_raw(bytes(783))), INVALID, "needs 784 bytes, got 783"),
-        Bad(
-            "raw wrong size", CLASSIFY, _classify(_raw(bytes(16), height=4, width=4)), INVALID, "this model takes 28x28"
-        ),
-        Bad(
-            "raw huge size",
-            CLASSIFY,
-            _classify(_raw(b"", height=2**32 - 1, width=2**32 - 1)),
-            INVALID,
-            "this model takes 28x28",
-        ),
-        Bad("raw dtype unset", CLASSIFY, _classify(_raw(bytes(784), dtype=0)), INVALID, "dtype must be"),
-        Bad("raw dtype unknown", CLASSIFY, _classify(_raw(bytes(784), dtype=77)), INVALID, "dtype must be"),
-        Bad("NaN pixel", CLASSIFY, _classify(_raw(_floats(float("nan")), f32)), INVALID, "NaN or infinite"),
-        Bad("inf pixel", CLASSIFY, _classify(_raw(_floats(float("inf")), f32)), INVALID, "NaN or infinite"),
-        Bad("-inf pixel", CLASSIFY, _classify(_raw(_floats(float("-inf")), f32)), INVALID, "NaN or infinite"),
-        Bad("negative pixel", CLASSIFY, _classify(_raw(_floats(-0.5), f32)), INVALID, "must lie in [0, 1]"),
-        Bad("pixel above 1", CLASSIFY, _classify(_raw(_floats(1e30), f32)), INVALID, "must lie in [0, 1]"),
-        Bad("top_k negative", CLASSIFY, _classify(ZEROS, top_k=-1), INVALID, "top_k must be between 1 and 10"),
-        Bad("top_k 11", CLASSIFY, _classify(ZEROS, top_k=11), INVALID, "top_k must be between 1 and 10"),
-        Bad("top_k 2**31-1", CLASSIFY, _classify(ZEROS, top_k=2**31 - 1), INVALID, "top_k must be between 1 and 10"),
-        Bad("257 images", CLASSIFY, _classify(*[ZEROS] * 257), INVALID, "the limit is 256"),
-        Bad(
-            "unknown model", CLASSIFY, _classify(ZEROS, model="mnist-gpt"), NOT_FOUND, "this classifier service serves"
-        ),
-        Bad("no model", CLASSIFY, _classify(ZEROS, model=""), INVALID, "model.name is required"),
-        Bad(
-            "negative version",
-            CLASSIFY,
-            classifier_pb2.ClassifyRequest(model=common_pb2.ModelRef(name="mnist-cnn", version=-2), images=[ZEROS]),
-            INVALID,
-            "model.version must be 0",
-        ),
-        Bad(
-            "over the size limit",
-            CLASSIFY,
-            _classify(classifier_pb2.Image(encoded=bytes(MESSAGE_LIMIT + 1))),
-            TOO_BIG,
-            "larger than max",
-        ),
-        Bad("undecodable", CLASSIFY, UNDECODABLE, INVALID, "not a valid message"),
-        Bad("bad UTF-8 in the name", CLASSIFY, b"\x0a\x03\x0a\x01\xff", INVALID, "not a valid message"),
-    ]
-    bad += [
-        Bad(f"{case_id}", CLASSIFY, _classify(ZEROS, model=name), INVALID, "not a valid model name")
-        for case_id, name in invalid_names("mnist-cnn")
-    ]
-    return tuple(bad)
-
-
-def classify_requests() -> st.SearchStrategy[Message]:
-    """Classify requests with images of every kind: raw of any size and dtype, PNGs, random bytes."""
-    raw = st.builds(
-        lambda h, w, dtype, data: _raw(data, dtype, h, w),
-        st.one_of(st.just(28), st.integers(0, 2**32 - 1)),
-        st.one_of(st.just(28), st.integers(0, 2**32 - 1)),
-        st.sampled_from([0, common_pb2.DATA_TYPE_UINT8, common_pb2.DATA_TYPE_FLOAT32, 99]),
-        st.one_of(
-            st.binary(min_size=784, max_size=784), st.binary(min_size=3136, max_size=3136), st.binary(max_size=64)
-        ),
-    )
-    encoded = st.one_of(
-        st.binary(max_size=512).map(lambda data: classifier_pb2.Image(encoded=data)),
-        st.builds(lambda w, h: classifier_pb2.Image(encoded=png(w, h)), st.integers(1, 64), st.integers(1, 64)),
-        st.builds(
-            lambda w, h: classifier_pb2.Image(encoded=png(w, h, body=b"")),
-            st.integers(0, 2**31 - 1),
-            st.integers(0, 2**31 - 1),
-        ),
-    )
-    images = st.lists(st.one_of(raw, encoded, st.just(classifier_pb2.Image())), max_size=4)
-    return st.builds(
-        lambda name, version, imgs, k: classifier_pb2.ClassifyRequest(
-            model=common_pb2.ModelRef(name=name, version=version), images=imgs, top_k=k
-        ),
-        model_names("mnist-cnn"),
-        st.one_of(st.just(0), st.integers(-(2**63), 2**63 - 1)),
-        images,
-        st.one_of(st.integers(0, 10), st.integers(-(2**31), 2**31 - 1)),
-    )
-
-
-def _kserve_infer(model: str, name: str, array: np.ndarray, datatype: str) -> pb.ModelInferRequest:
-    return pb.ModelInferRequest(
-        model_name=model,
-        inputs=[Tensor(name=name, datatype=datatype, shape=list(array.shape))],
-        raw_input_contents=[np.ascontiguousarray(array).tobytes()],
-    )
-
-
-CLASSIFIER = ServiceCase(
-    family="classifier",
-    repository_fixture="classifier_repository",
-    model="mnist-cnn",
-    services=("myelin_api.v1.Classifier",),
-    infer=_kserve_infer("mnist-cnn", "image", np.zeros((1, 28, 28), "<f4"), "FP32"),
-    good=(
-        (CLASSIFY, _classify(ZEROS, top_k=3)),
-        (CLASSIFY, _classify(classifier_pb2.Image(encoded=png(28, 28)), ZEROS, model="mnist-mlp")),
-    ),
-    bad=classifier_bad(),
-    fuzz=((CLASSIFY, classify_requests()),),
-)
-
-# One entry per family on this branch; translator, generator and embedder join here when they land.
-CASES: dict[str, ServiceCase] = {case.family: case for case in (CLASSIFIER,)}
-
-
-def bad_inputs(cases: Iterable[ServiceCase] = CASES.values()) -> list[tuple[str, Bad]]:
-    return [(case.family, bad) for case in cases for bad in case.all_bad()]
-
-
-def fuzz_targets(cases: Iterable[ServiceCase] = CASES.values()) -> list[tuple[str, str, st.SearchStrategy[Message]]]:
-    return [(case.family, method, strategy) for case in cases for method, strategy in (*case.fuzz, *shared_fuzz(case))]
-
-
 def any_message(method: str) -> st.SearchStrategy[bytes]:
     """Serialized messages of the method's request type with every field drawn at random."""
     return _message_strategy(rpc(method).request.DESCRIPTOR, depth=3).map(lambda m: m.SerializeToString())
@@ -859,13 +625,14 @@ class Live:
 class Fleet:
     """Live servers by family, started on first use, stopped (traffic first) at the end of the module."""
 
-    def __init__(self, request: pytest.FixtureRequest) -> None:
+    def __init__(self, request: pytest.FixtureRequest, cases: dict[str, ServiceCase]) -> None:
         self._request = request
+        self._cases = cases
         self._live: dict[str, Live] = {}
 
     def get(self, family: str) -> Live:
         if family not in self._live:
-            case = CASES[family]
+            case = self._cases[family]
             repository = self._request.getfixturevalue(case.repository_fixture)
             server = ServerThread(settings_for(repository, max_message_bytes=MESSAGE_LIMIT)).start()
             self._live[family] = Live(server, case)

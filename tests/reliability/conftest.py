@@ -6,12 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from myelin_cases import CASES
 from myelin_rpcs import TALLY, Fleet
 
 
 @pytest.fixture(scope="module")
 def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    fleet = Fleet(request)
+    fleet = Fleet(request, CASES)
     try:
         yield fleet
     finally:

@@ -17,21 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_rpcs import (
-    CASES,
-    CLASSIFY,
-    HEALTH,
-    KSERVE,
-    MODELS,
-    NOT_FOUND,
-    OK,
-    UNDECODABLE,
-    ZEROS,
-    _classify,
-    _get,
-    call,
-    with_fields,
-)
+from myelin_cases import CASES, CLASSIFY, ZEROS, _classify
+from myelin_rpcs import HEALTH, KSERVE, MODELS, NOT_FOUND, OK, UNDECODABLE, _get, call, with_fields
 from myelin_testkit import ServerThread, settings_for
 
 TOKEN = "reliability-token-5f2a9c"

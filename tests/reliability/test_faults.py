@@ -25,8 +25,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
+from myelin_cases import CASES, CLASSIFY, ZEROS, _classify
 from myelin_client import Client, UnavailableError
-from myelin_rpcs import CASES, CLASSIFY, TALLY, ZEROS, GoodTraffic, _classify, call
+from myelin_rpcs import TALLY, GoodTraffic, call
 from myelin_serving.settings import BatchingSettings
 from myelin_testkit import ServerProcess, ServerThread, settings_for
 

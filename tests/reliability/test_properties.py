@@ -1,10 +1,10 @@
 """Property-based bad input (hypothesis): requests drawn at random for every RPC of every service get a
 documented status with an actionable message, never INTERNAL, UNKNOWN or a hang.
 
-Three kinds of strategies: hand-written ones per RPC (tests/myelin_rpcs.py: names with text of every
-Unicode category, absurd shapes, sizes and counts, payloads from correct to random), every request
-field drawn from its descriptor, and plain random bytes. MYELIN_FUZZ_EXAMPLES sets the examples per
-strategy (100 in CI; raise it for a deeper run).
+Three kinds of strategies: hand-written ones per RPC (tests/myelin_cases.py and myelin_rpcs.py: names
+with text of every Unicode category, absurd shapes, sizes and counts, payloads from correct to
+random), every request field drawn from its descriptor, and plain random bytes.
+MYELIN_FUZZ_EXAMPLES sets the examples per strategy (100 in CI; raise it for a deeper run).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from myelin_rpcs import CASES, TALLY, Fleet, any_message, assert_documented, call, fuzz_targets, rpc
+from myelin_cases import CASES, fuzz_targets
+from myelin_rpcs import TALLY, Fleet, any_message, assert_documented, call, rpc
 
 EXAMPLES = int(os.environ.get("MYELIN_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(

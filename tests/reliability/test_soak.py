@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from myelin_rpcs import CASES
+from myelin_cases import CASES
 from soak import MAX_RSS_GROWTH, WORKLOADS, main
 
 
