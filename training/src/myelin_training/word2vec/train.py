@@ -1,0 +1,314 @@
+"""myelin-train word2vec: learn word vectors from plain text and export them as word2vec-<name>.
+
+    myelin-train word2vec --corpus PATH... --repository DIR [--arch skipgram|cbow] [--loss ns|hs]
+    myelin-train word2vec --corpus-preset english --data-dir ../shared/data --repository DIR
+
+The loop, per epoch: chunks of about 100,000 tokens from the encoded corpus (stream.py) go to
+`--threads` worker threads; each turns its chunk into examples with numpy (pairs.py) and applies
+them in batches of `--batch-size` with sparse SGD steps (model.py). Workers share the two tables
+without locks, as word2vec.c's and gensim's threads do (Hogwild). The learning rate falls
+linearly with the words processed, from alpha to alpha * 1e-4, as in word2vec.c.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from myelin_training.args import add_common_arguments, require_paths
+from myelin_training.data import corpus
+from myelin_training.device import resolve_device
+from myelin_training.reporting import MetricsLog, plot_curves
+from myelin_training.word2vec import evaluate, pairs, stream
+from myelin_training.word2vec.export import export_model
+from myelin_training.word2vec.model import Word2Vec, Word2VecConfig
+from myelin_training.word2vec.vocab import HuffmanTree, Vocabulary
+
+CHUNK_TOKENS = 100_000
+LOSS_EVERY = 8  # steps between loss readings (the loss costs a few percent of a step)
+DRY_RUN_WORDS = 20_000
+
+
+@dataclass
+class Progress:
+    """Words processed so far (before subsampling), shared by the workers."""
+
+    total: int  # epochs * in-vocabulary words
+    done: int = 0
+    loss_sum: float = 0.0
+    loss_examples: int = 0
+    examples: int = 0
+
+    def fraction(self, extra: float = 0.0) -> float:
+        return min((self.done + extra) / (self.total + 1), 1.0)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: Word2Vec,
+        vocab: Vocabulary,
+        encoded: stream.EncodedCorpus,
+        *,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.config = model.config
+        self.vocab = vocab
+        self.encoded = encoded
+        self.device = device
+        self.seed = seed
+        self.keep = vocab.keep_probabilities(self.config.sample)
+        self.table = vocab.negative_table() if self.config.loss == "ns" else None
+        self.tree = HuffmanTree.build(vocab.counts) if self.config.loss == "hs" else None
+        self.progress = Progress(total=self.config.epochs * encoded.tokens)
+        self._lock = threading.Lock()
+        self._raw_per_token = vocab.corpus_words / max(vocab.train_words, 1)
+
+    def lr(self, extra: float = 0.0) -> float:
+        c = self.config
+        return c.alpha * max(1.0 - self.progress.fraction(extra), c.min_alpha_ratio)
+
+    def epoch(self, number: int, bar: tqdm) -> None:
+        """One pass over the corpus by `threads` workers pulling chunks from one queue."""
+        ids, starts = self.encoded.load()
+        jobs: Iterator[tuple[int, tuple[int, int]]] = enumerate(
+            stream.chunk_bounds(starts, self.encoded.tokens, CHUNK_TOKENS)
+        )
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                while True:
+                    with self._lock:
+                        job = next(jobs, None)
+                    if job is None:
+                        return
+                    index, (begin, end) = job
+                    rng = np.random.default_rng([self.seed, number, index])
+                    self._train_chunk(stream.read_chunk(ids, starts, begin, end), rng, bar)
+            except BaseException as exc:  # surfaced by the main thread below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, name=f"word2vec-{i}") for i in range(self.config.threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def _train_chunk(self, chunk: stream.Chunk, rng: np.random.Generator, bar: tqdm) -> None:
+        c = self.config
+        kept = pairs.subsample(chunk.ids, self.keep, rng)
+        ids, sentence = chunk.ids[kept], chunk.sentence[kept]
+        if c.arch == "skipgram":
+            examples = pairs.skipgram(ids, sentence, c.window, rng)
+        else:
+            examples = pairs.cbow(ids, sentence, c.window, self.model.pad, rng)
+        words = len(chunk.ids)
+        steps = max(1, -(-len(examples) // c.batch_size))
+        for step in range(steps):
+            batch = examples.take(slice(step * c.batch_size, (step + 1) * c.batch_size))
+            if len(batch) == 0:
+                break
+            lr = self.lr(words * step / steps)
+            if self.table is not None:
+                out = pairs.negative_outputs(batch.targets, c.negative, self.table, rng)
+            else:
+                assert self.tree is not None
+                out = pairs.huffman_outputs(batch.targets, self.tree)
+            with_loss = step % LOSS_EVERY == 0
+            loss = self.model.sgd_step(
+                *(torch.from_numpy(a).to(self.device) for a in (batch.inputs, batch.counts, out.rows)),
+                torch.from_numpy(out.labels).to(self.device),
+                torch.from_numpy(out.weights).to(self.device),
+                lr,
+                with_loss=with_loss,
+            )
+            if loss is not None:
+                value = float(loss)
+                with self._lock:
+                    self.progress.loss_sum += value
+                    self.progress.loss_examples += len(batch)
+        with self._lock:
+            self.progress.done += words
+            self.progress.examples += len(examples)
+            bar.update(round(words * self._raw_per_token))
+            bar.set_postfix(lr=f"{self.lr():.5f}", loss=f"{self.mean_loss():.3f}", refresh=False)
+
+    def mean_loss(self) -> float:
+        p = self.progress
+        return p.loss_sum / p.loss_examples if p.loss_examples else float("nan")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="myelin-train word2vec", description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser, default_name="")
+    parser.add_argument("--corpus", type=Path, nargs="+", help="text files or folders (.gz read too)")
+    parser.add_argument("--corpus-format", choices=corpus.FORMATS, default="text", help="for --corpus paths")
+    parser.add_argument(
+        "--corpus-preset", choices=sorted(corpus.PRESETS), help="a named corpus under --data-dir (english: ~2M words)"
+    )
+    parser.add_argument("--arch", choices=["skipgram", "cbow"], default="skipgram")
+    parser.add_argument("--loss", choices=["ns", "hs"], default="ns", help="negative sampling or hierarchical softmax")
+    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--negative", type=int, default=5)
+    parser.add_argument("--sample", type=float, default=1e-3, help="subsampling threshold t (0: off)")
+    parser.add_argument("--min-count", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument(
+        "--alpha", type=float, default=0.0, help="starting learning rate (0: 0.025 skip-gram, 0.05 CBOW)"
+    )
+    parser.add_argument("--batch-size", type=int, default=Word2VecConfig.batch_size, help="examples per update")
+    parser.add_argument("--threads", type=int, default=2, help="worker threads (as gensim's workers)")
+    parser.add_argument("--max-vocab", type=int, default=0, help="keep at most this many words (0: all)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the analogy and similarity evaluation")
+    args = parser.parse_args(argv)
+    if not args.corpus and not args.corpus_preset:
+        parser.error("give --corpus PATH... or --corpus-preset NAME")
+    require_paths(parser, args, "repository")
+    if args.corpus_preset or not args.no_eval:
+        require_paths(parser, args, "data_dir")
+    for flag in ("dim", "window", "epochs", "batch_size", "threads", "min_count"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.loss == "ns" and args.negative < 1:
+        parser.error("--negative must be at least 1 with --loss ns")
+    if not args.name:
+        args.name = f"word2vec-{args.arch}" + ("-hs" if args.loss == "hs" else "")
+    if not args.name.startswith("word2vec-"):
+        args.name = f"word2vec-{args.name}"
+    return args
+
+
+def corpus_files(args: argparse.Namespace) -> list[corpus.CorpusFile]:
+    files = corpus.preset(args.corpus_preset, args.data_dir) if args.corpus_preset else []
+    return files + (corpus.resolve(args.corpus, args.corpus_format) if args.corpus else [])
+
+
+def limited(sentences: Iterator[list[str]], words: int) -> Iterator[list[str]]:
+    seen = 0
+    for sentence in sentences:
+        if seen >= words:
+            return
+        yield sentence
+        seen += len(sentence)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)  # the workers are the parallelism: one core each, as gensim's workers
+    run_dir = args.run_dir or Path("runs") / args.name
+    files = corpus_files(args)
+    eval_paths = None if args.no_eval else evaluate.eval_paths(args.data_dir)
+
+    def text() -> Iterator[list[str]]:
+        sentences = corpus.sentences(files)
+        return limited(sentences, DRY_RUN_WORDS) if args.dry_run else sentences
+
+    started = time.perf_counter()
+    min_count = 1 if args.dry_run else args.min_count
+    vocab = Vocabulary.build(tqdm(text(), desc="vocabulary", unit=" sentences"), min_count, args.max_vocab)
+    encoded = stream.encode(text(), vocab, run_dir)
+    prepare = time.perf_counter() - started
+    print(
+        f"{args.name}: {vocab.corpus_words:,} words in {vocab.sentences:,} sentences; vocabulary {len(vocab):,} "
+        f"words (min count {min_count}), {vocab.train_words:,} training words per epoch ({prepare:.1f} s)"
+    )
+    config = Word2VecConfig(
+        vocab_size=len(vocab),
+        dim=args.dim,
+        arch=args.arch,
+        loss=args.loss,
+        window=args.window,
+        negative=args.negative,
+        sample=args.sample,
+        min_count=min_count,
+        epochs=1 if args.dry_run else args.epochs,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
+    model = Word2Vec(config, generator=torch.Generator().manual_seed(args.seed)).to(device)
+    trainer = Trainer(model, vocab, encoded, seed=args.seed, device=device)
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    train_seconds = 0.0
+    report: dict[str, Any] = {}
+    bar = tqdm(total=config.epochs * vocab.corpus_words, desc=args.name, unit=" words", unit_scale=True, smoothing=0.1)
+    for epoch in range(1, config.epochs + 1):
+        tick = time.perf_counter()
+        trainer.epoch(epoch, bar)
+        train_seconds += time.perf_counter() - tick
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": trainer.mean_loss(),
+            "lr": trainer.lr(),
+            "words_per_second": epoch * vocab.corpus_words / train_seconds,
+            "train_seconds": round(train_seconds, 2),
+        }
+        trainer.progress.loss_sum, trainer.progress.loss_examples = 0.0, 0
+        if eval_paths is not None:
+            scorer = evaluate.NumpyScorer(model.input.weight[:-1].detach().cpu().numpy())
+            report = evaluate.evaluate_all(eval_paths, vocab.words, scorer)
+            record.update(evaluate.headline(report))
+        log.write(record)
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "lr")
+        tqdm.write(f"epoch {epoch}: {figures}")
+    bar.close()
+    words_per_second = config.epochs * vocab.corpus_words / train_seconds
+    print(f"{args.name}: trained in {train_seconds:.1f} s, {words_per_second:,.0f} corpus words/s")
+    plot = plot_curves(
+        log.records,
+        run_dir / "curves.png",
+        x="epoch",
+        panels={"loss": ["loss"], "evaluation": ["analogy_accuracy", "wordsim353_spearman", "simlex999_spearman"]},
+        title=f"{args.name}: {config.arch}, {config.loss}, dim {config.dim}",
+    )
+    version_dir = export_model(
+        model.cpu(),
+        vocab,
+        config,
+        args=args,
+        files=files,
+        eval_paths=eval_paths,
+        training={
+            "seed": args.seed,
+            "device": str(device),
+            "dry_run": bool(args.dry_run),
+            "train_seconds": round(train_seconds, 2),
+            "words_per_second": round(words_per_second),
+            "corpus_words": vocab.corpus_words,
+            "train_words": vocab.train_words,
+            "sentences": vocab.sentences,
+            "examples_last_run": trainer.progress.examples,
+            "tokenizer": "lowercase; words are maximal runs of Unicode letters and digits; a line is a sentence",
+        },
+        side_files=[log.path, plot],
+    )
+    for leftover in (encoded.ids_path, encoded.starts_path):
+        leftover.unlink(missing_ok=True)
+    print(f"exported {args.name} to {version_dir}")
+    return version_dir
+
+
+def model_config_dict(config: Word2VecConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+if __name__ == "__main__":
+    main()
