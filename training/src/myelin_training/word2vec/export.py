@@ -77,7 +77,7 @@ def write_vectors(path: Path, words: list[str], vectors: np.ndarray) -> None:
     with path.open("w", encoding="utf-8") as f:
         f.write(f"{vectors.shape[0]} {vectors.shape[1]}\n")
         for word, row in zip(words, vectors, strict=True):
-            f.write(word + " " + " ".join(f"{x:.6f}" for x in row.tolist()) + "\n")
+            f.write(word + " " + " ".join(f"{x:.9g}" for x in row.tolist()) + "\n")  # float32 round-trips
 
 
 def graph_specs(unit: torch.Tensor, k: int) -> dict[str, export.GraphExport]:

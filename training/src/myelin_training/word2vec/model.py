@@ -32,7 +32,11 @@ class Word2VecConfig:
     epochs: int = 5
     alpha: float = 0.0  # starting learning rate; 0: word2vec.c's default (0.025 skip-gram, 0.05 CBOW)
     min_alpha_ratio: float = 1e-4  # the rate decays linearly to alpha * this, as in word2vec.c
-    batch_size: int = 8192  # examples per update
+    batch_size: int = 1024  # examples per update: small enough to stay in cache, large enough for numpy and torch
+    # A row touched more than this many times in one batch moves as if touched this many times, by
+    # the mean of its gradients. word2vec.c applies a frequent word's updates one after another,
+    # each seeing the last; summing hundreds of them taken at one snapshot overshoots and diverges.
+    row_cap: int = 8
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -105,11 +109,23 @@ class Word2Vec(nn.Module):
         )
         g *= lr
         grad_h = torch.einsum("bk,bkd->bd", g, u)  # (B, d)
-        w_out.index_add_(0, rows.reshape(-1), (g.unsqueeze(2) * h.unsqueeze(1)).reshape(-1, h.shape[1]))
+        flat_rows = rows.reshape(-1)
+        g_out = g * self._cap_scale(flat_rows, w_out.shape[0]).view_as(g)
+        w_out.index_add_(0, flat_rows, (g_out.unsqueeze(2) * h.unsqueeze(1)).reshape(-1, h.shape[1]))
         if c == 1:
-            w_in.index_add_(0, inputs[:, 0], grad_h)
+            w_in.index_add_(0, inputs[:, 0], grad_h * self._cap_scale(inputs[:, 0], w_in.shape[0]).unsqueeze(1))
         else:
             # CBOW: every context word gets the whole gradient of the mean, as in word2vec.c and gensim.
-            w_in.index_add_(0, inputs.reshape(-1), grad_h.unsqueeze(1).expand(b, c, -1).reshape(-1, h.shape[1]))
+            flat_inputs = inputs.reshape(-1)
+            scale = self._cap_scale(flat_inputs, w_in.shape[0]).view(b, c, 1)
+            w_in.index_add_(0, flat_inputs, (grad_h.unsqueeze(1) * scale).reshape(-1, h.shape[1]))
             w_in[self.pad].zero_()
         return loss
+
+    def _cap_scale(self, rows: torch.Tensor, size: int) -> torch.Tensor:
+        """Per occurrence: 1, or cap / n for a row that occurs n > cap times in the batch."""
+        cap = self.config.row_cap
+        if cap <= 0:
+            return torch.ones(rows.shape, dtype=torch.float32, device=rows.device)
+        counts = torch.bincount(rows, minlength=size).clamp_min_(cap).float()
+        return (cap / counts).index_select(0, rows)

@@ -173,6 +173,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--alpha", type=float, default=0.0, help="starting learning rate (0: 0.025 skip-gram, 0.05 CBOW)"
     )
     parser.add_argument("--batch-size", type=int, default=Word2VecConfig.batch_size, help="examples per update")
+    parser.add_argument(
+        "--row-cap", type=int, default=Word2VecConfig.row_cap, help="per-batch update cap per row (0: none)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="worker threads (as gensim's workers)")
     parser.add_argument("--max-vocab", type=int, default=0, help="keep at most this many words (0: all)")
     parser.add_argument("--no-eval", action="store_true", help="skip the analogy and similarity evaluation")
@@ -242,6 +245,7 @@ def main(argv: list[str] | None = None) -> Path:
         epochs=1 if args.dry_run else args.epochs,
         alpha=args.alpha,
         batch_size=args.batch_size,
+        row_cap=args.row_cap,
         threads=args.threads,
     )
     model = Word2Vec(config, generator=torch.Generator().manual_seed(args.seed)).to(device)
