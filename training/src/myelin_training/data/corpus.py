@@ -90,12 +90,12 @@ def preset(name: str, data_dir: Path) -> list[CorpusFile]:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    raw = path.open("rb")
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8", errors="replace")
-    raw.seek(0)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+    """Text from a plain or gzip-compressed file (recognised by its magic bytes, whatever its name)."""
+    with path.open("rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")  # type: ignore[return-value]
+    return path.open(encoding="utf-8", errors="replace")  # type: ignore[return-value]
 
 
 def _pieces(file: CorpusFile) -> Iterator[tuple[str, bool]]:

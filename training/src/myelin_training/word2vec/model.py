@@ -110,22 +110,29 @@ class Word2Vec(nn.Module):
         g *= lr
         grad_h = torch.einsum("bk,bkd->bd", g, u)  # (B, d)
         flat_rows = rows.reshape(-1)
-        g_out = g * self._cap_scale(flat_rows, w_out.shape[0]).view_as(g)
+        scale = self._cap_scale(flat_rows, w_out.shape[0])
+        g_out = g if scale is None else g * scale.view_as(g)
         w_out.index_add_(0, flat_rows, (g_out.unsqueeze(2) * h.unsqueeze(1)).reshape(-1, h.shape[1]))
         if c == 1:
-            w_in.index_add_(0, inputs[:, 0], grad_h * self._cap_scale(inputs[:, 0], w_in.shape[0]).unsqueeze(1))
+            scale = self._cap_scale(inputs[:, 0], w_in.shape[0])
+            w_in.index_add_(0, inputs[:, 0], grad_h if scale is None else grad_h * scale.unsqueeze(1))
         else:
             # CBOW: every context word gets the whole gradient of the mean, as in word2vec.c and gensim.
             flat_inputs = inputs.reshape(-1)
-            scale = self._cap_scale(flat_inputs, w_in.shape[0]).view(b, c, 1)
-            w_in.index_add_(0, flat_inputs, (grad_h.unsqueeze(1) * scale).reshape(-1, h.shape[1]))
+            scale = self._cap_scale(flat_inputs, w_in.shape[0])
+            spread = grad_h.unsqueeze(1).expand(b, c, -1)
+            if scale is not None:
+                spread = spread * scale.view(b, c, 1)
+            w_in.index_add_(0, flat_inputs, spread.reshape(-1, h.shape[1]))
             w_in[self.pad].zero_()
         return loss
 
-    def _cap_scale(self, rows: torch.Tensor, size: int) -> torch.Tensor:
-        """Per occurrence: 1, or cap / n for a row that occurs n > cap times in the batch."""
+    def _cap_scale(self, rows: torch.Tensor, size: int) -> torch.Tensor | None:
+        """Per occurrence: 1, or cap / n for a row that occurs n > cap times in the batch (None: all 1)."""
         cap = self.config.row_cap
         if cap <= 0:
-            return torch.ones(rows.shape, dtype=torch.float32, device=rows.device)
-        counts = torch.bincount(rows, minlength=size).clamp_min_(cap).float()
-        return (cap / counts).index_select(0, rows)
+            return None
+        counts = torch.bincount(rows, minlength=size)
+        if int(counts.max()) <= cap:
+            return None
+        return (cap / counts.clamp_min_(cap).float()).index_select(0, rows)

@@ -45,6 +45,9 @@ class Outputs:
     labels: np.ndarray  # (B, K) float32
     weights: np.ndarray  # (B, K) float32
 
+    def take(self, index: slice) -> Outputs:
+        return Outputs(self.rows[index], self.labels[index], self.weights[index])
+
 
 def subsample(ids: np.ndarray, keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices of the tokens that survive subsampling."""

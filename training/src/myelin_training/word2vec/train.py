@@ -4,7 +4,7 @@
     myelin-train word2vec --corpus-preset english --data-dir ../shared/data --repository DIR
 
 The loop, per epoch: chunks of about 100,000 tokens from the encoded corpus (stream.py) go to
-`--threads` worker threads; each turns its chunk into examples with numpy (pairs.py) and applies
+`--threads` worker processes; each turns its chunk into examples with numpy (pairs.py) and applies
 them in batches of `--batch-size` with sparse SGD steps (model.py). Workers share the two tables
 without locks, as word2vec.c's and gensim's threads do (Hogwild). The learning rate falls
 linearly with the words processed, from alpha to alpha * 1e-4, as in word2vec.c.
@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import threading
+import multiprocessing
+import os
+import resource
+import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +40,50 @@ from myelin_training.word2vec.vocab import HuffmanTree, Vocabulary
 CHUNK_TOKENS = 100_000
 LOSS_EVERY = 8  # steps between loss readings (the loss costs a few percent of a step)
 DRY_RUN_WORDS = 20_000
+FORK = multiprocessing.get_context("fork")
 
 
-@dataclass
 class Progress:
-    """Words processed so far (before subsampling), shared by the workers."""
+    """Counters the workers share (in shared memory, so worker processes see one another's)."""
 
-    total: int  # epochs * in-vocabulary words
-    done: int = 0
-    loss_sum: float = 0.0
-    loss_examples: int = 0
-    examples: int = 0
+    FIELDS = ("done", "loss_sum", "loss_examples", "examples", "next_job")
+
+    def __init__(self, total: int) -> None:
+        self.total = total  # epochs * in-vocabulary words
+        self._values = FORK.Array("d", len(self.FIELDS))  # zeros, with a lock
+
+    def get(self, name: str) -> float:
+        return float(self._values[self.FIELDS.index(name)])
+
+    def add(self, **amounts: float) -> None:
+        with self._values.get_lock():
+            for name, amount in amounts.items():
+                self._values[self.FIELDS.index(name)] += amount
+
+    def take_job(self) -> int:
+        with self._values.get_lock():
+            job = int(self._values[self.FIELDS.index("next_job")])
+            self._values[self.FIELDS.index("next_job")] = job + 1
+            return job
+
+    def reset(self, *names: str) -> None:
+        with self._values.get_lock():
+            for name in names:
+                self._values[self.FIELDS.index(name)] = 0.0
 
     def fraction(self, extra: float = 0.0) -> float:
-        return min((self.done + extra) / (self.total + 1), 1.0)
+        return min((self.get("done") + extra) / (self.total + 1), 1.0)
 
 
 class Trainer:
+    """Runs epochs with `threads` worker processes sharing the model's tables (Hogwild).
+
+    Processes, not threads: each SGD step is a few dozen short torch calls, and threads passing the
+    GIL back and forth for each of them ran slower with two workers than with one. The tables live
+    in shared memory (`share_memory_`), the workers are forked per epoch and pull chunks from a
+    shared counter. One worker runs in this process.
+    """
+
     def __init__(
         self,
         model: Word2Vec,
@@ -73,7 +103,6 @@ class Trainer:
         self.table = vocab.negative_table() if self.config.loss == "ns" else None
         self.tree = HuffmanTree.build(vocab.counts) if self.config.loss == "hs" else None
         self.progress = Progress(total=self.config.epochs * encoded.tokens)
-        self._lock = threading.Lock()
         self._raw_per_token = vocab.corpus_words / max(vocab.train_words, 1)
 
     def lr(self, extra: float = 0.0) -> float:
@@ -81,35 +110,44 @@ class Trainer:
         return c.alpha * max(1.0 - self.progress.fraction(extra), c.min_alpha_ratio)
 
     def epoch(self, number: int, bar: tqdm) -> None:
-        """One pass over the corpus by `threads` workers pulling chunks from one queue."""
+        """One pass over the corpus: workers pull chunks until none is left."""
         ids, starts = self.encoded.load()
-        jobs: Iterator[tuple[int, tuple[int, int]]] = enumerate(
-            stream.chunk_bounds(starts, self.encoded.tokens, CHUNK_TOKENS)
-        )
-        errors: list[BaseException] = []
+        jobs = stream.chunk_bounds(starts, self.encoded.tokens, CHUNK_TOKENS)
+        self.progress.reset("next_job")
+        workers = min(self.config.threads, len(jobs))
+        shown = self.progress.get("done")
 
-        def work() -> None:
-            try:
-                while True:
-                    with self._lock:
-                        job = next(jobs, None)
-                    if job is None:
-                        return
-                    index, (begin, end) = job
-                    rng = np.random.default_rng([self.seed, number, index])
-                    self._train_chunk(stream.read_chunk(ids, starts, begin, end), rng, bar)
-            except BaseException as exc:  # surfaced by the main thread below
-                errors.append(exc)
+        def work(show: tqdm | None = None) -> None:
+            while (index := self.progress.take_job()) < len(jobs):
+                rng = np.random.default_rng([self.seed, number, index])
+                begin, end = jobs[index]
+                words = self._train_chunk(stream.read_chunk(ids, starts, begin, end), rng)
+                if show is not None:
+                    show.update(round(words * self._raw_per_token))
+                    show.set_postfix(lr=f"{self.lr():.5f}", loss=f"{self.mean_loss():.3f}", refresh=False)
 
-        threads = [threading.Thread(target=work, name=f"word2vec-{i}") for i in range(self.config.threads)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        if workers <= 1 or self.device.type != "cpu":
+            work(bar)
+            return
+        for tensor in (self.model.input.weight, self.model.output.weight):
+            tensor.data.share_memory_()
+        processes = [FORK.Process(target=_run_worker, args=(work,), name=f"word2vec-{i}") for i in range(workers)]
+        for process in processes:
+            process.start()
+        while any(p.is_alive() for p in processes):
+            time.sleep(0.2)
+            done = self.progress.get("done")
+            bar.update(round((done - shown) * self._raw_per_token))
+            bar.set_postfix(lr=f"{self.lr():.5f}", loss=f"{self.mean_loss():.3f}", refresh=False)
+            shown = done
+        bar.update(round((self.progress.get("done") - shown) * self._raw_per_token))
+        failed = [p.name for p in processes if p.exitcode != 0]
+        for process in processes:
+            process.join()
+        if failed:
+            raise RuntimeError(f"word2vec worker(s) {', '.join(failed)} failed; see the errors above")
 
-    def _train_chunk(self, chunk: stream.Chunk, rng: np.random.Generator, bar: tqdm) -> None:
+    def _train_chunk(self, chunk: stream.Chunk, rng: np.random.Generator) -> int:
         c = self.config
         kept = pairs.subsample(chunk.ids, self.keep, rng)
         ids, sentence = chunk.ids[kept], chunk.sentence[kept]
@@ -119,38 +157,59 @@ class Trainer:
             examples = pairs.cbow(ids, sentence, c.window, self.model.pad, rng)
         words = len(chunk.ids)
         steps = max(1, -(-len(examples) // c.batch_size))
+        # Negatives for the whole chunk in one draw; Huffman paths per batch (padded to the batch's longest).
+        negatives = (
+            pairs.negative_outputs(examples.targets, c.negative, self.table, rng) if self.table is not None else None
+        )
+        loss_sum, loss_examples = 0.0, 0
         for step in range(steps):
-            batch = examples.take(slice(step * c.batch_size, (step + 1) * c.batch_size))
+            window = slice(step * c.batch_size, (step + 1) * c.batch_size)
+            batch = examples.take(window)
             if len(batch) == 0:
                 break
             lr = self.lr(words * step / steps)
-            if self.table is not None:
-                out = pairs.negative_outputs(batch.targets, c.negative, self.table, rng)
+            if negatives is not None:
+                out = negatives.take(window)
             else:
                 assert self.tree is not None
                 out = pairs.huffman_outputs(batch.targets, self.tree)
-            with_loss = step % LOSS_EVERY == 0
             loss = self.model.sgd_step(
                 *(torch.from_numpy(a).to(self.device) for a in (batch.inputs, batch.counts, out.rows)),
                 torch.from_numpy(out.labels).to(self.device),
                 torch.from_numpy(out.weights).to(self.device),
                 lr,
-                with_loss=with_loss,
+                with_loss=step % LOSS_EVERY == 0,
             )
             if loss is not None:
-                value = float(loss)
-                with self._lock:
-                    self.progress.loss_sum += value
-                    self.progress.loss_examples += len(batch)
-        with self._lock:
-            self.progress.done += words
-            self.progress.examples += len(examples)
-            bar.update(round(words * self._raw_per_token))
-            bar.set_postfix(lr=f"{self.lr():.5f}", loss=f"{self.mean_loss():.3f}", refresh=False)
+                loss_sum += float(loss)
+                loss_examples += len(batch)
+        self.progress.add(done=words, examples=len(examples), loss_sum=loss_sum, loss_examples=loss_examples)
+        return words
 
     def mean_loss(self) -> float:
-        p = self.progress
-        return p.loss_sum / p.loss_examples if p.loss_examples else float("nan")
+        examples = self.progress.get("loss_examples")
+        return self.progress.get("loss_sum") / examples if examples else float("nan")
+
+
+def cpu_time() -> float:
+    """CPU seconds of this process and its finished workers: a speed figure that other load on the
+    machine distorts less than wall time."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _run_worker(work: Callable[[], None]) -> None:
+    """A forked worker: one torch thread, and no inherited cleanup (atexit, tqdm) when it ends."""
+    torch.set_num_threads(1)
+    code = 0
+    try:
+        work()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -176,7 +235,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--row-cap", type=int, default=Word2VecConfig.row_cap, help="per-batch update cap per row (0: none)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="worker threads (as gensim's workers)")
+    parser.add_argument("--threads", type=int, default=2, help="worker processes, one core each (as gensim's workers)")
     parser.add_argument("--max-vocab", type=int, default=0, help="keep at most this many words (0: all)")
     parser.add_argument("--no-eval", action="store_true", help="skip the analogy and similarity evaluation")
     args = parser.parse_args(argv)
@@ -251,21 +310,23 @@ def main(argv: list[str] | None = None) -> Path:
     model = Word2Vec(config, generator=torch.Generator().manual_seed(args.seed)).to(device)
     trainer = Trainer(model, vocab, encoded, seed=args.seed, device=device)
     log = MetricsLog(run_dir / "metrics.jsonl")
-    train_seconds = 0.0
+    train_seconds = cpu_seconds = 0.0
     report: dict[str, Any] = {}
     bar = tqdm(total=config.epochs * vocab.corpus_words, desc=args.name, unit=" words", unit_scale=True, smoothing=0.1)
     for epoch in range(1, config.epochs + 1):
-        tick = time.perf_counter()
+        tick, cpu_tick = time.perf_counter(), cpu_time()
         trainer.epoch(epoch, bar)
         train_seconds += time.perf_counter() - tick
+        cpu_seconds += cpu_time() - cpu_tick
         record: dict[str, Any] = {
             "epoch": epoch,
             "loss": trainer.mean_loss(),
             "lr": trainer.lr(),
             "words_per_second": epoch * vocab.corpus_words / train_seconds,
             "train_seconds": round(train_seconds, 2),
+            "cpu_seconds": round(cpu_seconds, 2),
         }
-        trainer.progress.loss_sum, trainer.progress.loss_examples = 0.0, 0
+        trainer.progress.reset("loss_sum", "loss_examples")
         if eval_paths is not None:
             scorer = evaluate.NumpyScorer(model.input.weight[:-1].detach().cpu().numpy())
             report = evaluate.evaluate_all(eval_paths, vocab.words, scorer)
@@ -275,7 +336,10 @@ def main(argv: list[str] | None = None) -> Path:
         tqdm.write(f"epoch {epoch}: {figures}")
     bar.close()
     words_per_second = config.epochs * vocab.corpus_words / train_seconds
-    print(f"{args.name}: trained in {train_seconds:.1f} s, {words_per_second:,.0f} corpus words/s")
+    print(
+        f"{args.name}: trained in {train_seconds:.1f} s, {words_per_second:,.0f} corpus words/s "
+        f"({cpu_seconds:.1f} CPU seconds)"
+    )
     plot = plot_curves(
         log.records,
         run_dir / "curves.png",
@@ -296,10 +360,11 @@ def main(argv: list[str] | None = None) -> Path:
             "dry_run": bool(args.dry_run),
             "train_seconds": round(train_seconds, 2),
             "words_per_second": round(words_per_second),
+            "cpu_seconds": round(cpu_seconds, 2),
             "corpus_words": vocab.corpus_words,
             "train_words": vocab.train_words,
             "sentences": vocab.sentences,
-            "examples_last_run": trainer.progress.examples,
+            "examples": int(trainer.progress.get("examples")),
             "tokenizer": "lowercase; words are maximal runs of Unicode letters and digits; a line is a sentence",
         },
         side_files=[log.path, plot],
