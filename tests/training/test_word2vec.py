@@ -128,7 +128,7 @@ def test_negatives_skip_the_target_and_hs_paths_are_masked() -> None:
 @pytest.mark.parametrize(("arch", "loss"), [("skipgram", "ns"), ("cbow", "ns"), ("skipgram", "hs")])
 def test_sgd_step_is_the_gradient_of_the_loss(arch: str, loss: str) -> None:
     torch.manual_seed(0)
-    config = Word2VecConfig(vocab_size=30, dim=8, arch=arch, loss=loss, row_cap=0)
+    config = Word2VecConfig(vocab_size=30, dim=8, arch=arch, loss=loss)
     model = Word2Vec(config, generator=torch.Generator().manual_seed(0))
     torch.nn.init.normal_(model.output.weight, std=0.3)
     b = 6
@@ -156,18 +156,33 @@ def test_sgd_step_is_the_gradient_of_the_loss(arch: str, loss: str) -> None:
     torch.testing.assert_close(model.output.weight.detach(), w_out - lr * grad_out, atol=1e-6, rtol=1e-5)
 
 
-def test_row_cap_limits_a_frequent_rows_step() -> None:
-    config = Word2VecConfig(vocab_size=10, dim=4, row_cap=2)
+def test_row_cap_scales_a_frequent_rows_updates_per_batch() -> None:
+    rows = np.array([[5, 1], [5, 2], [5, 3], [5, 4], [6, 1], [5, 5]])
+    scales = pairs.cap_scales(rows, batch_size=4, cap=2, size=10)
+    assert scales is not None
+    # Batch 1 (examples 0-3): row 5 occurs 4 times, so each occurrence counts 2/4; the rest count 1.
+    assert scales[:4, 0].tolist() == [0.5] * 4 and (scales[:4, 1] == 1).all()
+    assert (scales[4:] == 1).all()  # batch 2: nothing above the cap
+    assert pairs.cap_scales(rows, batch_size=4, cap=4, size=10) is None
+    padded = np.array([[9, 9, 1], [9, 9, 2]])
+    assert pairs.cap_scales(padded, batch_size=2, cap=1, size=10, pad=9) is None  # padding is not a row
+
+
+def test_capped_step_moves_a_row_as_far_as_cap_identical_updates() -> None:
+    config = Word2VecConfig(vocab_size=10, dim=4)
     model = Word2Vec(config, generator=torch.Generator().manual_seed(0))
+    model.output.weight.data.fill_(0.5)
     inputs = torch.tensor([[1], [1], [1], [1], [2]])
-    rows = torch.tensor([[5], [5], [5], [5], [6]])
     model.input.weight.data[2] = model.input.weight.data[1]  # the same gradient for every example
     before = model.input.weight.detach().clone()
-    model.output.weight.data.fill_(0.5)
-    model.sgd_step(inputs, torch.ones(5), rows, torch.ones(5, 1), torch.ones(5, 1), 0.1)
+    scale = pairs.cap_scales(inputs.numpy(), batch_size=5, cap=2, size=11)
+    assert scale is not None
+    rows = torch.tensor([[5], [5], [5], [5], [6]])
+    model.sgd_step(
+        inputs, torch.ones(5), rows, torch.ones(5, 1), torch.ones(5, 1), 0.1, input_scale=torch.from_numpy(scale)
+    )
     moved = (model.input.weight.detach() - before).norm(dim=1)
-    # Row 1 took 4 identical gradients: capped to 2 of them; row 2 took one.
-    assert moved[1] == pytest.approx(2 * moved[2].item(), rel=1e-4)
+    assert moved[1] == pytest.approx(2 * moved[2].item(), rel=1e-4)  # 4 updates capped to 2; row 2 had 1
 
 
 def test_encoded_chunks_cut_at_sentence_starts(tmp_path: Path) -> None:

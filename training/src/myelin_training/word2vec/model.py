@@ -95,44 +95,37 @@ class Word2Vec(nn.Module):
         weights: torch.Tensor,
         lr: float,
         *,
+        input_scale: torch.Tensor | None = None,
+        output_scale: torch.Tensor | None = None,
         with_loss: bool = True,
     ) -> torch.Tensor | None:
-        """One SGD step on the rows the batch touches; returns the batch's summed loss if asked for."""
+        """One SGD step on the rows the batch touches; returns the batch's summed loss if asked for.
+
+        `input_scale` (B, C) and `output_scale` (B, K) scale each occurrence's update of its row
+        (see `pairs.cap_scales`); None means 1.
+        """
         w_in, w_out = self.input.weight, self.output.weight
         b, c = inputs.shape
+        d = w_in.shape[1]
         h = self.hidden(inputs, counts)  # (B, d)
-        u = w_out.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)  # (B, K, d)
+        flat_rows = rows.reshape(-1)
+        u = w_out.index_select(0, flat_rows).view(*rows.shape, d)  # (B, K, d)
         logits = torch.linalg.vecdot(u, h.unsqueeze(1))  # (B, K); faster than bmm's tiny products on CPU
         g = (labels - torch.sigmoid(logits)) * weights  # (B, K): -dloss/dlogit
         loss = (
             F.binary_cross_entropy_with_logits(logits, labels, weight=weights, reduction="sum") if with_loss else None
         )
         g *= lr
-        grad_h = torch.einsum("bk,bkd->bd", g, u)  # (B, d)
-        flat_rows = rows.reshape(-1)
-        scale = self._cap_scale(flat_rows, w_out.shape[0])
-        g_out = g if scale is None else g * scale.view_as(g)
-        w_out.index_add_(0, flat_rows, (g_out.unsqueeze(2) * h.unsqueeze(1)).reshape(-1, h.shape[1]))
+        grad_h = torch.bmm(g.unsqueeze(1), u).squeeze(1)  # (B, d)
+        g_out = g if output_scale is None else g * output_scale
+        w_out.index_add_(0, flat_rows, (g_out.unsqueeze(2) * h.unsqueeze(1)).reshape(-1, d))
         if c == 1:
-            scale = self._cap_scale(inputs[:, 0], w_in.shape[0])
-            w_in.index_add_(0, inputs[:, 0], grad_h if scale is None else grad_h * scale.unsqueeze(1))
+            w_in.index_add_(0, inputs[:, 0], grad_h if input_scale is None else grad_h * input_scale)
         else:
             # CBOW: every context word gets the whole gradient of the mean, as in word2vec.c and gensim.
-            flat_inputs = inputs.reshape(-1)
-            scale = self._cap_scale(flat_inputs, w_in.shape[0])
-            spread = grad_h.unsqueeze(1).expand(b, c, -1)
-            if scale is not None:
-                spread = spread * scale.view(b, c, 1)
-            w_in.index_add_(0, flat_inputs, spread.reshape(-1, h.shape[1]))
+            spread = grad_h.unsqueeze(1).expand(b, c, d)
+            if input_scale is not None:
+                spread = spread * input_scale.unsqueeze(2)
+            w_in.index_add_(0, inputs.reshape(-1), spread.reshape(-1, d))
             w_in[self.pad].zero_()
         return loss
-
-    def _cap_scale(self, rows: torch.Tensor, size: int) -> torch.Tensor | None:
-        """Per occurrence: 1, or cap / n for a row that occurs n > cap times in the batch (None: all 1)."""
-        cap = self.config.row_cap
-        if cap <= 0:
-            return None
-        counts = torch.bincount(rows, minlength=size)
-        if int(counts.max()) <= cap:
-            return None
-        return (cap / counts.clamp_min_(cap).float()).index_select(0, rows)

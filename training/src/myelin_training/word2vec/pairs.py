@@ -126,3 +126,25 @@ def huffman_outputs(targets: np.ndarray, tree: HuffmanTree) -> Outputs:
     longest = int(lengths.max(initial=1))
     weights = (np.arange(depth)[None, :longest] < lengths[:, None]).astype(np.float32)
     return Outputs(tree.points[targets, :longest], 1.0 - tree.codes[targets, :longest], weights)
+
+
+def cap_scales(rows: np.ndarray, batch_size: int, cap: int, size: int, pad: int = -1) -> np.ndarray | None:
+    """Per occurrence of a row in (N, K) `rows`: 1, or cap / n where the row occurs n > cap times in
+    its batch of `batch_size` consecutive examples; None when no row exceeds the cap.
+
+    Summed updates of a row taken at one snapshot overshoot where word2vec.c's one-after-another
+    updates settle (a frequent word is a negative hundreds of times per batch); capping them keeps
+    the step of a frequent word's row like `cap` sequential steps. Occurrences of `pad` are ignored.
+    """
+    if cap <= 0 or len(rows) == 0:
+        return None
+    n, k = rows.shape
+    batch = np.repeat(np.arange(n, dtype=np.int64) // batch_size, k)
+    key = batch * size + rows.reshape(-1)
+    counts = np.bincount(key, minlength=int(batch[-1] + 1) * size)
+    if pad >= 0:
+        counts[batch * size + pad] = 0
+    if counts.max(initial=0) <= cap:
+        return None
+    per_row = cap / np.maximum(counts, cap).astype(np.float32)
+    return per_row[key].reshape(n, k)

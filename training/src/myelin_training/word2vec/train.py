@@ -161,6 +161,14 @@ class Trainer:
         negatives = (
             pairs.negative_outputs(examples.targets, c.negative, self.table, rng) if self.table is not None else None
         )
+        input_scales = pairs.cap_scales(
+            examples.inputs, c.batch_size, c.row_cap, self.model.pad + 1, pad=self.model.pad if c.arch == "cbow" else -1
+        )
+        output_scales = (
+            pairs.cap_scales(negatives.rows, c.batch_size, c.row_cap, self.model.output.num_embeddings)
+            if negatives is not None
+            else None
+        )
         loss_sum, loss_examples = 0.0, 0
         for step in range(steps):
             window = slice(step * c.batch_size, (step + 1) * c.batch_size)
@@ -170,14 +178,19 @@ class Trainer:
             lr = self.lr(words * step / steps)
             if negatives is not None:
                 out = negatives.take(window)
+                output_scale = None if output_scales is None else output_scales[window]
             else:
                 assert self.tree is not None
                 out = pairs.huffman_outputs(batch.targets, self.tree)
+                output_scale = pairs.cap_scales(out.rows, c.batch_size, c.row_cap, self.model.output.num_embeddings)
+            input_scale = None if input_scales is None else input_scales[window]
             loss = self.model.sgd_step(
                 *(torch.from_numpy(a).to(self.device) for a in (batch.inputs, batch.counts, out.rows)),
                 torch.from_numpy(out.labels).to(self.device),
                 torch.from_numpy(out.weights).to(self.device),
                 lr,
+                input_scale=None if input_scale is None else torch.from_numpy(input_scale).to(self.device),
+                output_scale=None if output_scale is None else torch.from_numpy(output_scale).to(self.device),
                 with_loss=step % LOSS_EVERY == 0,
             )
             if loss is not None:
