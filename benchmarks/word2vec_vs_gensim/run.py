@@ -13,7 +13,9 @@
    skip-gram, 0.05 CBOW, decaying linearly to alpha * 1e-4) and threads (gensim's workers).
 4. Both tools' vectors (word2vec text format) are scored by the same code (NumpyScorer):
    analogy accuracy (3CosAdd, 30,000 most frequent words), WordSim-353 and SimLex-999 Spearman.
-   Words/s is corpus words x epochs / training seconds (vocabulary building excluded) for both.
+   Words/s is corpus words x epochs / training seconds (vocabulary building excluded) for both;
+   words/CPU-s divides by the CPU seconds the training used instead (all threads or worker
+   processes), which other load on a shared machine distorts less.
 
 Run it under the machine-wide lock: `flock /tmp/myelin-cpu.lock .venv/bin/python benchmarks/...`.
 Prints one table and writes `.bench/word2vec/results.{json,md}`.
@@ -41,7 +43,7 @@ ROOT = HERE.parent.parent
 WORK = ROOT / ".bench" / "word2vec"
 GENSIM_VENV = ROOT / ".bench" / "gensim-venv"
 ALPHA = {"skipgram": 0.025, "cbow": 0.05}
-FIGURES = ("analogy_accuracy", "wordsim353_spearman", "simlex999_spearman", "words_per_second")
+FIGURES = ("analogy_accuracy", "wordsim353_spearman", "simlex999_spearman", "words_per_second", "words_per_cpu_second")
 
 
 def gensim_python() -> Path:
@@ -109,16 +111,22 @@ def run_myelin(corpus_file: Path, out: Path, arch: str, args: argparse.Namespace
     return manifest["training"], version / "vectors.txt"
 
 
+def speed(timing: dict[str, Any], epochs: int) -> dict[str, float]:
+    words = timing["corpus_words"] * epochs
+    return {"words_per_second": words / timing["train_seconds"], "words_per_cpu_second": words / timing["cpu_seconds"]}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| arch | tool | seeds | analogy acc | WS353 rho | SimLex rho | words/s |",
-        "|---|---|---|---|---|---|---|",
+        "| arch | tool | seeds | analogy acc | WS353 rho | SimLex rho | words/s | words/CPU-s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        lines.append(
-            f"| {row['arch']} | {row['tool']} | {row['seeds']} | {row['analogy_accuracy']:.4f} | "
-            f"{row['wordsim353_spearman']:.4f} | {row['simlex999_spearman']:.4f} | {row['words_per_second']:,.0f} |"
-        )
+        if row["tool"] == "myelin / gensim":
+            figures = " | ".join(f"**{row[k]:.3f}**" for k in FIGURES)
+        else:
+            figures = " | ".join([f"{row[k]:.4f}" for k in FIGURES[:3]] + [f"{row[k]:,.0f}" for k in FIGURES[3:]])
+        lines.append(f"| {row['arch']} | {row['tool']} | {row['seeds']} | {figures} |")
     return "\n".join(lines)
 
 
@@ -142,12 +150,15 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             out = WORK / f"{arch}-seed{seed}"
             timing = run_gensim(python, corpus_file, out / "gensim", arch, args, seed)
-            runs.append({"arch": arch, "tool": "gensim", "seed": seed, **score(out / "gensim" / "vectors.txt", paths),
-                         "words_per_second": timing["words_per_second"]})  # fmt: skip
+            runs.append(
+                {"arch": arch, "tool": "gensim", "seed": seed, **score(out / "gensim" / "vectors.txt", paths),
+                 **speed(timing, args.epochs)}
+            )  # fmt: skip
             print(f"gensim {arch} seed {seed}: {runs[-1]}", flush=True)
             training, vectors = run_myelin(corpus_file, out / "myelin", arch, args, seed)
-            runs.append({"arch": arch, "tool": "myelin", "seed": seed, **score(vectors, paths),
-                         "words_per_second": training["words_per_second"]})  # fmt: skip
+            runs.append(
+                {"arch": arch, "tool": "myelin", "seed": seed, **score(vectors, paths), **speed(training, args.epochs)}
+            )
             print(f"myelin {arch} seed {seed}: {runs[-1]}", flush=True)
     rows: list[dict[str, Any]] = []
     for arch in args.archs:
