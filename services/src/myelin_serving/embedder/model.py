@@ -84,7 +84,7 @@ class EmbedderModel(LoadedModel):
         padded = np.full((len(queries), width), -1, dtype=np.int64)
         for row, ids in enumerate(exclude):
             padded[row, : len(ids)] = ids
-        feeds = {
+        feeds: dict[str, np.ndarray] = {
             "queries": np.ascontiguousarray(queries, dtype=np.float32),
             "exclude": padded,
             "limit": np.full(len(queries), limit, dtype=np.int64),
@@ -198,10 +198,10 @@ class EmbedderModel(LoadedModel):
         self.check_count(questions, "questions", max_items)
         k, limit = self.check_top_k(top_k, 1), self.check_limit(restrict_vocab)
         ids = np.array([[self.vocabulary.id(w) for w in q] for q in questions], dtype=np.int64)  # (N, 3)
-        known = (ids >= 0).all(axis=1)
+        known = np.all(ids >= 0, axis=1)
         answers: list[AnalogyAnswer | None] = [
             None if ok else AnalogyAnswer([], [w for w, i in zip(q, row, strict=True) if i < 0])
-            for q, row, ok in zip(questions, ids, known, strict=True)
+            for q, row, ok in zip(questions, ids, list(known), strict=True)
         ]
         asked = ids[known]
         if len(asked):
@@ -217,14 +217,14 @@ class EmbedderModel(LoadedModel):
     ) -> list[PairSimilarity]:
         self.check_count(pairs, "pairs", max_items)
         ids = np.array([[self.vocabulary.id(w) for w in pair] for pair in pairs], dtype=np.int64)  # (N, 2)
-        known = (ids >= 0).all(axis=1)
+        known = np.all(ids >= 0, axis=1)
         units = (await self.unit(ids[known].reshape(-1), timeout)).reshape(-1, 2, self.dim)
         cosines = iter((units[:, 0] * units[:, 1]).sum(axis=1).tolist())
         return [
             PairSimilarity(next(cosines), [])
             if ok
             else PairSimilarity(None, [w for w, i in zip(pair, row, strict=True) if i < 0])
-            for pair, row, ok in zip(pairs, ids, known, strict=True)
+            for pair, row, ok in zip(pairs, ids, list(known), strict=True)
         ]
 
     async def doesnt_match(

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from myelin_training.data.files import DatasetNotFoundError, sha256_file
 
@@ -89,13 +89,13 @@ def preset(name: str, data_dir: Path) -> list[CorpusFile]:
     return entries
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_text(path: Path) -> TextIO:
     """Text from a plain or gzip-compressed file (recognised by its magic bytes, whatever its name)."""
     with path.open("rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     if gzipped:
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")  # type: ignore[return-value]
-    return path.open(encoding="utf-8", errors="replace")  # type: ignore[return-value]
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return path.open(encoding="utf-8", errors="replace")
 
 
 def _pieces(file: CorpusFile) -> Iterator[tuple[str, bool]]:

@@ -178,10 +178,10 @@ def analogies(
             "answered": len(known),
             "skipped": skipped,
         }
-        kind = totals["semantic" if number < SEMANTIC_SECTIONS else "syntactic"]
-        kind[0] += correct
-        kind[1] += len(known)
-        kind[2] += skipped
+        tally = totals["semantic" if number < SEMANTIC_SECTIONS else "syntactic"]
+        tally[0] += correct
+        tally[1] += len(known)
+        tally[2] += skipped
     for kind, (correct, answered, skipped) in totals.items():
         report[kind] = {"accuracy": correct / answered if answered else None, "answered": answered, "skipped": skipped}
     correct = sum(t[0] for t in totals.values())

@@ -37,6 +37,8 @@ MAX_EXPORT_BATCH = 4096
 class Lookup(nn.Module):
     """ids (B,) -> unit vectors (B, d)."""
 
+    unit: torch.Tensor
+
     def __init__(self, unit: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("unit", unit)
@@ -48,6 +50,8 @@ class Lookup(nn.Module):
 class Neighbours(nn.Module):
     """queries (B, d), exclude (B, E), limit (B,) -> top-K cosine scores and ids (B, K)."""
 
+    unit: torch.Tensor
+
     def __init__(self, unit: torch.Tensor, k: int) -> None:
         super().__init__()
         self.register_buffer("unit", unit)
@@ -56,7 +60,7 @@ class Neighbours(nn.Module):
     def forward(
         self, queries: torch.Tensor, exclude: torch.Tensor, limit: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        v = self.unit.shape[0]
+        v = int(self.unit.shape[0])
         q = queries / torch.linalg.vector_norm(queries, dim=1, keepdim=True).clamp_min(1e-12)
         scores = q @ self.unit.T  # (B, V)
         columns = torch.arange(v, device=queries.device)

@@ -185,12 +185,14 @@ class Trainer:
                 output_scale = pairs.cap_scales(out.rows, c.batch_size, c.row_cap, self.model.output.num_embeddings)
             input_scale = None if input_scales is None else input_scales[window]
             loss = self.model.sgd_step(
-                *(torch.from_numpy(a).to(self.device) for a in (batch.inputs, batch.counts, out.rows)),
-                torch.from_numpy(out.labels).to(self.device),
-                torch.from_numpy(out.weights).to(self.device),
+                self._tensor(batch.inputs),
+                self._tensor(batch.counts),
+                self._tensor(out.rows),
+                self._tensor(out.labels),
+                self._tensor(out.weights),
                 lr,
-                input_scale=None if input_scale is None else torch.from_numpy(input_scale).to(self.device),
-                output_scale=None if output_scale is None else torch.from_numpy(output_scale).to(self.device),
+                input_scale=None if input_scale is None else self._tensor(input_scale),
+                output_scale=None if output_scale is None else self._tensor(output_scale),
                 with_loss=step % LOSS_EVERY == 0,
             )
             if loss is not None:
@@ -198,6 +200,9 @@ class Trainer:
                 loss_examples += len(batch)
         self.progress.add(done=words, examples=len(examples), loss_sum=loss_sum, loss_examples=loss_examples)
         return words
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
 
     def mean_loss(self) -> float:
         examples = self.progress.get("loss_examples")
