@@ -66,6 +66,7 @@ def test_vocabulary_statistics_follow_word2vec() -> None:
     threshold = 0.01 * 77
     assert keep[0] == pytest.approx((np.sqrt(50 / threshold) + 1) * threshold / 50, rel=1e-6)
     assert keep[3] == 1.0 and keep[0] < keep[1] < keep[2]
+    assert vocab.negative_table().dtype == np.int16  # few words: the small type
     table = vocab.negative_table(100_000)
     share = np.bincount(table, minlength=4) / len(table)
     expected = vocab.counts**0.75 / (vocab.counts**0.75).sum()
@@ -158,14 +159,16 @@ def test_sgd_step_is_the_gradient_of_the_loss(arch: str, loss: str) -> None:
 
 def test_row_cap_scales_a_frequent_rows_updates_per_batch() -> None:
     rows = np.array([[5, 1], [5, 2], [5, 3], [5, 4], [6, 1], [5, 5]])
-    scales = pairs.cap_scales(rows, batch_size=4, cap=2, size=10)
-    assert scales is not None
-    # Batch 1 (examples 0-3): row 5 occurs 4 times, so each occurrence counts 2/4; the rest count 1.
-    assert scales[:4, 0].tolist() == [0.5] * 4 and (scales[:4, 1] == 1).all()
-    assert (scales[4:] == 1).all()  # batch 2: nothing above the cap
-    assert pairs.cap_scales(rows, batch_size=4, cap=4, size=10) is None
+    slots = pairs.hot_slots(np.array([0, 0, 0, 0, 0, 9.0, 9.0, 0, 0, 0]), cap=2)  # rows 5 and 6 are frequent
+    for counted in (None, slots):  # every row counted, or only the hot ones
+        scales = pairs.cap_scales(rows, batch_size=4, cap=2, slots=counted)
+        assert scales is not None
+        # Batch 1 (examples 0-3): row 5 occurs 4 times, so each occurrence counts 2/4; the rest count 1.
+        assert scales[:4, 0].tolist() == [0.5] * 4 and (scales[:4, 1] == 1).all()
+        assert (scales[4:] == 1).all()  # batch 2: nothing above the cap
+    assert pairs.cap_scales(rows, batch_size=4, cap=4) is None
     padded = np.array([[9, 9, 1], [9, 9, 2]])
-    assert pairs.cap_scales(padded, batch_size=2, cap=1, size=10, pad=9) is None  # padding is not a row
+    assert pairs.cap_scales(padded, batch_size=2, cap=1, pad=9) is None  # padding is not a row
 
 
 def test_capped_step_moves_a_row_as_far_as_cap_identical_updates() -> None:
@@ -175,7 +178,7 @@ def test_capped_step_moves_a_row_as_far_as_cap_identical_updates() -> None:
     inputs = torch.tensor([[1], [1], [1], [1], [2]])
     model.input.weight.data[2] = model.input.weight.data[1]  # the same gradient for every example
     before = model.input.weight.detach().clone()
-    scale = pairs.cap_scales(inputs.numpy(), batch_size=5, cap=2, size=11)
+    scale = pairs.cap_scales(inputs.numpy(), batch_size=5, cap=2)
     assert scale is not None
     rows = torch.tensor([[5], [5], [5], [5], [6]])
     model.sgd_step(

@@ -110,12 +110,14 @@ def cbow(
 def negative_outputs(targets: np.ndarray, negative: int, table: np.ndarray, rng: np.random.Generator) -> Outputs:
     """Column 0: the target (label 1); columns 1..negative: words drawn from the table (label 0)."""
     b = len(targets)
-    drawn = table[rng.integers(0, len(table), size=(b, negative), dtype=np.int64)].astype(np.int64)
-    rows = np.concatenate([targets[:, None], drawn], axis=1)
+    drawn = table[rng.integers(0, len(table), size=(b, negative), dtype=np.int32)]  # (B, negative) int32
+    rows = np.empty((b, negative + 1), dtype=np.int64)
+    rows[:, 0] = targets
+    rows[:, 1:] = drawn
     labels = np.zeros((b, negative + 1), dtype=np.float32)
     labels[:, 0] = 1.0
     weights = np.ones((b, negative + 1), dtype=np.float32)
-    weights[:, 1:] = drawn != targets[:, None]
+    np.not_equal(drawn, targets[:, None], out=weights[:, 1:], casting="unsafe")
     return Outputs(rows, labels, weights)
 
 
@@ -128,23 +130,44 @@ def huffman_outputs(targets: np.ndarray, tree: HuffmanTree) -> Outputs:
     return Outputs(tree.points[targets, :longest], 1.0 - tree.codes[targets, :longest], weights)
 
 
-def cap_scales(rows: np.ndarray, batch_size: int, cap: int, size: int, pad: int = -1) -> np.ndarray | None:
+def cap_scales(
+    rows: np.ndarray, batch_size: int, cap: int, slots: np.ndarray | None = None, pad: int = -1
+) -> np.ndarray | None:
     """Per occurrence of a row in (N, K) `rows`: 1, or cap / n where the row occurs n > cap times in
     its batch of `batch_size` consecutive examples; None when no row exceeds the cap.
 
     Summed updates of a row taken at one snapshot overshoot where word2vec.c's one-after-another
     updates settle (a frequent word is a negative hundreds of times per batch); capping them keeps
-    the step of a frequent word's row like `cap` sequential steps. Occurrences of `pad` are ignored.
+    the step of a frequent word's row like `cap` sequential steps. `slots` (see `hot_slots`) limits
+    the counting to the rows that can reach the cap; None counts every row. `pad` never counts.
     """
     if cap <= 0 or len(rows) == 0:
         return None
     n, k = rows.shape
-    batch = np.repeat(np.arange(n, dtype=np.int64) // batch_size, k)
-    key = batch * size + rows.reshape(-1)
-    counts = np.bincount(key, minlength=int(batch[-1] + 1) * size)
-    if pad >= 0:
-        counts[batch * size + pad] = 0
+    flat = rows.reshape(-1)
+    if slots is None:
+        unique, slot = np.unique(flat, return_inverse=True)
+        slot[unique[slot] == pad] = -1
+        width = len(unique)
+    else:
+        slot = slots[flat]
+        width = int(slots.max(initial=-1)) + 1
+    hot = np.flatnonzero(slot >= 0)
+    if len(hot) == 0:
+        return None
+    key = (hot // (k * batch_size)) * width + slot[hot]
+    counts = np.bincount(key)
     if counts.max(initial=0) <= cap:
         return None
-    per_row = cap / np.maximum(counts, cap).astype(np.float32)
-    return per_row[key].reshape(n, k)
+    scale = np.ones(n * k, dtype=np.float32)
+    scale[hot] = cap / np.maximum(counts[key], cap).astype(np.float32)
+    return scale.reshape(n, k)
+
+
+def hot_slots(expected_per_batch: np.ndarray, cap: int) -> np.ndarray:
+    """(V,) int32: a compact slot for each row expected at least cap / 4 times per batch, -1 for the
+    rest (a row expected below a quarter of the cap essentially never exceeds it)."""
+    slots = np.full(len(expected_per_batch), -1, dtype=np.int32)
+    hot = np.flatnonzero(expected_per_batch >= cap / 4)
+    slots[hot] = np.arange(len(hot), dtype=np.int32)
+    return slots

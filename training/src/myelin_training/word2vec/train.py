@@ -103,7 +103,23 @@ class Trainer:
         self.table = vocab.negative_table() if self.config.loss == "ns" else None
         self.tree = HuffmanTree.build(vocab.counts) if self.config.loss == "hs" else None
         self.progress = Progress(total=self.config.epochs * encoded.tokens)
+        self.hot_inputs, self.hot_outputs = self._hot_rows()
         self._raw_per_token = vocab.corpus_words / max(vocab.train_words, 1)
+
+    def _hot_rows(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The rows whose per-batch count may exceed --row-cap, from the word statistics."""
+        c = self.config
+        kept = self.vocab.counts * self.keep  # occurrences surviving subsampling
+        share = kept / kept.sum()
+        # Skip-gram: one input (a context word) per example; CBOW: the window, 2 * mean(1..window) words.
+        per_example = 1.0 if c.arch == "skipgram" else float(c.window + 1)
+        inputs = c.batch_size * per_example * share
+        hot_inputs = pairs.hot_slots(np.append(inputs, 0.0), c.row_cap)  # the padding row: never hot
+        if self.table is None:
+            return hot_inputs, None  # Huffman nodes: counted exactly per batch
+        negatives = np.bincount(self.table, minlength=len(self.vocab)) / len(self.table)
+        outputs = c.batch_size * (share + c.negative * negatives)
+        return hot_inputs, pairs.hot_slots(outputs, c.row_cap)
 
     def lr(self, extra: float = 0.0) -> float:
         c = self.config
@@ -161,11 +177,9 @@ class Trainer:
         negatives = (
             pairs.negative_outputs(examples.targets, c.negative, self.table, rng) if self.table is not None else None
         )
-        input_scales = pairs.cap_scales(
-            examples.inputs, c.batch_size, c.row_cap, self.model.pad + 1, pad=self.model.pad if c.arch == "cbow" else -1
-        )
+        input_scales = pairs.cap_scales(examples.inputs, c.batch_size, c.row_cap, self.hot_inputs, pad=self.model.pad)
         output_scales = (
-            pairs.cap_scales(negatives.rows, c.batch_size, c.row_cap, self.model.output.num_embeddings)
+            pairs.cap_scales(negatives.rows, c.batch_size, c.row_cap, self.hot_outputs)
             if negatives is not None
             else None
         )
@@ -182,7 +196,7 @@ class Trainer:
             else:
                 assert self.tree is not None
                 out = pairs.huffman_outputs(batch.targets, self.tree)
-                output_scale = pairs.cap_scales(out.rows, c.batch_size, c.row_cap, self.model.output.num_embeddings)
+                output_scale = pairs.cap_scales(out.rows, c.batch_size, c.row_cap)
             input_scale = None if input_scales is None else input_scales[window]
             loss = self.model.sgd_step(
                 self._tensor(batch.inputs),
