@@ -36,7 +36,7 @@ class Word2VecConfig:
     # A row touched more than this many times in one batch moves as if touched this many times, by
     # the mean of its gradients. word2vec.c applies a frequent word's updates one after another,
     # each seeing the last; summing hundreds of them taken at one snapshot overshoots and diverges.
-    row_cap: int = 8
+    row_cap: int = 32
     threads: int = 2
 
     def __post_init__(self) -> None:
