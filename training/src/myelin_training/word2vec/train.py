@@ -140,7 +140,7 @@ class Trainer:
                 words = self._train_chunk(stream.read_chunk(ids, starts, begin, end), rng)
                 if show is not None:
                     show.update(round(words * self._raw_per_token))
-                    show.set_postfix(lr=f"{self.lr():.5f}", loss=f"{self.mean_loss():.3f}", refresh=False)
+                    show.set_postfix(self.postfix(), refresh=False)
 
         if workers <= 1 or self.device.type != "cpu":
             work(bar)
@@ -154,7 +154,7 @@ class Trainer:
             time.sleep(0.2)
             done = self.progress.get("done")
             bar.update(round((done - shown) * self._raw_per_token))
-            bar.set_postfix(lr=f"{self.lr():.5f}", loss=f"{self.mean_loss():.3f}", refresh=False)
+            bar.set_postfix(self.postfix(), refresh=False)
             shown = done
         bar.update(round((self.progress.get("done") - shown) * self._raw_per_token))
         failed = [p.name for p in processes if p.exitcode != 0]
@@ -217,6 +217,10 @@ class Trainer:
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device)
+
+    def postfix(self) -> dict[str, str]:
+        loss = self.mean_loss()
+        return {"lr": f"{self.lr():.5f}", "loss": "-" if loss != loss else f"{loss:.3f}"}  # nan: no reading yet
 
     def mean_loss(self) -> float:
         examples = self.progress.get("loss_examples")
