@@ -183,35 +183,42 @@ class Trainer:
             if negatives is not None
             else None
         )
+        # Whole-chunk tensors once; each step takes views of them (a few microseconds, not dozens).
+        inputs, counts = self._tensor(examples.inputs), self._tensor(examples.counts)
+        in_scales = None if input_scales is None else self._tensor(input_scales)
+        if negatives is not None:
+            rows, labels, weights = (self._tensor(a) for a in (negatives.rows, negatives.labels, negatives.weights))
+            out_scales = None if output_scales is None else self._tensor(output_scales)
         loss_sum, loss_examples = 0.0, 0
         for step in range(steps):
             window = slice(step * c.batch_size, (step + 1) * c.batch_size)
-            batch = examples.take(window)
-            if len(batch) == 0:
+            size = len(examples.targets[window])
+            if size == 0:
                 break
             lr = self.lr(words * step / steps)
             if negatives is not None:
-                out = negatives.take(window)
-                output_scale = None if output_scales is None else output_scales[window]
+                batch_rows, batch_labels, batch_weights = rows[window], labels[window], weights[window]
+                output_scale = None if out_scales is None else out_scales[window]
             else:
                 assert self.tree is not None
-                out = pairs.huffman_outputs(batch.targets, self.tree)
-                output_scale = pairs.cap_scales(out.rows, c.batch_size, c.row_cap)
-            input_scale = None if input_scales is None else input_scales[window]
+                out = pairs.huffman_outputs(examples.targets[window], self.tree)
+                batch_rows, batch_labels, batch_weights = (self._tensor(a) for a in (out.rows, out.labels, out.weights))
+                scale = pairs.cap_scales(out.rows, c.batch_size, c.row_cap)
+                output_scale = None if scale is None else self._tensor(scale)
             loss = self.model.sgd_step(
-                self._tensor(batch.inputs),
-                self._tensor(batch.counts),
-                self._tensor(out.rows),
-                self._tensor(out.labels),
-                self._tensor(out.weights),
+                inputs[window],
+                counts[window],
+                batch_rows,
+                batch_labels,
+                batch_weights,
                 lr,
-                input_scale=None if input_scale is None else self._tensor(input_scale),
-                output_scale=None if output_scale is None else self._tensor(output_scale),
+                input_scale=None if in_scales is None else in_scales[window],
+                output_scale=output_scale,
                 with_loss=step % LOSS_EVERY == 0,
             )
             if loss is not None:
                 loss_sum += float(loss)
-                loss_examples += len(batch)
+                loss_examples += size
         self.progress.add(done=words, examples=len(examples), loss_sum=loss_sum, loss_examples=loss_examples)
         return words
 
