@@ -115,8 +115,16 @@ class Trainer:
         per_example = 1.0 if c.arch == "skipgram" else float(c.window + 1)
         inputs = c.batch_size * per_example * share
         hot_inputs = pairs.hot_slots(np.append(inputs, 0.0), c.row_cap)  # the padding row: never hot
-        if self.table is None:
-            return hot_inputs, None  # Huffman nodes: counted exactly per batch
+        if self.tree is not None:
+            # A Huffman node is in the path of every word below it: expected share = their share.
+            on_path = np.arange(self.tree.points.shape[1])[None, :] < self.tree.lengths[:, None]
+            nodes = np.bincount(
+                self.tree.points[on_path],
+                weights=np.broadcast_to(share[:, None], on_path.shape)[on_path],
+                minlength=self.model.output.num_embeddings,
+            )
+            return hot_inputs, pairs.hot_slots(c.batch_size * nodes, c.row_cap)
+        assert self.table is not None
         negatives = np.bincount(self.table, minlength=len(self.vocab)) / len(self.table)
         outputs = c.batch_size * (share + c.negative * negatives)
         return hot_inputs, pairs.hot_slots(outputs, c.row_cap)
@@ -173,47 +181,39 @@ class Trainer:
             examples = pairs.cbow(ids, sentence, c.window, self.model.pad, rng)
         words = len(chunk.ids)
         steps = max(1, -(-len(examples) // c.batch_size))
-        # Negatives for the whole chunk in one draw; Huffman paths per batch (padded to the batch's longest).
-        negatives = (
-            pairs.negative_outputs(examples.targets, c.negative, self.table, rng) if self.table is not None else None
-        )
+        # The predicted side for the whole chunk at once: negatives drawn in one go, or Huffman paths
+        # padded to the tree's depth (each batch then keeps only its longest path's columns).
+        if self.table is not None:
+            outputs = pairs.negative_outputs(examples.targets, c.negative, self.table, rng)
+            depth = np.zeros(len(examples), dtype=np.int64)
+        else:
+            assert self.tree is not None
+            outputs = pairs.huffman_outputs(examples.targets, self.tree)
+            depth = self.tree.lengths[examples.targets]
         input_scales = pairs.cap_scales(examples.inputs, c.batch_size, c.row_cap, self.hot_inputs, pad=self.model.pad)
-        output_scales = (
-            pairs.cap_scales(negatives.rows, c.batch_size, c.row_cap, self.hot_outputs)
-            if negatives is not None
-            else None
-        )
+        output_scales = pairs.cap_scales(outputs.rows, c.batch_size, c.row_cap, self.hot_outputs)
         # Whole-chunk tensors once; each step takes views of them (a few microseconds, not dozens).
         inputs, counts = self._tensor(examples.inputs), self._tensor(examples.counts)
+        rows, labels, weights = (self._tensor(a) for a in (outputs.rows, outputs.labels, outputs.weights))
         in_scales = None if input_scales is None else self._tensor(input_scales)
-        if negatives is not None:
-            rows, labels, weights = (self._tensor(a) for a in (negatives.rows, negatives.labels, negatives.weights))
-            out_scales = None if output_scales is None else self._tensor(output_scales)
+        out_scales = None if output_scales is None else self._tensor(output_scales)
         loss_sum, loss_examples = 0.0, 0
         for step in range(steps):
             window = slice(step * c.batch_size, (step + 1) * c.batch_size)
             size = len(examples.targets[window])
             if size == 0:
                 break
-            lr = self.lr(words * step / steps)
-            if negatives is not None:
-                batch_rows, batch_labels, batch_weights = rows[window], labels[window], weights[window]
-                output_scale = None if out_scales is None else out_scales[window]
-            else:
-                assert self.tree is not None
-                out = pairs.huffman_outputs(examples.targets[window], self.tree)
-                batch_rows, batch_labels, batch_weights = (self._tensor(a) for a in (out.rows, out.labels, out.weights))
-                scale = pairs.cap_scales(out.rows, c.batch_size, c.row_cap)
-                output_scale = None if scale is None else self._tensor(scale)
+            # Negative sampling: every column; hierarchical softmax: up to the batch's longest path.
+            k = int(depth[window].max()) if self.tree is not None else rows.shape[1]
             loss = self.model.sgd_step(
                 inputs[window],
                 counts[window],
-                batch_rows,
-                batch_labels,
-                batch_weights,
-                lr,
+                rows[window, :k],
+                labels[window, :k],
+                weights[window, :k],
+                self.lr(words * step / steps),
                 input_scale=None if in_scales is None else in_scales[window],
-                output_scale=output_scale,
+                output_scale=None if out_scales is None else out_scales[window, :k],
                 with_loss=step % LOSS_EVERY == 0,
             )
             if loss is not None:
