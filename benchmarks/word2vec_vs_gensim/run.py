@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"corpus: {words:,} words -> {corpus_file}", flush=True)
     python = gensim_python()
     runs: list[dict[str, Any]] = []
-    for arch in args.archs:
-        for seed in args.seeds:
+    for seed in args.seeds:  # every architecture per seed, so a cut-short run still compares both
+        for arch in args.archs:
             out = WORK / f"{arch}-seed{seed}"
             timing = run_gensim(python, corpus_file, out / "gensim", arch, args, seed)
             runs.append(
