@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from pathlib import Path
 
@@ -25,12 +24,6 @@ def test_requests_latency_batches_and_model_info(classifier_repository: Path) ->
         with pytest.raises(InvalidArgumentError):
             client.classify([], model="mnist-cnn")
         assert sample("myelin_requests_total", {"method": METHOD, "code": "OK"}) == 2
-        # The server counts a failed call after its status has gone out, so the client can be faster;
-        # the latency histogram is the last thing the interceptor updates.
-        deadline = time.monotonic() + 5
-        while sample("myelin_request_duration_seconds_count", {"method": METHOD}) != 3:
-            assert time.monotonic() < deadline, "the failed call was never counted"
-            time.sleep(0.01)
         assert sample("myelin_requests_total", {"method": METHOD, "code": "INVALID_ARGUMENT"}) == 1
         assert sample("myelin_request_duration_seconds_count", {"method": METHOD}) == 3
         assert sample("myelin_requests_in_flight", {"method": METHOD}) == 0
