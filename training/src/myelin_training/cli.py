@@ -10,9 +10,11 @@ import sys
 TRAINERS = {
     "mlp": "myelin_training.mlp.train",
     "cnn": "myelin_training.cnn.train",
+    "word2vec": "myelin_training.word2vec.train",
 }
 EVALUATORS = {
     "classifier": "myelin_training.evaluate_classifier",
+    "word2vec": "myelin_training.word2vec.evaluate_cli",
 }
 
 
