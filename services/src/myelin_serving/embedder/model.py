@@ -119,10 +119,12 @@ class EmbedderModel(LoadedModel):
             raise InvalidArgument(f"{field} has {vector.size} values; this model's vectors have {self.dim}")
         if not np.isfinite(vector).all():
             raise InvalidArgument(f"{field} has NaN or infinite values")
-        norm = float(np.linalg.norm(vector))
+        # In float64: float32 squares overflow for values past ~1e19 and vanish below ~1e-23.
+        wide = vector.astype(np.float64)
+        norm = float(np.linalg.norm(wide))
         if norm == 0.0 or not np.isfinite(norm):
-            raise InvalidArgument(f"{field} is all zeros (or too small to normalise): it has no direction")
-        return vector / np.float32(norm)
+            raise InvalidArgument(f"{field} is all zeros: it has no direction")
+        return (wide / norm).astype(np.float32)
 
     def check_count(self, items: Sequence[object], field: str, max_items: int) -> None:
         if not items:
