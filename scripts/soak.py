@@ -39,7 +39,7 @@ from grpc_health.v1 import health_pb2
 from PIL import Image
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import classifier_pb2, common_pb2, models_pb2
+from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2, models_pb2
 from myelin_stack import families_in, port_order, start_service, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +80,28 @@ def classifier_workload() -> list[Request]:
     return [(method, message.SerializeToString()) for method, message in requests]
 
 
-# family -> its well-formed requests; translator, generator and embedder join when they land.
-WORKLOADS: dict[str, Callable[[], list[Request]]] = {"classifier": classifier_workload}
+def embedder_workload() -> list[Request]:
+    model = common_pb2.ModelRef(name="word2vec-skipgram")
+    lookup = pb.ModelInferRequest(
+        model_name="word2vec-skipgram.lookup",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="ids", datatype="INT64", shape=[4])],
+        raw_input_contents=[np.array([0, 3, 5, 9], "<i8").tobytes()],
+    )
+    pair = embedder_pb2.WordPair(first="the", second="of")
+    similar = embedder_pb2.MostSimilarRequest(model=model, positive=["the"], top_k=10)
+    requests = [
+        ("/myelin_api.v1.Embedder/Embed", embedder_pb2.EmbedRequest(model=model, words=["the", "of", "and"])),
+        ("/myelin_api.v1.Embedder/MostSimilar", similar),
+        ("/myelin_api.v1.Embedder/Similarity", embedder_pb2.SimilarityRequest(model=model, pairs=[pair])),
+        ("/inference.GRPCInferenceService/ModelInfer", lookup),
+        ("/myelin_api.v1.Models/GetModel", models_pb2.GetModelRequest(model=model)),
+        ("/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest()),
+    ]
+    return [(method, message.SerializeToString()) for method, message in requests]
+
+
+# family -> its well-formed requests; translator and generator join when they land.
+WORKLOADS: dict[str, Callable[[], list[Request]]] = {"classifier": classifier_workload, "embedder": embedder_workload}
 
 
 @dataclass

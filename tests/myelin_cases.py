@@ -16,16 +16,19 @@ from google.protobuf.message import Message
 from hypothesis import strategies as st
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import classifier_pb2, common_pb2
+from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2
 from myelin_rpcs import (
+    ANY_TEXT,
     INVALID,
     MESSAGE_LIMIT,
     NOT_FOUND,
+    OK,
     TOO_BIG,
     UNDECODABLE,
     Bad,
     ServiceCase,
     Tensor,
+    any_request,
     invalid_names,
     model_names,
     shared_fuzz,
@@ -218,8 +221,131 @@ CLASSIFIER = ServiceCase(
     fuzz=((CLASSIFY, classify_requests()),),
 )
 
-# One entry per family on this branch; translator, generator and embedder join here when they land.
-CASES: dict[str, ServiceCase] = {case.family: case for case in (CLASSIFIER,)}
+# The embedder family (word2vec): Embed, MostSimilar, Analogy, Similarity, DoesntMatch.
+
+EMBEDDER_SERVICE = "myelin_api.v1.Embedder"
+W2V = "word2vec-skipgram"
+
+
+def _w2v(**fields: Any) -> common_pb2.ModelRef:
+    return common_pb2.ModelRef(name=fields.pop("name", W2V), **fields)
+
+
+def _e(method: str) -> str:
+    return f"/{EMBEDDER_SERVICE}/{method}"
+
+
+def embedder_bad() -> tuple[Bad, ...]:
+    vec = embedder_pb2.Vector
+    bad = [
+        Bad("Embed no words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v()), INVALID, "words is empty"),
+        Bad("Embed 100k words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(), words=["the"] * 100_000),
+            INVALID, "the limit is"),
+        Bad("Embed unknown model", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(name="mnist-cnn"), words=["the"]),
+            NOT_FOUND, "embedder service serves"),
+        Bad("MostSimilar nothing", _e("MostSimilar"), embedder_pb2.MostSimilarRequest(model=_w2v()), INVALID,
+            "at least one positive or negative"),
+        Bad("MostSimilar unknown word", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive=["zzqxj-not-a-word"]), INVALID, "unknown word"),
+        Bad("MostSimilar cancels out", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive=["the"], negative=["the"]), INVALID, "cancel out"),
+        Bad("MostSimilar top_k 2**31-1", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive=["the"], top_k=2**31 - 1), INVALID,
+            "top_k must be between 1 and"),
+        Bad("MostSimilar top_k -1", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive=["the"], top_k=-1), INVALID, "top_k must be"),
+        Bad("MostSimilar restrict_vocab -1", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive=["the"], restrict_vocab=-1), INVALID,
+            "restrict_vocab must be 0"),
+        Bad("MostSimilar vector too short", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive_vectors=[vec(values=[1.0])]), INVALID,
+            "this model's vectors have"),
+        Bad("MostSimilar NaN vector", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive_vectors=[vec(values=[float("nan")] * 100)]),
+            INVALID, "NaN or infinite"),
+        Bad("MostSimilar inf vector", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), negative_vectors=[vec(values=[float("inf")] * 100)]),
+            INVALID, "NaN or infinite"),
+        Bad("MostSimilar zero vector", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive_vectors=[vec(values=[0.0] * 100)]), INVALID,
+            "all zeros"),
+        Bad("MostSimilar huge vector", _e("MostSimilar"),
+            embedder_pb2.MostSimilarRequest(model=_w2v(), positive_vectors=[vec(values=[3e38] * 100)]), OK,
+            ""),  # a real direction, normalised in float64
+        Bad("Analogy no questions", _e("Analogy"), embedder_pb2.AnalogyRequest(model=_w2v()), INVALID,
+            "questions is empty"),
+        Bad("Analogy top_k 2**31-1", _e("Analogy"),
+            embedder_pb2.AnalogyRequest(model=_w2v(), questions=[embedder_pb2.AnalogyQuestion(a="a", b="b", c="c")],
+                                        top_k=2**31 - 1), INVALID, "top_k must be"),
+        Bad("Similarity no pairs", _e("Similarity"), embedder_pb2.SimilarityRequest(model=_w2v()), INVALID,
+            "pairs is empty"),
+        Bad("DoesntMatch one word", _e("DoesntMatch"), embedder_pb2.DoesntMatchRequest(model=_w2v(), words=["the"]),
+            INVALID, "at least two words"),
+        Bad("DoesntMatch unknown words", _e("DoesntMatch"),
+            embedder_pb2.DoesntMatchRequest(model=_w2v(), words=["the", "\u2028\x00"]), INVALID, "unknown word"),
+        Bad("Embed undecodable", _e("Embed"), UNDECODABLE, INVALID, "not a valid message"),
+        Bad("Embed over the size limit", _e("Embed"),
+            embedder_pb2.EmbedRequest(model=_w2v(), words=["a" * MESSAGE_LIMIT]), TOO_BIG, "larger than max"),
+    ]  # fmt: skip
+    bad += [Bad(f"Embed {case_id}", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(name=name), words=["the"]),
+                INVALID, "not a valid model name") for case_id, name in invalid_names(W2V)]  # fmt: skip
+    return tuple(bad)
+
+
+def _with_real_model(strategy: st.SearchStrategy[Message], model: str) -> st.SearchStrategy[Message]:
+    """Random requests, most of them naming a real model so that they reach the family's own checks."""
+
+    def name(message: Message, real: bool) -> Message:
+        if real:
+            message.model.name = model  # type: ignore[attr-defined]
+        return message
+
+    return st.builds(name, strategy, st.booleans())
+
+
+def embedder_fuzz() -> tuple[tuple[str, st.SearchStrategy[Message]], ...]:
+    words = st.lists(st.one_of(st.sampled_from(["the", "of", "king", "and", "in"]), ANY_TEXT), max_size=6)
+    vectors = st.lists(
+        st.builds(lambda v: embedder_pb2.Vector(values=v), st.lists(st.floats(width=32), min_size=0, max_size=101)),
+        max_size=2,
+    )
+    ints = st.one_of(st.integers(-3, 12), st.integers(-(2**31), 2**31 - 1))
+    ref = st.builds(_w2v)
+    return (
+        (_e("Embed"), st.builds(embedder_pb2.EmbedRequest, model=ref, words=words)),
+        (_e("MostSimilar"), st.builds(embedder_pb2.MostSimilarRequest, model=ref, positive=words, negative=words,
+                                      positive_vectors=vectors, negative_vectors=vectors, top_k=ints,
+                                      restrict_vocab=ints)),
+        (_e("Analogy"), st.builds(embedder_pb2.AnalogyRequest, model=ref, top_k=ints, restrict_vocab=ints,
+            questions=st.lists(st.builds(embedder_pb2.AnalogyQuestion, a=ANY_TEXT, b=ANY_TEXT, c=ANY_TEXT),
+                               max_size=3))),
+        (_e("Similarity"), st.builds(embedder_pb2.SimilarityRequest, model=ref,
+            pairs=st.lists(st.builds(embedder_pb2.WordPair, first=ANY_TEXT, second=ANY_TEXT), max_size=3))),
+        (_e("DoesntMatch"), st.builds(embedder_pb2.DoesntMatchRequest, model=ref, words=words)),
+        *((method, _with_real_model(any_request(method), W2V)) for method in map(_e, ("Embed", "MostSimilar"))),
+    )  # fmt: skip
+
+
+EMBEDDER = ServiceCase(
+    family="embedder",
+    repository_fixture="word2vec_repository",
+    model=W2V,
+    services=(EMBEDDER_SERVICE,),
+    infer=_kserve_infer(f"{W2V}.lookup", "ids", np.array([0, 3, 5], "<i8"), "INT64"),
+    good=(
+        (_e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(), words=["the", "of", "zzqxj-not-a-word"])),
+        (_e("MostSimilar"), embedder_pb2.MostSimilarRequest(model=_w2v(), positive=["the"], top_k=5)),
+        (
+            _e("Similarity"),
+            embedder_pb2.SimilarityRequest(model=_w2v(), pairs=[embedder_pb2.WordPair(first="the", second="of")]),
+        ),
+    ),
+    bad=embedder_bad(),
+    fuzz=embedder_fuzz(),
+)
+
+# One entry per family; translator and generator join here when they land.
+CASES: dict[str, ServiceCase] = {case.family: case for case in (CLASSIFIER, EMBEDDER)}
 
 
 def bad_inputs(cases: Iterable[ServiceCase] = CASES.values()) -> list[tuple[str, Bad]]:

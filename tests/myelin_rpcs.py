@@ -309,7 +309,7 @@ def shared_bad(case: ServiceCase) -> list[Bad]:
         Bad(
             "ModelInfer rank wrong",
             f"/{KSERVE}/ModelInfer",
-            first_as(shape=[1]),
+            first_as(shape=[*first.shape, 1]),
             INVALID,
             "takes rank",
         ),
@@ -506,9 +506,14 @@ def shared_fuzz(case: ServiceCase) -> list[tuple[str, st.SearchStrategy[Message]
     ]
 
 
+def any_request(method: str) -> st.SearchStrategy[Message]:
+    """Messages of the method's request type with every field drawn at random."""
+    return _message_strategy(rpc(method).request.DESCRIPTOR, depth=3)
+
+
 def any_message(method: str) -> st.SearchStrategy[bytes]:
     """Serialized messages of the method's request type with every field drawn at random."""
-    return _message_strategy(rpc(method).request.DESCRIPTOR, depth=3).map(lambda m: m.SerializeToString())
+    return any_request(method).map(lambda m: m.SerializeToString())
 
 
 _SCALARS: dict[int, Callable[[], st.SearchStrategy[Any]]] = {}
@@ -634,7 +639,9 @@ class Fleet:
         if family not in self._live:
             case = self._cases[family]
             repository = self._request.getfixturevalue(case.repository_fixture)
-            server = ServerThread(settings_for(repository, max_message_bytes=MESSAGE_LIMIT)).start()
+            server = ServerThread(
+                settings_for(repository, service=case.family, max_message_bytes=MESSAGE_LIMIT)
+            ).start()
             self._live[family] = Live(server, case)
         return self._live[family]
 

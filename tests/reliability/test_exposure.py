@@ -39,7 +39,7 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 def guarded(request: pytest.FixtureRequest) -> Iterator[tuple[str, ServerThread]]:
     case = CASES[request.param]
     repository = request.getfixturevalue(case.repository_fixture)
-    with ServerThread(settings_for(repository, auth_tokens=[TOKEN], access_log=True)) as server:
+    with ServerThread(settings_for(repository, service=case.family, auth_tokens=[TOKEN], access_log=True)) as server:
         yield request.param, server
 
 
