@@ -10,6 +10,7 @@ import sys
 TRAINERS = {
     "mlp": "myelin_training.mlp.train",
     "cnn": "myelin_training.cnn.train",
+    "translator": "myelin_training.translator.train",
 }
 EVALUATORS = {
     "classifier": "myelin_training.evaluate_classifier",
