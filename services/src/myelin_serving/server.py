@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FAMILIES = {
     "classifier": "myelin_serving.classifier",
+    "translator": "myelin_serving.translator",
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 
@@ -151,7 +152,9 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     """Build and bind the server for `settings.service`; call inside a running event loop."""
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     family = load_family(settings.service)
-    context = LoadContext(RuntimeOptions(settings.device, settings.intra_op_threads), settings.batching, metrics)
+    context = LoadContext(
+        RuntimeOptions(settings.device, settings.intra_op_threads), settings.batching, metrics, settings=settings
+    )
     manager = ModelManager(
         settings.repository, family.name, family.load, context, latest=settings.version_policy_latest, metrics=metrics
     )
