@@ -14,6 +14,7 @@ TRAINERS = {
 }
 EVALUATORS = {
     "classifier": "myelin_training.evaluate_classifier",
+    "translator": "myelin_training.translator.evaluate",
 }
 
 

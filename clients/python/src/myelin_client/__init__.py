@@ -5,6 +5,7 @@
     with Client("127.0.0.1:50051") as client:
         client.wait_ready()
         print(client.classify("digit.png").labels)
+        print(client.translate("I am cold.", beam_size=4).texts)
 
 `Client` blocks, `AsyncClient` awaits; both have the same methods. Errors: see myelin_client.errors.
 """
@@ -29,6 +30,8 @@ from myelin_client.types import (
     ModelInfo,
     ReloadResult,
     TensorSpec,
+    TranslateResult,
+    Translation,
     VersionStatus,
 )
 
@@ -50,6 +53,8 @@ __all__ = [
     "ResourceExhaustedError",
     "ServerError",
     "TensorSpec",
+    "TranslateResult",
+    "Translation",
     "UnauthenticatedError",
     "UnavailableError",
     "VersionStatus",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from myelin_client._channel import (
     make_config,
 )
 from myelin_client.errors import DeadlineExceededError, UnavailableError, from_rpc_error
-from myelin_client.types import ClassifyResult, ModelInfo, ReloadResult
+from myelin_client.types import ClassifyResult, ModelInfo, ReloadResult, TranslateResult
 
 T = TypeVar("T")
 Pem = bytes | str | Path | None
@@ -63,6 +64,29 @@ class AsyncClient:
         self, images: Any, *, model: str = "mnist-cnn", version: int = 0, top_k: int = 1, timeout: float | None = None
     ) -> ClassifyResult:
         return await self._invoke(_protocol.classify(images, model=model, version=version, top_k=top_k), timeout)
+
+    async def translate(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        model: str = "translator-tatoeba",
+        version: int = 0,
+        beam_size: int | None = None,
+        max_length: int | None = None,
+        length_penalty: float | None = None,
+        truncate: bool = False,
+        timeout: float | None = None,
+    ) -> TranslateResult:
+        call = _protocol.translate(
+            sentences,
+            model=model,
+            version=version,
+            beam_size=beam_size,
+            max_length=max_length,
+            length_penalty=length_penalty,
+            truncate=truncate,
+        )
+        return await self._invoke(call, timeout)
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         return await self._invoke(_protocol.list_models(), timeout)
