@@ -133,7 +133,9 @@ def test_max_length_stops_the_search_and_says_so() -> None:
 def test_batch_of_sentences_joining_at_different_steps_matches_each_alone() -> None:
     rng = np.random.default_rng(0)
     sources = [[int(t) for t in rng.integers(3, VOCAB, rng.integers(1, 7))] for _ in range(12)]
-    options = [SearchOptions(int(rng.integers(1, 5)), int(rng.integers(3, 12)), float(rng.choice([0.0, 0.6]))) for _ in sources]
+    options = [
+        SearchOptions(int(rng.integers(1, 5)), int(rng.integers(3, 12)), float(rng.choice([0.0, 0.6]))) for _ in sources
+    ]
     graphs = FakeGraphs()
     batch = ActiveBatch(layers=1, heads=1, head_dim=2, bos_id=BOS)
     done: dict[int, Hypothesis] = {}
@@ -166,7 +168,10 @@ def test_removed_sentences_leave_the_others_untouched() -> None:
     batch = ActiveBatch(layers=1, heads=1, head_dim=2, bos_id=BOS)
     sources = [[3, 4], [5, 6, 7], [8]]
     opts = SearchOptions(3, 10, 0.6)
-    jobs = [Job(np.array([*s, EOS]), BeamSearch(opts, eos_id=EOS, banned=(PAD, BOS)), owner=i) for i, s in enumerate(sources)]
+    jobs = [
+        Job(np.array([*s, EOS]), BeamSearch(opts, eos_id=EOS, banned=(PAD, BOS)), owner=i)
+        for i, s in enumerate(sources)
+    ]
     ids = np.zeros((3, 4), dtype=np.int64)
     for r, j in enumerate(jobs):
         ids[r, : len(j.source)] = j.source
@@ -184,7 +189,9 @@ def test_removed_sentences_leave_the_others_untouched() -> None:
 def test_the_loop_batches_concurrent_requests_into_shared_steps() -> None:
     async def main() -> tuple[list[list[Hypothesis]], FakeGraphs]:
         graphs = FakeGraphs()
-        config = LoopConfig(layers=1, heads=1, head_dim=2, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_active_rows=64, max_pending=100)
+        config = LoopConfig(
+            layers=1, heads=1, head_dim=2, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_active_rows=64, max_pending=100
+        )
         loop = DecodeLoop(graphs, config, model="fake")
         opts = SearchOptions(2, 12, 0.6)
         requests = [[(np.array([3 + i, 4, EOS]), opts), (np.array([5, 6 + i % 3, 7, EOS]), opts)] for i in range(6)]
@@ -194,7 +201,10 @@ def test_the_loop_batches_concurrent_requests_into_shared_steps() -> None:
 
     answers, graphs = asyncio.run(main())
     for i, answer in enumerate(answers):
-        assert answer == [decode_alone([3 + i, 4], SearchOptions(2, 12, 0.6)), decode_alone([5, 6 + i % 3, 7], SearchOptions(2, 12, 0.6))]
+        assert answer == [
+            decode_alone([3 + i, 4], SearchOptions(2, 12, 0.6)),
+            decode_alone([5, 6 + i % 3, 7], SearchOptions(2, 12, 0.6)),
+        ]
     # 12 sentences, admitted together: one encoder call, and far fewer decoder steps than 12 alone would take.
     assert graphs.encoder_calls[0] == 12
     assert max(graphs.steps) >= 12

@@ -37,7 +37,9 @@ def greedy(
     source_ids, source_mask = source_tensors([list(s)[: model.config.max_positions - 1] for s in sources])
     source_ids, source_mask = source_ids.to(device), source_mask.to(device)
     b = source_ids.shape[0]
-    max_length = default_max_length(int(source_mask.sum(1).max()), limit)
+    # Each row stops at its own limit, from its length without the EOS (as the service does).
+    row_limits = torch.tensor([default_max_length(len(s[: limit]), limit) for s in sources], device=device)
+    max_length = int(row_limits.max())
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         memory = model.encode(source_ids, source_mask)
         cross_keys, cross_values = model.cross_keys_values(memory)
@@ -58,7 +60,7 @@ def greedy(
             tokens = logits.argmax(-1, keepdim=True)  # (B, 1)
             tokens = torch.where(done[:, None], tk.PAD_ID, tokens)
             out = torch.cat([out, tokens], 1)
-            done |= tokens[:, 0] == tk.EOS_ID
+            done |= (tokens[:, 0] == tk.EOS_ID) | (row_limits <= step + 1)
             if bool(done.all()):
                 break
     result = []
