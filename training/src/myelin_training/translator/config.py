@@ -37,6 +37,11 @@ RECIPES: dict[str, Recipe] = {
         TranslatorConfig(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024, dropout=0.1),
         TrainConfig(epochs=8, max_tokens=3000, lr=1e-3, warmup_steps=800),
     ),
+    # A few minutes on 2 cores (the demo): half the width, two layers each side, one epoch.
+    "quick": Recipe(
+        TranslatorConfig(d_model=128, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=512, dropout=0.1),
+        TrainConfig(epochs=1, max_tokens=3000, lr=2e-3, warmup_steps=200, vocab_size=4000, validation_bleu_pairs=300),
+    ),
     # The base Transformer's shape (6+6 layers, 512 wide) for a GPU; not trained on this project's machines.
     "gpu": Recipe(
         TranslatorConfig(d_model=512, n_heads=8, n_encoder_layers=6, n_decoder_layers=6, d_ff=2048, dropout=0.1),

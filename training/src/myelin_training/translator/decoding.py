@@ -38,7 +38,7 @@ def greedy(
     source_ids, source_mask = source_ids.to(device), source_mask.to(device)
     b = source_ids.shape[0]
     # Each row stops at its own limit, from its length without the EOS (as the service does).
-    row_limits = torch.tensor([default_max_length(len(s[: limit]), limit) for s in sources], device=device)
+    row_limits = torch.tensor([default_max_length(len(s[:limit]), limit) for s in sources], device=device)
     max_length = int(row_limits.max())
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         memory = model.encode(source_ids, source_mask)

@@ -45,7 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_common_arguments(parser, default_name=NAME_FROM_CORPUS)
     parser.add_argument("--corpus", choices=CORPORA, default="tatoeba")
     parser.add_argument(
-        "--config", choices=[r for r in RECIPES if r != "dry"], default="cpu", help="cpu: about an hour on 2 cores"
+        "--config",
+        choices=[r for r in RECIPES if r != "dry"],
+        default="cpu",
+        help="cpu: about an hour on 2 cores; quick: minutes (demo); gpu: the base Transformer for a GPU",
     )
     parser.add_argument("--epochs", type=int, help="override the config's epoch count")
     parser.add_argument("--max-tokens", type=int, help="padded tokens per batch")
