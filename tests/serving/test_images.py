@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from myelin_serving.classifier.images import MAX_SIDE, RawPixels, decode_encoded, from_raw
+from myelin_serving.classifier.images import MAX_SIDE, PixelBudget, RawPixels, decode_encoded, from_raw
 from myelin_serving.errors import InvalidArgument
 
 
@@ -84,3 +84,13 @@ def test_raw_uint8_and_float32() -> None:
 def test_bad_raw_tensors_are_refused(raw: RawPixels, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         from_raw(raw, 28, 28, 0)
+
+
+def test_a_request_cannot_ask_for_unbounded_decoding() -> None:
+    big = encode(np.zeros((4096, 4096), dtype=np.uint8))  # a few KB that decode to 16 M pixels
+    assert len(big) < 100_000
+    budget = PixelBudget(limit=3 * 4096 * 4096)
+    for index in range(3):
+        decode_encoded(big, 28, 28, index, budget)
+    with pytest.raises(InvalidArgument, match=r"images\[3\] takes the request over"):
+        decode_encoded(big, 28, 28, 3, budget)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +85,11 @@ class ParityReport:
 def export_graph(spec: GraphExport, path: Path, *, seed: int = 0) -> tuple[ParityReport, dict[str, Any]]:
     """Export `spec.module` to `path`, check it, and return the parity report and its signature."""
     module = spec.module.eval()
-    with torch.no_grad():
+    # The exporter logs that torchvision's ops are not registered (we use none) and triggers a
+    # pytree deprecation warning inside torch itself; neither is actionable here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*", category=FutureWarning)
         torch.onnx.export(
             module,
             spec.example_inputs,

@@ -1,12 +1,17 @@
-"""Channel construction shared by both clients: TLS, message sizes, round-robin for dns:/// targets."""
+"""The connection both clients share: channel options, TLS, round-robin for dns:/// targets, tokens."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import grpc
+
+from myelin_client._protocol import Call
+
+Pem = bytes | str | Path | None
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
@@ -60,3 +65,59 @@ def make_config(
 
 def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+class Connection:
+    """Channel, default timeout, auth metadata and cached method callables; `Client` and
+    `AsyncClient` add the methods, the first blocking on the channel, the second awaiting it.
+
+    Options are keyword-only: `timeout` (seconds, the default deadline of every call), `token`
+    (bearer token), `tls` (TLS with the system roots), `root_certificates`, `certificate_chain`,
+    `private_key` (PEM bytes or paths; giving any of them turns TLS on), `max_message_bytes`.
+    """
+
+    _channels: ClassVar[Any] = grpc  # grpc or grpc.aio
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: Pem = None,
+        certificate_chain: Pem = None,
+        private_key: Pem = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        config = make_config(
+            target,
+            tls=tls,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            max_message_bytes=max_message_bytes,
+        )
+        credentials = config.credentials()
+        if credentials is not None:
+            self._channel = self._channels.secure_channel(target, credentials, options=config.options())
+        else:
+            self._channel = self._channels.insecure_channel(target, options=config.options())
+        self.target = target
+        self.timeout = timeout
+        self._metadata = auth_metadata(token)
+        self._callables: dict[str, Any] = {}
+
+    def _callable(self, call: Call[Any]) -> Any:
+        fn = self._callables.get(call.method)
+        if fn is None:
+            fn = self._channel.unary_unary(
+                call.method,
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=call.response_type.FromString,
+            )
+            self._callables[call.method] = fn
+        return fn
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout

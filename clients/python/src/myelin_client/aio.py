@@ -5,60 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 
 from myelin_client import _protocol
-from myelin_client._channel import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_TARGET,
-    DEFAULT_TIMEOUT,
-    auth_metadata,
-    make_config,
-)
+from myelin_client._channel import Connection
 from myelin_client.errors import DeadlineExceededError, UnavailableError, from_rpc_error
 from myelin_client.types import ClassifyResult, ModelInfo, ReloadResult, TranslateResult
 
 T = TypeVar("T")
-Pem = bytes | str | Path | None
 
 
-class AsyncClient:
+class AsyncClient(Connection):
     """Like `Client`, for asyncio code: `async with AsyncClient(target) as client: await client.classify(...)`."""
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        token: str | None = None,
-        tls: bool = False,
-        root_certificates: Pem = None,
-        certificate_chain: Pem = None,
-        private_key: Pem = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        config = make_config(
-            target,
-            tls=tls,
-            root_certificates=root_certificates,
-            certificate_chain=certificate_chain,
-            private_key=private_key,
-            max_message_bytes=max_message_bytes,
-        )
-        credentials = config.credentials()
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=config.options())
-            if credentials
-            else grpc.aio.insecure_channel(target, options=config.options())
-        )
-        self.target = target
-        self.timeout = timeout
-        self._metadata = auth_metadata(token)
-        self._callables: dict[str, Any] = {}
+    _channels = grpc.aio
 
     async def classify(
         self, images: Any, *, model: str = "mnist-cnn", version: int = 0, top_k: int = 1, timeout: float | None = None
@@ -127,18 +90,8 @@ class AsyncClient:
         await self.close()
 
     async def _invoke(self, call: _protocol.Call[T], timeout: float | None) -> T:
-        fn = self._callables.get(call.method)
-        if fn is None:
-            fn = self._channel.unary_unary(
-                call.method,
-                request_serializer=lambda m: m.SerializeToString(),
-                response_deserializer=call.response_type.FromString,
-            )
-            self._callables[call.method] = fn
         try:
-            response = await fn(
-                call.request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
-            )
+            response = await self._callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         return call.parse(response)

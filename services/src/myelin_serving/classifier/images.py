@@ -18,7 +18,24 @@ from PIL import Image, UnidentifiedImageError
 from myelin_serving.errors import InvalidArgument
 
 MAX_SIDE = 4096  # encoded images larger than this are refused before decoding
+MAX_REQUEST_PIXELS = 32 * 1024 * 1024  # decoded pixels one request may ask for, all images together
 FORMATS = ("PNG", "JPEG")
+
+
+class PixelBudget:
+    """Caps the pixels one request may make the server decode (small files can declare huge images)."""
+
+    def __init__(self, limit: int = MAX_REQUEST_PIXELS) -> None:
+        self.left = limit
+        self.limit = limit
+
+    def spend(self, width: int, height: int, index: int) -> None:
+        self.left -= width * height
+        if self.left < 0:
+            raise InvalidArgument(
+                f"images[{index}] takes the request over {self.limit} decoded pixels in total: "
+                "send fewer or smaller images"
+            )
 
 
 @dataclass(frozen=True)
@@ -29,7 +46,7 @@ class RawPixels:
     data: bytes
 
 
-def decode_encoded(data: bytes, height: int, width: int, index: int) -> np.ndarray:
+def decode_encoded(data: bytes, height: int, width: int, index: int, budget: PixelBudget | None = None) -> np.ndarray:
     if not data:
         raise InvalidArgument(f"images[{index}].encoded is empty: send PNG or JPEG bytes")
     try:
@@ -39,6 +56,8 @@ def decode_encoded(data: bytes, height: int, width: int, index: int) -> np.ndarr
                 if image.width > MAX_SIDE or image.height > MAX_SIDE:
                     size = f"{image.width}x{image.height}"
                     raise InvalidArgument(f"images[{index}] is {size}; images may be at most {MAX_SIDE} pixels a side")
+                if budget is not None:
+                    budget.spend(image.width, image.height, index)
                 grey = image.convert("L")
         if grey.size != (width, height):
             grey = grey.resize((width, height), Image.Resampling.BILINEAR)

@@ -9,14 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from myelin_serving.batching import DynamicBatcher
-from myelin_serving.classifier.images import RawPixels, decode_encoded, from_raw
+from myelin_serving.classifier.images import PixelBudget, RawPixels, decode_encoded, from_raw
 from myelin_serving.errors import InvalidArgument
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
 from myelin_serving.runtime import OnnxGraph
 
 GRAPH = "model"
-# Encoded payloads above this many bytes are decoded off the event loop.
-DECODE_IN_THREAD_BYTES = 256 * 1024
 
 ImageInput = bytes | RawPixels
 
@@ -51,16 +49,17 @@ class ClassifierModel(LoadedModel):
         return self._top_k(outputs[self.output_name], k)
 
     async def _preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
-        encoded_bytes = sum(len(i) for i in images if isinstance(i, bytes))
-        if encoded_bytes > DECODE_IN_THREAD_BYTES:
+        # Decoding cost depends on the declared image size, not the payload's: keep it off the event loop.
+        if any(isinstance(i, bytes) for i in images):
             return await asyncio.to_thread(self._stack, images)
         return self._stack(images)
 
     def _stack(self, images: Sequence[ImageInput]) -> np.ndarray:
         batch = np.empty((len(images), self.height, self.width), dtype=np.float32)  # (B, H, W)
+        budget = PixelBudget()
         for i, image in enumerate(images):
             if isinstance(image, bytes):
-                batch[i] = decode_encoded(image, self.height, self.width, i)
+                batch[i] = decode_encoded(image, self.height, self.width, i, budget)
             else:
                 batch[i] = from_raw(image, self.height, self.width, i)
         return batch
