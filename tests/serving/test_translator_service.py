@@ -235,3 +235,20 @@ def test_models_health_reflection_and_metrics(client: Client, translator_server:
     )
     assert sample("myelin_generated_tokens_total", {"model": MODEL}) > 0
     assert sample("myelin_queue_depth", {"model": MODEL}) == 0
+
+
+def test_eval_reproduces_the_training_figures_through_the_service(
+    translator_server: ServerThread, manifest: dict, data_dir: Path, tmp_path: Path
+) -> None:
+    from myelin_training.cli import eval_main
+
+    out = tmp_path / "eval.json"
+    pairs = manifest["evaluation"]["test_pairs"]  # the dry run scored the first 64 test pairs
+    target, data = translator_server.target, str(data_dir)
+    flags = ["--limit", str(pairs), "--beam-size", "1", "--beam-size", "3", "--json", str(out)]
+    eval_main(["translator", "--target", target, "--data-dir", data, *flags])
+    greedy, beam = json.loads(out.read_text())
+    assert (greedy["beam_size"], beam["beam_size"], greedy["pairs"]) == (1, 3, pairs)
+    assert greedy["bleu"] == pytest.approx(manifest["evaluation"]["test_bleu_greedy"], abs=1e-6)
+    assert greedy["chrf"] == pytest.approx(manifest["evaluation"]["test_chrf_greedy"], abs=1e-6)
+    assert 0.0 <= beam["bleu"] <= 100.0 and beam["sentences"] == greedy["sentences"]

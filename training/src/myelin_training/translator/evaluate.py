@@ -28,7 +28,7 @@ from myelin_training.data.pairs import Pair, SplitRecipe, load_corpus, reference
 from myelin_training.settings import TrainingSettings
 
 
-def held_out_pairs(manifest: dict[str, Any], data_dir: Path) -> list[Pair]:
+def held_out_pairs(manifest: dict[str, Any], data_dir: Path, split_name: str = "test") -> list[Pair]:
     dataset: dict[str, Any] = manifest["dataset"]
     split = dataset.get("split", {})
     recipe = None
@@ -41,11 +41,19 @@ def held_out_pairs(manifest: dict[str, Any], data_dir: Path) -> list[Pair]:
             f"the dataset under {data_dir} (sha256 {found[:12]}…) is not the one the model was trained on "
             f"({dataset['sha256'][:12]}…): the test split would not be held out"
         )
-    return corpus.splits["test"]
+    return corpus.splits[split_name]
 
 
 async def translate_all(
-    target: str, model: str, version: int, sentences: list[str], *, beam_size: int, batch: int, concurrency: int
+    target: str,
+    model: str,
+    version: int,
+    sentences: list[str],
+    *,
+    beam_size: int,
+    batch: int,
+    concurrency: int,
+    length_penalty: float | None = None,
 ) -> tuple[list[str], float]:
     """Translations of `sentences` in order, sent as `concurrency` requests in flight at once."""
     out: list[str] = [""] * len(sentences)
@@ -58,7 +66,12 @@ async def translate_all(
         while not queue.empty():
             chunk = queue.get_nowait()
             result = await client.translate(
-                [sentences[i] for i in chunk], model=model, version=version, beam_size=beam_size, timeout=600
+                [sentences[i] for i in chunk],
+                model=model,
+                version=version,
+                beam_size=beam_size,
+                length_penalty=length_penalty,
+                timeout=600,
             )
             for i, translation in zip(chunk, result, strict=True):
                 out[i] = translation.text
@@ -91,6 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--beam-size", type=int, action="append", help="repeatable; default: 1 (greedy) and 4, to compare"
     )
+    parser.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        default="test",
+        help="validation: for tuning, e.g. the length penalty",
+    )
+    parser.add_argument("--length-penalty", type=float, help="alpha (default: the service's, 0.6)")
     parser.add_argument("--batch", type=int, default=32, help="sentences per request")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--limit", type=int, default=0, help="only the first N test pairs (0: all)")
@@ -103,11 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         client.wait_ready()
         info = client.get_model(args.model, version=args.version)
     manifest = json.loads(info.manifest_json)
-    pairs = held_out_pairs(manifest, args.data_dir)
+    pairs = held_out_pairs(manifest, args.data_dir, args.split)
     if args.limit:
         pairs = pairs[: args.limit]
     sentences, references = references_by_source(pairs)
-    print(f"{args.model} v{info.version}: {len(pairs)} test pairs, {len(sentences)} distinct English sentences")
+    print(f"{args.model} v{info.version}: {len(pairs)} {args.split} pairs, {len(sentences)} distinct English sentences")
     reports = []
     for beam in args.beam_size or [1, 4]:
         translated, seconds = asyncio.run(
@@ -119,13 +139,16 @@ def main(argv: list[str] | None = None) -> None:
                 beam_size=beam,
                 batch=args.batch,
                 concurrency=args.concurrency,
+                length_penalty=args.length_penalty,
             )
         )
         figures = score(pairs, sentences, translated)
         report = {
             "model": args.model,
             "version": info.version,
+            "split": args.split,
             "beam_size": beam,
+            "length_penalty": args.length_penalty,
             "pairs": len(pairs),
             "sentences": len(sentences),
             **figures,
