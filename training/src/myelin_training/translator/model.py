@@ -37,7 +37,9 @@ class TranslatorConfig:
     n_encoder_layers: int = 3
     n_decoder_layers: int = 3
     d_ff: int = 1024
-    dropout: float = 0.1
+    dropout: float = 0.1  # on embeddings and on every sub-layer's output before the residual add
+    attention_dropout: float | None = None  # on attention weights (None: `dropout`)
+    activation_dropout: float | None = None  # inside the feed-forward block (None: `dropout`)
     max_positions: int = 256  # longest source or target the positional table covers
     norm_first: bool = False  # False: the paper's add & LayerNorm after each sub-layer
     pad_id: int = 0
@@ -47,6 +49,14 @@ class TranslatorConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def attention_p(self) -> float:
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
+
+    @property
+    def activation_p(self) -> float:
+        return self.dropout if self.activation_dropout is None else self.activation_dropout
 
 
 def sinusoids(positions: int, d_model: int) -> torch.Tensor:
@@ -123,8 +133,8 @@ class Residual(nn.Module):
 class EncoderLayer(nn.Module):
     def __init__(self, c: TranslatorConfig) -> None:
         super().__init__()
-        self.attention = MultiHeadAttention(c.d_model, c.n_heads, c.dropout)
-        self.feed_forward = FeedForward(c.d_model, c.d_ff, c.dropout)
+        self.attention = MultiHeadAttention(c.d_model, c.n_heads, c.attention_p)
+        self.feed_forward = FeedForward(c.d_model, c.d_ff, c.activation_p)
         self.res_attention = Residual(c.d_model, c.dropout, c.norm_first)
         self.res_feed_forward = Residual(c.d_model, c.dropout, c.norm_first)
 
@@ -138,9 +148,9 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, c: TranslatorConfig) -> None:
         super().__init__()
-        self.self_attention = MultiHeadAttention(c.d_model, c.n_heads, c.dropout)
-        self.cross_attention = MultiHeadAttention(c.d_model, c.n_heads, c.dropout)
-        self.feed_forward = FeedForward(c.d_model, c.d_ff, c.dropout)
+        self.self_attention = MultiHeadAttention(c.d_model, c.n_heads, c.attention_p)
+        self.cross_attention = MultiHeadAttention(c.d_model, c.n_heads, c.attention_p)
+        self.feed_forward = FeedForward(c.d_model, c.d_ff, c.activation_p)
         self.res_self = Residual(c.d_model, c.dropout, c.norm_first)
         self.res_cross = Residual(c.d_model, c.dropout, c.norm_first)
         self.res_feed_forward = Residual(c.d_model, c.dropout, c.norm_first)
