@@ -6,25 +6,76 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# tritonclient needs protobuf < 7 and its own descriptor pool: a virtualenv of its own (tests only).
+TRITON_VENV := .venv-tritonclient
+TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean
+.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean bench deploy-tools images compose-test up down
 
-setup: $(STAMP)
+# Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
+# long jobs (image builds, compose-test) one at a time under flock; unset by default.
+CPU_LOCK ?=
+LOCKED := $(if $(CPU_LOCK),flock $(CPU_LOCK))
+VARIANT ?= cpu
+REPOSITORY ?= model_repository
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# `make bench` holds this lock for its whole run so its timings are not shared with other heavy
+# jobs; BENCH_LOCK= runs it without (RESULTS.md then says so).
+BENCH_LOCK ?= /tmp/myelin-cpu.lock
+
+setup: $(STAMP) $(TRITON_STAMP)
 
 $(STAMP): requirements/constraints.txt requirements/dev.txt protos/python/pyproject.toml clients/python/pyproject.toml services/pyproject.toml training/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	touch $@
 
+$(TRITON_STAMP): requirements/tritonclient.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements/tritonclient.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	touch $@
+
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-test: setup
+test: setup deploy-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# What the deployment tests call besides Python: promtool and a real Prometheus (Debian's prometheus),
+# a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works). Installed only
+# when missing; kubectl (kustomize) comes with the machine image.
+deploy-tools:
+	@missing=""; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The service and training images (VARIANT=cpu|gpu), from wheels downloaded on the host.
+images: setup
+	$(LOCKED) deploy/images/build.sh $(VARIANT)
+
+# The compose suite built, brought up, called through the SDK, checked in Prometheus, torn down.
+compose-test: setup
+	$(LOCKED) $(BIN)/python scripts/compose_test.py
+
+# The services as local processes on an existing model repository (and Prometheus, when installed).
+up: setup
+	$(BIN)/python scripts/myelin_stack.py up --repository $(REPOSITORY)
+
+down: setup
+	$(BIN)/python scripts/myelin_stack.py down
+
 check: fmt-check lint typecheck protos-check test
+
+# Myelin vs MLServer vs onnxruntime in-process on the classifiers (benchmarks/RESULTS.md), under
+# BENCH_LOCK for the whole run.
+bench: setup
+	$(if $(BENCH_LOCK),flock $(BENCH_LOCK) env MYELIN_BENCH_LOCKED=1) $(BIN)/python benchmarks/classifier/bench.py $(BENCH_ARGS)
 
 fmt: setup
 	$(BIN)/ruff format .
@@ -56,4 +107,4 @@ lock:
 	mv requirements/constraints.txt.new requirements/constraints.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) runs .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) runs .bench .demo .run .pytest_cache .mypy_cache .ruff_cache

@@ -184,3 +184,68 @@ def test_metrics_record_batches_and_queue_time() -> None:
     assert registry.get_sample_value("myelin_queue_duration_seconds_count", {"model": "m"}) == 4
     assert registry.get_sample_value("myelin_queue_depth", {"model": "m"}) == 0
     assert registry.get_sample_value("myelin_inference_duration_seconds_count", {"model": "m", "version": "3"}) == 1
+
+
+def test_a_cancelled_caller_frees_its_queue_slot_at_once() -> None:
+    registry = CollectorRegistry()
+
+    async def scenario() -> list[int]:
+        run = Recorder(delay=0.3)
+        batcher = DynamicBatcher(
+            run, config(max_queue_size=1, max_batch_size=1), model="m", version=1, metrics=Metrics(registry)
+        )
+        blocker = asyncio.ensure_future(batcher.infer({"x": np.zeros((1, 1), np.float32)}))
+        await asyncio.sleep(0.05)  # running now
+        doomed = asyncio.ensure_future(batcher.infer({"x": np.zeros((3, 1), np.float32)}))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await batcher.infer({"x": np.zeros((1, 1), np.float32)})
+        doomed.cancel()
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 0, "the slot is free while the blocker still runs"
+        assert registry.get_sample_value("myelin_queue_depth", {"model": "m"}) == 0
+        replacement = asyncio.ensure_future(batcher.infer({"x": np.zeros((2, 1), np.float32)}))
+        await asyncio.gather(blocker, replacement)
+        await batcher.close()
+        return run.batches
+
+    assert asyncio.run(scenario()) == [1, 2], "the cancelled request never ran"
+
+
+def test_a_deadline_that_passes_in_the_queue_ends_the_wait_then() -> None:
+    registry = CollectorRegistry()
+
+    async def scenario() -> list[int]:
+        run = Recorder()
+        # A whole second of queue delay: the deadline, not the batch, must end this caller's wait.
+        batcher = DynamicBatcher(
+            run,
+            config(max_queue_delay_us=1_000_000, adaptive_delay=False),
+            model="m",
+            version=1,
+            metrics=Metrics(registry),
+        )
+        with pytest.raises(DeadlineExceeded, match="while it was queued"):
+            await batcher.infer({"x": np.zeros((1, 1), np.float32)}, timeout=0.05)
+        assert batcher.queue_depth == 0
+        await batcher.close()
+        return run.batches
+
+    assert asyncio.run(scenario()) == []
+    assert registry.get_sample_value("myelin_batcher_rejections_total", {"model": "m", "code": "deadline"}) == 1
+
+
+def test_a_lone_caller_does_not_wait_for_company_that_cannot_come() -> None:
+    async def scenario() -> list[int]:
+        run = Recorder()
+        # A one-second window: were the batcher to sit it out, every call below would miss its deadline.
+        batcher = DynamicBatcher(run, config(max_queue_delay_us=1_000_000), model="m", version=1)
+        for _ in range(3):
+            await batcher.infer({"x": np.zeros((1, 1), np.float32)}, timeout=0.5)
+            await asyncio.sleep(0.1)
+        together = [batcher.infer({"x": np.zeros((1, 1), np.float32)}) for _ in range(5)]
+        await asyncio.gather(*together)
+        await batcher.close()
+        return run.batches
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 5], "concurrent arrivals still share a batch"

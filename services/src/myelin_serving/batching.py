@@ -5,8 +5,18 @@ Requests whose inputs agree on every other axis and dtype are concatenated, up t
 `max_batch_size` rows, waiting at most `max_queue_delay_us` after the oldest one arrived; the
 outputs are split back by rows so each caller gets exactly its own. The queue is bounded (a full
 queue refuses at once with Overloaded), and requests whose deadline or queue timeout has passed are
-dropped before compute. With batching disabled the same queue runs one request per execution, so
-the limits hold either way.
+dropped before compute.
+
+The delay is an upper bound, not a toll (unless `adaptive_delay` is off): the batcher keeps a
+moving average of the gap between arrivals and waits only when the next request is expected
+inside the window. A lone caller in a closed loop (the next request comes only after this one's
+answer) therefore never waits, while concurrent callers fill batches as before. For the same lone
+caller a short batch runs on the event loop itself rather than on a worker thread.
+
+A caller whose deadline passes while it waits gets DeadlineExceeded at
+that moment, and a caller that is cancelled (the client went away) leaves the queue at once, so
+neither holds a queue slot. With batching disabled the same queue runs one request per
+execution, so the limits hold either way.
 """
 
 from __future__ import annotations
@@ -29,6 +39,12 @@ from myelin_serving.settings import BatchingSettings
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
+GAP_SMOOTHING = 0.2  # weight of the newest inter-arrival gap in the moving average
+# A batch expected to run faster than this runs on the event loop when nobody else is queued or
+# expected before it would finish (a lone caller): handing it to a worker thread and back costs more
+# than the run itself (a small MLP at concurrency 1). Under concurrency it always goes to the thread.
+INLINE_BELOW_S = 0.0005
+ROW_TIME_SMOOTHING = 0.2
 RunFn = Callable[[Arrays], Arrays]
 
 
@@ -40,7 +56,7 @@ class _Request:
     future: asyncio.Future[Arrays]
     enqueued: float  # loop time
     deadline: float | None  # loop time
-    done: bool = field(default=False)
+    taken: bool = field(default=False)  # popped from the queue by a worker
 
 
 def _batch_key(feeds: Mapping[str, np.ndarray]) -> tuple[object, ...]:
@@ -65,10 +81,16 @@ class DynamicBatcher:
         self._max_rows = config.max_batch_size if config.enabled else 1
         self._delay = config.max_queue_delay_us / 1e6 if config.enabled else 0.0
         self._model, self._version = model, str(version)
-        self._metrics = metrics
+        self._metrics = metrics.for_batcher(model, str(version)) if metrics is not None else None
         self._queue: deque[_Request] = deque()
         self._rows_by_key: dict[tuple[object, ...], int] = {}
         self._wakeup = asyncio.Event()
+        # Moving average of the time between arrivals, capped so that a burst after a quiet spell
+        # is recognised within a few requests; it starts at the cap (no company expected).
+        self._gap_cap = max(2 * self._delay, 2 * INLINE_BELOW_S)
+        self._gap = self._gap_cap
+        self._last_arrival = float("-inf")
+        self._row_seconds = float("inf")  # moving average of execution time per row; unknown at first
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=config.instances, thread_name_prefix=f"ort-{model}")
         self._workers = [asyncio.create_task(self._worker()) for _ in range(config.instances)]
@@ -88,6 +110,8 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
+        self._gap += GAP_SMOOTHING * (min(now - self._last_arrival, self._gap_cap) - self._gap)
+        self._last_arrival = now
         rows = next(iter(feeds.values())).shape[0]
         request = _Request(
             feeds=feeds,
@@ -98,10 +122,23 @@ class DynamicBatcher:
             deadline=None if timeout is None else now + timeout,
         )
         self._queue.append(request)
-        self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + rows
+        queued_rows = self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + rows
         self._add_depth(1)
-        self._wakeup.set()
-        return await request.future  # cancelled with the caller; the worker then skips it
+        if len(self._queue) == 1 or queued_rows >= self._max_rows:
+            # Wake a worker only when it has something new to do: a first request, or a full batch.
+            # Others join the queue silently; the worker takes them when its delay ends.
+            self._wakeup.set()
+        try:
+            async with asyncio.timeout_at(request.deadline):
+                return await request.future
+        except TimeoutError:
+            if self._withdraw(request):
+                self._reject("deadline")
+                raise DeadlineExceeded("the request's deadline passed while it was queued") from None
+            raise DeadlineExceeded("the request's deadline passed while its batch was running") from None
+        except asyncio.CancelledError:
+            self._withdraw(request)  # the caller went away: free its slot now, not when a worker gets to it
+            raise
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""
@@ -124,20 +161,41 @@ class DynamicBatcher:
                 await self._wakeup.wait()
                 continue
             first = self._queue[0]
-            # Wait for company until the batch is full or the oldest request has waited long enough.
-            while self._delay > 0 and not self._closing and self._rows_by_key.get(first.key, 0) < self._max_rows:
-                remaining = first.enqueued + self._delay - loop.time()
-                if remaining <= 0:
-                    break
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await self._wakeup.wait()
-                if not self._queue or self._queue[0] is not first:
-                    break  # another worker took it
+            if not await self._wait_for_company(first, loop):
+                continue  # another worker took it, or its caller left: start over from the new head
             batch = self._take(first.key, loop.time())
             if batch:
                 await self._execute(batch, loop)
+
+    async def _wait_for_company(self, first: _Request, loop: asyncio.AbstractEventLoop) -> bool:
+        """Wait until the batch is full or `first` has waited max_queue_delay; False if `first` left the head."""
+        while self._delay > 0 and not self._closing and self._rows_by_key.get(first.key, 0) < self._max_rows:
+            window_ends = first.enqueued + self._delay
+            remaining = window_ends - loop.time()
+            if remaining <= 0 or (self.config.adaptive_delay and self._last_arrival + self._gap > window_ends):
+                break  # the window is over, or nobody is expected to arrive before it is
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            if not self._queue or self._queue[0] is not first:
+                return False
+        return True
+
+    def _withdraw(self, request: _Request) -> bool:
+        """Take a request that no worker has popped out of the queue; True if it was still queued."""
+        if request.taken:
+            return False
+        request.taken = True
+        self._queue.remove(request)
+        remaining = self._rows_by_key[request.key] - request.rows
+        if remaining:
+            self._rows_by_key[request.key] = remaining
+        else:
+            del self._rows_by_key[request.key]
+        self._add_depth(-1)
+        self._wakeup.set()  # a worker waiting on it as the oldest request re-reads the head
+        return True
 
     def _take(self, key: tuple[object, ...], now: float) -> list[_Request]:
         """Pop the requests that run next: compatible, live, in arrival order, within max rows."""
@@ -150,6 +208,7 @@ class DynamicBatcher:
             if request.key != key or (batch and rows + request.rows > self._max_rows):
                 keep.append(request)
                 continue
+            request.taken = True
             self._rows_by_key[key] -= request.rows
             if request.future.done():  # caller cancelled or went away
                 continue
@@ -171,7 +230,7 @@ class DynamicBatcher:
         self._add_depth(len(self._queue) - queued)
         if self._metrics is not None:
             for request in batch:
-                self._metrics.queue_duration.labels(self._model).observe(now - request.enqueued)
+                self._metrics.queue_duration.observe(now - request.enqueued)
         return batch
 
     async def _execute(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
@@ -181,7 +240,12 @@ class DynamicBatcher:
         else:
             feeds = {name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds}
         try:
-            outputs = await loop.run_in_executor(self._executor, self._timed_run, feeds)
+            expected = self._row_seconds * rows
+            lone = not self._queue and self._last_arrival + self._gap > loop.time() + expected
+            if lone and expected < INLINE_BELOW_S:
+                outputs = self._timed_run(feeds)
+            else:
+                outputs = await loop.run_in_executor(self._executor, self._timed_run, feeds)
         except Exception as exc:
             if len(batch) > 1:
                 # One request must not fail its neighbours: rerun each alone.
@@ -192,9 +256,9 @@ class DynamicBatcher:
                 batch[0].future.set_exception(exc)
             return
         if self._metrics is not None:
-            self._metrics.batch_size.labels(self._model).observe(rows)
-            self._metrics.inferences.labels(self._model).inc(rows)
-            self._metrics.executions.labels(self._model).inc()
+            self._metrics.batch_size.observe(rows)
+            self._metrics.inferences.inc(rows)
+            self._metrics.executions.inc()
         offset = 0
         for request in batch:
             end = offset + request.rows
@@ -210,15 +274,21 @@ class DynamicBatcher:
     def _timed_run(self, feeds: Arrays) -> Arrays:
         started = time.perf_counter()
         outputs = self._run(feeds)
+        seconds = time.perf_counter() - started
+        rows = next(iter(feeds.values())).shape[0] or 1
+        if self._row_seconds == float("inf"):
+            self._row_seconds = seconds / rows
+        else:  # a float assignment: safe from the worker threads
+            self._row_seconds += ROW_TIME_SMOOTHING * (seconds / rows - self._row_seconds)
         if self._metrics is not None:
-            self._metrics.inference_duration.labels(self._model, self._version).observe(time.perf_counter() - started)
+            self._metrics.inference_duration.observe(seconds)
         return outputs
 
     def _add_depth(self, delta: int) -> None:
         # inc/dec rather than set: several versions of one model share the gauge.
         if self._metrics is not None and delta:
-            self._metrics.queue_depth.labels(self._model).inc(delta)
+            self._metrics.queue_depth.inc(delta)
 
     def _reject(self, reason: str) -> None:
         if self._metrics is not None:
-            self._metrics.rejections.labels(self._model, reason).inc()
+            self._metrics.rejected(reason)

@@ -16,18 +16,26 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
 from myelin_serving.errors import MyelinError, Unauthenticated, status_code
-from myelin_serving.metrics import Metrics
+from myelin_serving.metrics import MethodMetrics, Metrics
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("myelin_serving.access")
 
-# Methods that stay open when bearer tokens are configured: probes must work without secrets.
-OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+# Methods that stay open when bearer tokens are configured: probes must work without secrets. They
+# say whether the server is up, nothing about its models (KServe's ModelReady stays protected).
+OPEN_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/inference.GRPCInferenceService/ServerLive",
+        "/inference.GRPCInferenceService/ServerReady",
+    }
+)
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("myelin_deadline", default=None)
 
@@ -85,49 +93,58 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         return make(self._unary(behavior, method), **kwargs)
 
     def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        series = self._metrics.for_method(method) if self._metrics is not None else None
+        check_token = bool(self._tokens) and method not in OPEN_METHODS
+
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.monotonic()
-            code = grpc.StatusCode.OK
-            self._enter(method)
+            if series is not None:
+                series.in_flight.inc()
             try:
-                self._authenticate(method, context)
+                if check_token:
+                    self._authenticate(context)
                 remaining = context.time_remaining()
                 if remaining is None:
                     _deadline.set(started + self._default_deadline)
                     async with asyncio.timeout(self._default_deadline):
-                        return await behavior(request, context)
-                _deadline.set(started + remaining)
-                return await behavior(request, context)
+                        response = await behavior(request, context)
+                else:
+                    _deadline.set(started + remaining)
+                    response = await behavior(request, context)
             except BaseException as exc:  # every outcome is counted, then mapped or re-raised
-                code = _code_of(exc, context)
+                # Count it before aborting: the caller may see the status before this handler returns.
+                self._leave(series, method, _code_of(exc, context), started, context)
                 await self._fail(exc, method, context)
-            finally:
-                self._leave(method, code, started, context)
+            self._leave(series, method, grpc.StatusCode.OK, started, context)
+            return response
 
         return call
 
     def _streaming(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        series = self._metrics.for_method(method) if self._metrics is not None else None
+        check_token = bool(self._tokens) and method not in OPEN_METHODS
+
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.monotonic()
-            code = grpc.StatusCode.OK
-            self._enter(method)
+            if series is not None:
+                series.in_flight.inc()
             try:
-                self._authenticate(method, context)
+                if check_token:
+                    self._authenticate(context)
                 remaining = context.time_remaining()
                 _deadline.set(started + (self._default_deadline if remaining is None else remaining))
                 async for response in behavior(request, context):
                     yield response
             except BaseException as exc:
-                code = _code_of(exc, context)
+                # Count it before aborting: the caller may see the status before this handler returns.
+                self._leave(series, method, _code_of(exc, context), started, context)
                 await self._fail(exc, method, context)
-            finally:
-                self._leave(method, code, started, context)
+            else:
+                self._leave(series, method, grpc.StatusCode.OK, started, context)
 
         return call
 
-    def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        if not self._tokens or method in OPEN_METHODS:
-            return
+    def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 scheme, _, token = str(value).partition(" ")
@@ -136,7 +153,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 raise Unauthenticated("the bearer token was not accepted")
         raise Unauthenticated("this server requires 'authorization: Bearer <token>' metadata")
 
-    async def _fail(self, exc: BaseException, method: str, context: grpc.aio.ServicerContext) -> None:
+    async def _fail(self, exc: BaseException, method: str, context: grpc.aio.ServicerContext) -> NoReturn:
         """Abort with the status `exc` maps to (abort raises), or re-raise what gRPC must see itself."""
         if isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError):
             raise exc  # the handler chose its own status, or the caller cancelled or went away
@@ -149,18 +166,21 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             )
         log.error("unexpected error in %s", method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+        raise AssertionError("context.abort returned")  # it always raises
 
-    def _enter(self, method: str) -> None:
-        if self._metrics is not None:
-            self._metrics.in_flight.labels(method).inc()
-
-    def _leave(self, method: str, code: grpc.StatusCode, started: float, context: grpc.aio.ServicerContext) -> None:
+    def _leave(
+        self,
+        series: MethodMetrics | None,
+        method: str,
+        code: grpc.StatusCode,
+        started: float,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
         final = _final_code(code, context)
         elapsed = time.monotonic() - started
-        if self._metrics is not None:
-            self._metrics.in_flight.labels(method).dec()
-            self._metrics.requests.labels(method, final.name).inc()
-            self._metrics.request_duration.labels(method).observe(elapsed)
+        if series is not None:
+            series.in_flight.dec()
+            series.finished(final.name, elapsed)
         if self._access_log:
             access_log.info("%s %s %.1fms peer=%s", method, final.name, elapsed * 1000, context.peer())
 

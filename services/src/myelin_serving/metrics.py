@@ -116,3 +116,44 @@ class Metrics:
             registry=registry,
         )
         self.server_info = Info("myelin_server", "Service family, version and execution provider", registry=registry)
+
+    def for_method(self, method: str) -> MethodMetrics:
+        return MethodMetrics(self, method)
+
+    def for_batcher(self, model: str, version: str) -> BatcherMetrics:
+        return BatcherMetrics(self, model, version)
+
+
+class MethodMetrics:
+    """One gRPC method's series, bound once: `labels()` costs a lock and a dict lookup per call."""
+
+    def __init__(self, metrics: Metrics, method: str) -> None:
+        self._metrics = metrics
+        self.method = method
+        self.in_flight = metrics.in_flight.labels(method)
+        self.duration = metrics.request_duration.labels(method)
+        self._requests: dict[str, Counter] = {}
+
+    def finished(self, code: str, seconds: float) -> None:
+        counter = self._requests.get(code)
+        if counter is None:
+            counter = self._requests[code] = self._metrics.requests.labels(self.method, code)
+        counter.inc()
+        self.duration.observe(seconds)
+
+
+class BatcherMetrics:
+    """One model version's batcher series, bound once."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._metrics = metrics
+        self.model = model
+        self.queue_duration = metrics.queue_duration.labels(model)
+        self.queue_depth = metrics.queue_depth.labels(model)
+        self.batch_size = metrics.batch_size.labels(model)
+        self.inferences = metrics.inferences.labels(model)
+        self.executions = metrics.executions.labels(model)
+        self.inference_duration = metrics.inference_duration.labels(model, version)
+
+    def rejected(self, reason: str) -> None:
+        self._metrics.rejections.labels(self.model, reason).inc()

@@ -263,6 +263,10 @@ class ModelManager:
     def names(self) -> list[str]:
         return sorted(self._models)
 
+    def knows(self, name: str) -> bool:
+        """Whether `name` has any version here, ready or not (no syntax check: call check_name first)."""
+        return name in self._models
+
     def statuses(self, name: str) -> list[VersionStatus]:
         return [self._models[name][v] for v in sorted(self._models.get(name, {}), reverse=True)]
 

@@ -24,7 +24,11 @@ ORT_TO_KSERVE = {
     "tensor(double)": "FP64",
     "tensor(int64)": "INT64",
     "tensor(int32)": "INT32",
+    "tensor(int16)": "INT16",
     "tensor(int8)": "INT8",
+    "tensor(uint64)": "UINT64",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint16)": "UINT16",
     "tensor(uint8)": "UINT8",
     "tensor(bool)": "BOOL",
     "tensor(string)": "BYTES",
@@ -39,6 +43,9 @@ class GraphLoadError(RuntimeError):
 class RuntimeOptions:
     device: str = "auto"  # auto | cpu | cuda
     intra_op_threads: int = 0  # 0: onnxruntime's default, one per core
+    # onnxruntime's pool threads busy-wait for work between runs by default; on a few cores that
+    # steals the CPU the event loop needs to receive the next batch.
+    spinning: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class OnnxGraph:
         if options.intra_op_threads:
             session_options.intra_op_num_threads = options.intra_op_threads
         session_options.inter_op_num_threads = 1
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
         wanted = [CUDA, CPU] if options.device in ("auto", "cuda") and CUDA in ort.get_available_providers() else [CPU]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=session_options, providers=wanted)

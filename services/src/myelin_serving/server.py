@@ -1,7 +1,8 @@
 """The server factory: `create_server(settings) -> (server, port)`.
 
 One process serves one family. Besides the family's own service it always exposes the Models
-service, `grpc.health.v1` (NOT_SERVING until a model is loaded and warmed up, NOT_SERVING again as
+service, the Open Inference Protocol (KServe v2, `inference.GRPCInferenceService`) over the same
+models and batchers, `grpc.health.v1` (NOT_SERVING until a model is loaded and warmed up, NOT_SERVING again as
 soon as shutdown starts), server reflection, and Prometheus metrics over HTTP.
 """
 
@@ -22,6 +23,9 @@ from myelin_api.v1 import models_pb2, models_pb2_grpc
 from myelin_serving import __version__
 from myelin_serving.family import Family, ServingContext
 from myelin_serving.interceptors import ServingInterceptor
+from myelin_serving.kserve import SERVICE_NAME as KSERVE_SERVICE
+from myelin_serving.kserve import InferenceProtocol
+from myelin_serving.kserve import add_to_server as add_kserve
 from myelin_serving.metrics import Metrics
 from myelin_serving.models_service import ModelsServicer
 from myelin_serving.repository import LoadContext, ModelManager
@@ -65,13 +69,18 @@ class MyelinServer:
         self.health = health_servicer
         self.metrics = metrics
         self.metrics_port: int | None = None
-        self._health_names = ("", *family.service_names, MODELS_SERVICE)
+        self._health_names = ("", *family.service_names, MODELS_SERVICE, KSERVE_SERVICE)
         self._stopping = False
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._http: Any = None
         self._ready = asyncio.Event()
         manager.on_change(self._update_health)
+
+    @property
+    def serving(self) -> bool:
+        """What health says: a model is ready and shutdown has not started."""
+        return self._serving is True and not self._stopping
 
     async def start(self) -> None:
         """Listen now; load and warm up the models in the background (health says when)."""
@@ -153,7 +162,10 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     family = load_family(settings.service)
     context = LoadContext(
-        RuntimeOptions(settings.device, settings.intra_op_threads), settings.batching, metrics, settings=settings
+        RuntimeOptions(settings.device, settings.intra_op_threads, settings.intra_op_spinning),
+        settings.batching,
+        metrics,
+        settings=settings,
     )
     manager = ModelManager(
         settings.repository, family.name, family.load, context, latest=settings.version_policy_latest, metrics=metrics
@@ -170,7 +182,7 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*family.service_names, MODELS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*family.service_names, MODELS_SERVICE, KSERVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{settings.host}:{settings.port}"
     credentials = _server_credentials(settings)
@@ -179,7 +191,10 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     except RuntimeError as exc:  # grpc's way of saying the address cannot be bound
         raise OSError(f"could not listen on {address}: {exc}") from exc
     metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
-    return MyelinServer(settings, server, port, manager, family, health_servicer, metrics), port
+    myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics)
+    protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)
+    add_kserve(server, protocol, serving=lambda: myelin_server.serving)
+    return myelin_server, port
 
 
 def _channel_options(settings: Settings) -> list[tuple[str, int]]:

@@ -23,6 +23,9 @@ class BatchingSettings(BaseModel):
     max_batch_size: int = Field(64, ge=1, le=4096)
     # How long the oldest queued request may wait for others to join its batch.
     max_queue_delay_us: int = Field(1000, ge=0, le=1_000_000)
+    # Wait only when recent arrivals say another request should come inside the delay (a lone
+    # caller then never pays it); false always waits the full delay for company, as Triton does.
+    adaptive_delay: bool = True
     # Requests waiting at once; more are refused with RESOURCE_EXHAUSTED.
     max_queue_size: int = Field(1024, ge=1)
     # A request still queued after this long is dropped with DEADLINE_EXCEEDED.
@@ -77,6 +80,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core).
     intra_op_threads: int = Field(0, ge=0)
+    # Let onnxruntime's threads busy-wait between runs: lower latency on dedicated cores, but on
+    # shared ones it takes the CPU that gRPC and the batcher need.
+    intra_op_spinning: bool = False
     batching: BatchingSettings = BatchingSettings()
     # Items (images, sentences...) one request may carry.
     max_request_batch: int = Field(256, ge=1)

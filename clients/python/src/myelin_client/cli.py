@@ -5,7 +5,7 @@
     myelin models
     myelin health
 
---target defaults to $MYELIN_TARGET or 127.0.0.1:50051; --token to $MYELIN_TOKEN.
+--target defaults to $MYELIN_TARGET or 127.0.0.1:50051; --token to $MYELIN_TOKEN (or --token-file).
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     parser.add_argument("--token", default=os.environ.get("MYELIN_TOKEN"), help="bearer token")
+    parser.add_argument("--token-file", type=Path, help="file whose first line is the bearer token (not in `ps`)")
     parser.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
     parser.add_argument("--tls-ca", type=Path, help="PEM file of the CA that signed the server's certificate")
     parser.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if args.token_file is not None:
+            args.token = next(iter(args.token_file.read_text().splitlines()), "").strip() or None
         with Client(
             args.target,
             timeout=args.timeout,

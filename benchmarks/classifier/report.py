@@ -1,0 +1,296 @@
+"""Tables, acceptance checks, the plot and benchmarks/RESULTS.md from one benchmark run's figures."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+LABELS = {
+    "myelin-batching-off": "Myelin, batching off",
+    "myelin-batching-on": "Myelin, batching on",
+    "mlserver": "MLServer 1.7",
+}
+PLOT = "classifier_throughput.png"
+
+
+def _limit(results: dict[str, Any], model: str, batch: int) -> dict[str, Any]:
+    return next(r for r in results["in_process"] if r["model"] == model and r["batch"] == batch)
+
+
+def _mlserver(results: dict[str, Any], model: str, concurrency: int) -> dict[str, Any] | None:
+    """MLServer's best run at this point (raw or typed inputs, whichever was faster)."""
+    runs = [
+        r
+        for r in results["runs"]
+        if r["system"] == "mlserver" and r["model"] == model and r["concurrency"] == concurrency
+    ]
+    return max(runs, key=lambda r: r["rps"]) if runs else None
+
+
+def rows(results: dict[str, Any], model: str) -> list[list[str]]:
+    table = []
+    runs = [r for r in results["runs"] if r["model"] == model]
+    for concurrency in sorted({r["concurrency"] for r in runs}):
+        at = [r for r in runs if r["concurrency"] == concurrency]
+        batched = next((r for r in at if r["system"] == "myelin-batching-on" and r["api"] == "ModelInfer"), at[0])
+        limit = _limit(results, model, batched["notes"]["in_process_batch"])
+        table.append(
+            [
+                str(concurrency),
+                f"onnxruntime in-process, batch {limit['batch']} ({limit['threads']} thr.)",
+                "-",
+                f"{limit['rows_per_s']:.0f}",
+                f"{limit['p50_ms']:.2f}",
+                f"{limit['p99_ms']:.2f}",
+                str(limit["batch"]),
+                "",
+                "",
+                f"{limit.get('cpu_us_per_row', 0):.0f}/row",
+                "-",
+            ]
+        )
+        reference = _mlserver(results, model, concurrency)
+        for run in at:
+            own_limit = _limit(results, model, run["notes"]["in_process_batch"])
+            is_myelin = run["system"] != "mlserver"
+            table.append(
+                [
+                    str(concurrency),
+                    LABELS.get(run["system"], run["system"]),
+                    run["api"],
+                    f"{run['rps']:.0f}" + (f" ({run['errors']} err)" if run["errors"] else ""),
+                    f"{run['p50_ms']:.2f}",
+                    f"{run['p99_ms']:.2f}",
+                    f"{run['mean_batch']:.1f}" if is_myelin else "1",
+                    f"{run['rps'] / reference['rps']:.2f}x" if reference and is_myelin else "",
+                    f"{run['rps'] / own_limit['rows_per_s']:.2f}x" if is_myelin else "",
+                    f"{run['server_cpu_us']:.0f}",
+                    f"{run['client_cpu_us']:.0f}",
+                ]
+            )
+    return table
+
+
+HEADER = [
+    "conc.",
+    "system",
+    "API",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "rows/exec",
+    "vs MLServer",
+    "vs in-process",
+    "server CPU us/req",
+    "loadgen CPU us/req",
+]
+
+
+def markdown_table(table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    return "\n".join(lines)
+
+
+def tables(results: dict[str, Any]) -> str:
+    out = []
+    for model in sorted({r["model"] for r in results["runs"]}, reverse=True):
+        table = rows(results, model)
+        widths = [max(len(x) for x in col) for col in zip(HEADER, *table, strict=True)]
+        out.append(f"\n{model}")
+        for row in [HEADER, *table]:
+            out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return "\n".join(out)
+
+
+def acceptance(results: dict[str, Any]) -> str:
+    lines = ["\nacceptance:"]
+    delay_ms = results["settings"]["delay_us"] / 1000
+    for run in results["runs"]:
+        if run["system"] != "myelin-batching-on":
+            continue
+        reference = _mlserver(results, run["model"], run["concurrency"])
+        limit = _limit(results, run["model"], run["notes"]["in_process_batch"])
+        if run["model"] == "mnist-cnn" and run["concurrency"] == 32 and reference:
+            vs_ml, vs_limit = run["rps"] / reference["rps"], run["rps"] / limit["rows_per_s"]
+            lines.append(
+                f"  c=32 mnist-cnn {run['api']:10}: {vs_ml:.2f}x MLServer (>= 2: {'yes' if vs_ml >= 2 else 'NO'}), "
+                f"{vs_limit:.2f}x in-process at batch {limit['batch']} (>= 0.7: {'yes' if vs_limit >= 0.7 else 'NO'})"
+            )
+        if run["concurrency"] == 1:
+            off = next(
+                (
+                    r
+                    for r in results["runs"]
+                    if r["system"] == "myelin-batching-off"
+                    and r["model"] == run["model"]
+                    and r["api"] == run["api"]
+                    and r["concurrency"] == 1
+                ),
+                None,
+            )
+            parts = [f"  c=1  {run['model']} {run['api']:10}: p50 {run['p50_ms']:.2f} ms"]
+            best_p50 = min(
+                (
+                    r["p50_ms"]
+                    for r in results["runs"]
+                    if r["system"] == "mlserver" and r["model"] == run["model"] and r["concurrency"] == 1
+                ),
+                default=None,
+            )
+            if best_p50 is not None:
+                ok = run["p50_ms"] <= best_p50
+                parts.append(f"MLServer's best {best_p50:.2f} ms (no worse: {'yes' if ok else 'NO'})")
+            if off:
+                cost = run["p50_ms"] - off["p50_ms"]
+                ok = cost <= delay_ms
+                parts.append(f"batching costs {cost:+.2f} ms vs delay {delay_ms:.2f} ms ({'yes' if ok else 'NO'})")
+            lines.append(", ".join(parts))
+    return "\n".join(lines)
+
+
+def budget(results: dict[str, Any], model: str = "mnist-cnn", concurrency: int = 32) -> str:
+    """Where the CPU goes at one point, from the run's own figures: what caps Myelin against the limit."""
+    lines = []
+    for run in results["runs"]:
+        if (run["system"], run["model"], run["concurrency"]) != ("myelin-batching-on", model, concurrency):
+            continue
+        limit = _limit(results, model, run["notes"]["in_process_batch"])
+        compute = limit["cpu_us_per_row"]
+        overhead = run["server_cpu_us"] + run["client_cpu_us"] - compute
+        lines.append(
+            f"- {run['api']}: per request the server process used {run['server_cpu_us']:.0f} us of CPU "
+            f"(onnxruntime included) and the load generator {run['client_cpu_us']:.0f} us. onnxruntime alone "
+            f"needs {compute:.0f} us of CPU per row at batch {limit['batch']} (in-process), so serving cost "
+            f"about {overhead:.0f} us per request on top of the model, {overhead / compute:.1f}x its compute. "
+            f"On a machine whose cores are all busy, reaching 0.7x of the in-process rate needs that "
+            f"overhead under {compute * (1 / 0.7 - 1):.0f} us per request."
+        )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in results["runs"]}, reverse=True)
+    figure, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        runs = [r for r in results["runs"] if r["model"] == model]
+        for system, api in sorted({(r["system"], r["api"]) for r in runs}):
+            series = sorted((r["concurrency"], r["rps"]) for r in runs if (r["system"], r["api"]) == (system, api))
+            label = f"{LABELS.get(system, system)} ({api})"
+            ax.plot(*zip(*series, strict=True), marker="o", label=label)
+        limit = []
+        for concurrency in sorted({r["concurrency"] for r in runs}):
+            batched = next(
+                (
+                    r
+                    for r in runs
+                    if r["concurrency"] == concurrency
+                    and r["system"] == "myelin-batching-on"
+                    and r["api"] == "ModelInfer"
+                ),
+                None,
+            )
+            if batched:
+                limit.append((concurrency, _limit(results, model, batched["notes"]["in_process_batch"])["rows_per_s"]))
+        if limit:
+            ax.plot(
+                *zip(*limit, strict=True), linestyle="--", color="grey", label="onnxruntime in-process (same batch)"
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(model)
+        ax.set_xlabel("concurrent callers")
+        ax.set_ylabel("requests/s (one image each)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def write(results: dict[str, Any], folder: Path) -> None:
+    plot(results, folder / PLOT)
+    m = results["machine"]
+    s = results["settings"]
+    sections = [
+        "# Benchmark: Myelin vs MLServer vs onnxruntime in-process (digit classifiers)",
+        "",
+        f"Generated by `{results.get('command', 'make bench')}` on "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; wall time {results['wall_seconds']:.0f} s.",
+        "",
+        *(
+            []
+            if results.get("cpu_lock_held") and not results.get("partial")
+            else [
+                "> **Preliminary.** "
+                + (
+                    ""
+                    if results.get("cpu_lock_held")
+                    else "This run did not hold /tmp/myelin-cpu.lock: other "
+                    "heavy jobs shared the two cores, so the figures are noisy and pessimistic. "
+                )
+                + ("It covers only part of the grid. " if results.get("partial") else "")
+                + "`make bench` replaces it with the full run under the lock.",
+                "",
+            ]
+        ),
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores; {m['memory_gib']} GiB; {m['os']}",
+        f"- Python {m['python']}, onnxruntime {m['onnxruntime']}, grpcio {m['grpcio']}, MLServer {m['mlserver']}",
+        f"- load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}; "
+        f"at the end: {', '.join(f'{x:.2f}' for x in m['load_average_at_end'])}. The machine is shared (other "
+        "engineers' jobs run beside this one) and the load generator shares the two cores with the server "
+        "under test.",
+        "",
+        "## Set-up",
+        "",
+        "- Request: one 28x28 float32 image as raw little-endian bytes. Myelin Classify: `RawImage` "
+        "(FLOAT32), top_k 1. KServe `ModelInfer` (Myelin and MLServer): the same serialized "
+        "`ModelInferRequest`, `image` FP32 [1, 28, 28] in `raw_input_contents`.",
+        "- MLServer 1.7.1 in its own virtualenv, `parallel_workers: 0`, a minimal custom runtime "
+        "(`benchmarks/classifier/mlserver_runtime.py`: NumpyCodec in, `session.run`, NumpyCodec out), "
+        "V2 gRPC, measured with both input forms (raw_input_contents, and the same pixels as typed "
+        "fp32_contents); the 'vs MLServer' ratios use its faster one at each point. Default settings "
+        "otherwise (no adaptive batching).",
+        f"- Every server: onnxruntime intra-op threads {s['threads']}, no spinning. Myelin batching: "
+        f"max_batch_size {s['max_batch']}, max_queue_delay_us {s['delay_us']}.",
+        f"- Load: closed loop, asyncio + grpc.aio, one channel; per run {s['warmup']} s warm-up, then at "
+        f"most {s['seconds']} s or {s['max_requests']} requests. Requests are pre-serialized and answers "
+        "kept as bytes (the first answer of every run is decoded and checked against the graph).",
+        "- rows/exec: rows per onnxruntime execution in Myelin (its `myelin_batch_size` histogram over the "
+        "run). vs in-process: Myelin's req/s over onnxruntime called in this process at that batch size "
+        "(rounded), with the faster of 1 and 2 intra-op threads: the limit without network or queue.",
+        "- CPU us/req: CPU time (all threads) of the server process and of the load generator per "
+        "request during the measured phase; for the in-process row, onnxruntime's CPU time per row. "
+        "Two cores give 2,000,000 us of CPU per second to share.",
+        "",
+        "## Results",
+        "",
+    ]
+    for model in sorted({r["model"] for r in results["runs"]}, reverse=True):
+        sections += [f"### {model}", "", markdown_table(rows(results, model)), ""]
+    sections += [
+        f"![requests/s against concurrency]({PLOT})",
+        "",
+        "## Acceptance",
+        "",
+        "```",
+        acceptance(results).strip(),
+        "```",
+        "",
+        "## Where the CPU goes (mnist-cnn, concurrency 32)",
+        "",
+        budget(results),
+        "",
+        "Reproduce: `make bench` (trains the quick models into .bench/ and builds .bench/mlserver-venv on "
+        "first use; holds /tmp/myelin-cpu.lock for the whole run). Raw figures: .bench/results.json.",
+        "",
+    ]
+    (folder / "RESULTS.md").write_text("\n".join(sections))

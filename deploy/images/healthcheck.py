@@ -1,0 +1,37 @@
+#!/opt/myelin/bin/python
+"""Container health check: exit 0 when the service in this container says SERVING over grpc.health.v1.
+
+Docker's HEALTHCHECK runs it inside the service image (as `myelin-healthcheck`); it asks the port the
+service listens on, from the same MYELIN_* settings, so compose and Kubernetes set nothing twice.
+Kubernetes uses its own gRPC probes instead. Exit codes follow Docker: 0 healthy, 1 unhealthy.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from myelin_serving.settings import Settings
+
+
+def main() -> int:
+    settings = Settings()
+    # The service may bind 0.0.0.0 or a specific address; loopback reaches it in both cases.
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "[::]", "::") else settings.host
+    target = f"{host}:{settings.port}"
+    # Plaintext only: with MYELIN_TLS_* set, override the HEALTHCHECK (or use Kubernetes' gRPC probes).
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=3)
+        except grpc.RpcError as exc:
+            print(f"{target}: {exc.code().name}: {exc.details()}")
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{target}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""`make up` / `make down`: the suite as local processes, for people who do not use containers.
+
+    python scripts/myelin_stack.py up [--repository DIR] [--state-dir .run] [--port-base 50051]
+    python scripts/myelin_stack.py down [--state-dir .run]
+
+`up` starts one `myelin-serve` per family that both the installed services know and the repository
+holds models for, on the ports docker-compose.yml publishes (gRPC 50051 + i, metrics 9464 + i;
+`--port-base 0` picks free ones), waits until each says SERVING over grpc.health.v1, and, when a
+`prometheus` binary is on PATH, starts Prometheus on 127.0.0.1:9090 with a generated scrape config
+and the suite's alert rules. Pid files, port files, logs and Prometheus' data go to the state
+directory; `down` stops what they name (SIGTERM: the services drain, then exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from myelin_serving.server import FAMILIES
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RULES = ROOT / "deploy" / "prometheus" / "rules"
+# The order fixes the ports, as docker-compose.yml publishes them: classifier 50051/9464, translator
+# 50052/9465, generator 50053/9466, embedder 50054/9467. A family not named here comes after them.
+PORT_ORDER = ("classifier", "translator", "generator", "embedder")
+METRICS_PORT_BASE = 9464
+PROMETHEUS_PORT = 9090
+# Processes this interpreter started, so that `down` in the same process (the tests) reaps them.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class Service:
+    family: str
+    port: int
+    metrics_port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def families_in(repository: Path) -> set[str]:
+    """Families with at least one exported version (a manifest naming the family) in the repository."""
+    found = set()
+    for manifest in repository.glob("*/*/model.json"):
+        try:
+            found.add(json.loads(manifest.read_text())["family"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def port_order() -> list[str]:
+    return [*PORT_ORDER, *sorted(set(FAMILIES) - set(PORT_ORDER))]
+
+
+def planned_ports(families: list[str], port_base: int) -> dict[str, tuple[int, int]]:
+    """family -> (gRPC port, metrics port); port_base 0 lets each process pick free ones."""
+    if port_base == 0:
+        return dict.fromkeys(families, (0, 0))
+    order = port_order()
+    return {family: (port_base + order.index(family), METRICS_PORT_BASE + order.index(family)) for family in families}
+
+
+def prometheus_config(services: list[Service], *, interval_s: float = 10) -> dict[str, Any]:
+    """The scrape config for local processes: the compose one's job and labels, static targets."""
+    return {
+        "global": {"scrape_interval": f"{interval_s:g}s", "evaluation_interval": f"{interval_s:g}s"},
+        "rule_files": [str(RULES / "*.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "myelin",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{s.metrics_port}"], "labels": {"service": s.family}} for s in services
+                ],
+            }
+        ],
+    }
+
+
+def start_prometheus(
+    services: list[Service], state: Path, *, port: int = PROMETHEUS_PORT, interval_s: float = 10
+) -> subprocess.Popen[bytes]:
+    """Prometheus on 127.0.0.1:port scraping `services`; its config, data and log live in `state`."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise FileNotFoundError("no prometheus on PATH (Debian: apt-get install prometheus)")
+    config = state / "prometheus.yml"
+    # JSON is YAML: no YAML writer needed.
+    config.write_text(json.dumps(prometheus_config(services, interval_s=interval_s), indent=2))
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={state / 'prometheus-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    return _spawn("prometheus", command, state)
+
+
+def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Prometheus on 127.0.0.1:{port} not ready after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def start_service(family: str, repository: Path, state: Path, port: int, metrics_port: int) -> subprocess.Popen[bytes]:
+    port_file = state / f"{family}.port"
+    port_file.unlink(missing_ok=True)
+    command = [
+        str(BIN / "myelin-serve"),
+        family,
+        "--repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--port-file",
+        str(port_file),
+    ]
+    return _spawn(family, command, state)
+
+
+def _spawn(name: str, command: list[str], state: Path) -> subprocess.Popen[bytes]:
+    with (state / f"{name}.log").open("ab") as log:
+        # A session of its own: the process outlives this script and ignores the terminal's Ctrl-C.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (state / f"{name}.pid").write_text(f"{process.pid}\n")
+    _children[process.pid] = process
+    return process
+
+
+def wait_serving(family: str, process: subprocess.Popen[bytes], state: Path, timeout: float = 180) -> Service:
+    """Until the service wrote its port file and its health says SERVING."""
+    port_file = state / f"{family}.port"
+    deadline = time.monotonic() + timeout
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"myelin-serve {family} did not start; see {state / f'{family}.log'}")
+        time.sleep(0.1)
+    ports = json.loads(port_file.read_text())
+    service = Service(family, ports["port"], ports["metrics_port"])
+    with grpc.insecure_channel(service.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return service
+            except grpc.RpcError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{family} never became SERVING; see {state / f'{family}.log'}")
+            time.sleep(0.2)
+
+
+def up(
+    repository: Path,
+    state: Path,
+    *,
+    port_base: int = 50051,
+    prometheus_port: int = PROMETHEUS_PORT,
+    prometheus_interval_s: float = 10,
+) -> list[Service]:
+    if any(state.glob("*.pid")):
+        raise SystemExit(f"{state} has pid files: the stack is up already (`make down` first)")
+    if not repository.is_dir():
+        raise SystemExit(f"no model repository at {repository}: train first (make demo, or myelin-train-all)")
+    state.mkdir(parents=True, exist_ok=True)
+    present = families_in(repository)
+    families = [f for f in port_order() if f in FAMILIES and f in present]
+    if not families:
+        raise SystemExit(f"{repository} holds no model of a family these services know ({', '.join(FAMILIES)})")
+    for family in sorted(set(FAMILIES) - present):
+        print(f"{family}: no model in {repository}, not started")
+    started = time.monotonic()
+    processes = {
+        family: start_service(family, repository, state, port, metrics_port)
+        for family, (port, metrics_port) in planned_ports(families, port_base).items()
+    }
+    try:
+        services = [wait_serving(family, process, state) for family, process in processes.items()]
+    except RuntimeError:
+        down(state)
+        raise
+    for s in services:
+        print(f"{s.family}: grpc {s.target}, metrics http://127.0.0.1:{s.metrics_port}/metrics")
+    print(f"all {len(services)} service(s) SERVING {time.monotonic() - started:.1f} s after start")
+    if shutil.which("prometheus") is None:
+        print("prometheus: not on PATH, not started (Debian: apt-get install prometheus)")
+    else:
+        start_prometheus(services, state, port=prometheus_port, interval_s=prometheus_interval_s)
+        wait_prometheus_ready(prometheus_port)
+        print(f"prometheus: http://127.0.0.1:{prometheus_port} (targets, alerts), config {state / 'prometheus.yml'}")
+    print(f"logs and pid files: {state}; stop with `make down`")
+    return services
+
+
+def down(state: Path, *, timeout: float = 30) -> None:
+    """SIGTERM every process a pid file names, wait for it to exit, remove the pid file."""
+    for pid_file in sorted(state.glob("*.pid")):
+        name = pid_file.stem
+        pid = int(pid_file.read_text())
+        child = _children.pop(pid, None)
+        if _is_ours(pid, name):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                print(f"{name}: did not stop within {timeout:.0f} s, killed")
+            else:
+                print(f"{name}: stopped")
+        else:
+            print(f"{name}: not running")
+        if child is not None:
+            child.wait(timeout=10)
+        pid_file.unlink()
+        (state / f"{name}.port").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # A child that exited but was not reaped is a zombie: it counts as stopped.
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _is_ours(pid: int, name: str) -> bool:
+    """The pid still runs what we started (pids are reused), judged by its command line."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    expected = b"prometheus" if name == "prometheus" else b"myelin-serve"
+    return _alive(pid) and any(part.endswith(expected) for part in command[:2])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="myelin_stack", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start the services (and Prometheus) on a model repository")
+    start.add_argument("--repository", type=Path, default=Path("model_repository"))
+    start.add_argument("--port-base", type=int, default=50051, help="first gRPC port; 0 picks free ports")
+    start.add_argument("--prometheus-port", type=int, default=PROMETHEUS_PORT)
+    stop = commands.add_parser("down", help="stop what `up` started")
+    for command in (start, stop):
+        command.add_argument("--state-dir", type=Path, default=Path(".run"))
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        up(args.repository.resolve(), args.state_dir, port_base=args.port_base, prometheus_port=args.prometheus_port)
+    else:
+        down(args.state_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""The Open Inference Protocol (KServe v2, `inference.GRPCInferenceService`) over the model repository.
+
+Every service registers it, so any KServe v2 client (tritonclient, the KServe SDK, grpcurl) reaches
+every ONNX graph the service has loaded, without our protos.
+
+Naming: a version with one graph (the classifiers' `model.onnx`) is the endpoint `<model>`; a
+version with several graphs (a translator's `encoder` and `decoder_step`) has one endpoint per
+graph, `<model>.<graph>`. `<model>.<graph>` also works for single-graph versions. An exact model
+name wins over the split, so a model called `a.b` is never read as graph `b` of model `a`. The
+version is a decimal string; empty means the newest ready version.
+
+ModelInfer runs through the graph's dynamic batcher when the family built one for it (so KServe
+calls and the family's own API share batches), otherwise on a worker thread. Responses answer in
+the form the request used: raw tensors get `raw_output_contents`, typed ones typed contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
+from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+from myelin_serving import __version__
+from myelin_serving.errors import DeadlineExceeded, InvalidArgument, ModelNotReady, NotFound
+from myelin_serving.interceptors import time_left
+from myelin_serving.repository import LoadedModel, ModelManager, check_name
+from myelin_serving.runtime import OnnxGraph
+from myelin_serving.tensors import RequestTensor, datatype_of, decode, encode_raw, fill_contents
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+PLATFORM = "onnxruntime_onnx"
+SERVER_NAME = "myelin"
+# Output parameters that would change what an output means; refused rather than silently ignored.
+UNSUPPORTED_OUTPUT_PARAMETERS = ("classification",)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One KServe model: a graph of a loaded model version."""
+
+    name: str  # as the caller spelled it
+    model: LoadedModel
+    graph_name: str
+
+    @property
+    def graph(self) -> OnnxGraph:
+        return self.model.graphs[self.graph_name]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    endpoint: Endpoint
+    outputs: dict[str, np.ndarray]  # in the order the caller asked for, or the graph's order
+
+
+class InferenceProtocol:
+    """What the servicer calls: naming, readiness, metadata and inference. No gRPC here."""
+
+    def __init__(self, manager: ModelManager, *, max_request_batch: int) -> None:
+        self._manager = manager
+        self._max_rows = max_request_batch
+
+    def endpoint_names(self) -> list[str]:
+        names: list[str] = []
+        for model in self._manager.names():
+            try:
+                graphs = list(self._manager.get(model).graphs)
+            except ModelNotReady:
+                graphs = []
+            names.extend([model] if len(graphs) <= 1 else [f"{model}.{g}" for g in graphs])
+        return names
+
+    def resolve(self, name: str, version: str) -> Endpoint:
+        """The ready endpoint `name` at `version` ("" = newest ready)."""
+        model_name, graph = self._split(name)
+        model = self._manager.get(model_name, parse_version(version))
+        if graph is None:
+            if len(model.graphs) != 1:
+                choices = ", ".join(f"{model_name}.{g}" for g in model.graphs)
+                raise NotFound(f"model {model_name!r} has {len(model.graphs)} graphs; name one of: {choices}")
+            graph = next(iter(model.graphs))
+        elif graph not in model.graphs:
+            raise NotFound(f"model {model_name!r} has no graph {graph!r}; graphs: {', '.join(model.graphs)}")
+        return Endpoint(name, model, graph)
+
+    def model_ready(self, name: str, version: str) -> bool:
+        """False (not an error) while the version is loading or after it failed; NOT_FOUND if unknown.
+
+        A bare model name asks about the whole version, whatever its graph count."""
+        model_name, graph = self._split(name)
+        try:
+            model = self._manager.get(model_name, parse_version(version))
+        except ModelNotReady:
+            return False
+        if graph is not None and graph not in model.graphs:
+            raise NotFound(f"model {model_name!r} has no graph {graph!r}; graphs: {', '.join(model.graphs)}")
+        return True
+
+    def versions(self, name: str) -> list[str]:
+        model_name, _ = self._split(name)
+        return [str(s.version) for s in reversed(self._manager.statuses(model_name)) if s.model is not None]
+
+    async def infer(
+        self, endpoint: Endpoint, inputs: Sequence[RequestTensor], outputs: Sequence[str], *, timeout: float | None
+    ) -> InferResult:
+        """Check `inputs` and `outputs` against the endpoint's graph, then run it within `timeout` seconds."""
+        graph = endpoint.graph
+        feeds = self._feeds(graph, inputs)
+        wanted = self._wanted_outputs(graph, outputs)
+        batcher = endpoint.model.batchers.get(endpoint.graph_name)
+        if batcher is not None:
+            self._check_rows(feeds)
+            results = await batcher.infer(feeds, timeout=timeout)
+        else:
+            if timeout is not None and timeout <= 0:
+                raise DeadlineExceeded("the request's deadline passed before inference started")
+            results = await asyncio.to_thread(graph.run, feeds, wanted)
+        return InferResult(endpoint, {out: results[out] for out in wanted})
+
+    def _split(self, name: str) -> tuple[str, str | None]:
+        """(model, graph or None) for an endpoint name; NOT_FOUND listing what is served."""
+        check_name(name)
+        if self._manager.knows(name):
+            return name, None
+        model, dot, graph = name.rpartition(".")
+        if dot and self._manager.knows(model):
+            return model, graph
+        served = ", ".join(self.endpoint_names()) or "none yet"
+        raise NotFound(f"model {name!r} not found; this {self._manager.family} service serves: {served}")
+
+    def _feeds(self, graph: OnnxGraph, inputs: Sequence[RequestTensor]) -> dict[str, np.ndarray]:
+        specs = {spec.name: spec for spec in graph.inputs}
+        feeds: dict[str, np.ndarray] = {}
+        for index, tensor in enumerate(inputs):
+            spec = specs.get(tensor.name)
+            if spec is None:
+                raise InvalidArgument(
+                    f"inputs[{index}] is named {tensor.name!r}; the graph's inputs are: {', '.join(specs)}"
+                )
+            if tensor.name in feeds:
+                raise InvalidArgument(f"input {tensor.name!r} is given twice")
+            feeds[tensor.name] = decode(tensor, spec, index)
+        missing = [name for name in specs if name not in feeds]
+        if missing:
+            raise InvalidArgument(f"missing input(s) {', '.join(map(repr, missing))}; the graph needs all of them")
+        return feeds
+
+    def _check_rows(self, feeds: dict[str, np.ndarray]) -> None:
+        # The batcher joins requests along axis 0, so every input must agree on it.
+        rows = {a.shape[0] if a.ndim else 0 for a in feeds.values()}
+        if len(rows) != 1:
+            raise InvalidArgument(f"all inputs must have the same size on axis 0 (the batch), got {sorted(rows)}")
+        count = rows.pop()
+        if count < 1:
+            raise InvalidArgument("the batch (axis 0) is empty: send at least one row")
+        if count > self._max_rows:
+            raise InvalidArgument(f"{count} rows in one request; the limit is {self._max_rows}: split the batch")
+
+    @staticmethod
+    def _wanted_outputs(graph: OnnxGraph, outputs: Sequence[str]) -> list[str]:
+        if not outputs:
+            return list(graph.output_names)
+        for name in outputs:
+            if name not in graph.output_names:
+                raise InvalidArgument(
+                    f"requested output {name!r} is not an output of this graph: {', '.join(graph.output_names)}"
+                )
+        if len(set(outputs)) != len(outputs):
+            raise InvalidArgument("an output is requested twice")
+        return list(outputs)
+
+
+def parse_version(version: str) -> int:
+    if not version:
+        return 0
+    if not version.isdigit() or not version.isascii():
+        raise InvalidArgument(f"model_version must be empty (newest) or a decimal version number, not {version[:40]!r}")
+    return int(version)
+
+
+def request_tensors(request: pb.ModelInferRequest) -> list[RequestTensor]:
+    """The inputs of a ModelInferRequest, each with its raw bytes or its typed contents."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: send one per input, in order"
+        )
+    tensors = []
+    for index, tensor in enumerate(request.inputs):
+        has_contents = tensor.HasField("contents")
+        if raw and has_contents:
+            raise InvalidArgument(
+                f"inputs[{index}] {tensor.name!r} has contents while raw_input_contents is used: send one or the other"
+            )
+        if not raw and not has_contents:
+            raise InvalidArgument(f"inputs[{index}] {tensor.name!r} has no data: set contents or raw_input_contents")
+        tensors.append(
+            RequestTensor(
+                name=tensor.name,
+                datatype=tensor.datatype,
+                shape=tuple(tensor.shape),
+                raw=raw[index] if raw else None,
+                contents=None if raw else tensor.contents,
+            )
+        )
+    if not tensors:
+        raise InvalidArgument("inputs is empty: send every input the graph takes")
+    return tensors
+
+
+def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
+    for output in request.outputs:
+        for parameter in UNSUPPORTED_OUTPUT_PARAMETERS:
+            if parameter in output.parameters:
+                raise InvalidArgument(f"output parameter {parameter!r} is not supported; ask for the plain tensor")
+    return [output.name for output in request.outputs]
+
+
+class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Proto in, an InferenceProtocol call, proto out."""
+
+    def __init__(self, protocol: InferenceProtocol, *, serving: Callable[[], bool]) -> None:
+        self._protocol = protocol
+        self._serving = serving
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._serving())
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self._protocol.model_ready(request.name, request.version))
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[])
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        endpoint = self._protocol.resolve(request.name, request.version)
+        graph = endpoint.graph
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=request.name,
+            versions=self._protocol.versions(request.name),
+            platform=PLATFORM,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in graph.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in graph.outputs],
+        )
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        raw = bool(request.raw_input_contents)
+        endpoint = self._protocol.resolve(request.model_name, request.model_version)
+        result = await self._protocol.infer(
+            endpoint, request_tensors(request), requested_outputs(request), timeout=time_left()
+        )
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=str(result.endpoint.model.version), id=request.id
+        )
+        for name, array in result.outputs.items():
+            output = response.outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
+            if not raw:
+                fill_contents(output.contents, array)
+        if raw:
+            response.raw_output_contents.extend(encode_raw(array) for array in result.outputs.values())
+        return response
+
+
+def add_to_server(server: grpc.aio.Server, protocol: InferenceProtocol, *, serving: Callable[[], bool]) -> None:
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(protocol, serving=serving), server)

@@ -1,0 +1,155 @@
+"""A stock KServe v2 client (tritonclient.grpc, unmodified) against every service.
+
+Adding a family's service here is one entry in SERVICES: its family name and the session fixture
+that builds its model repository. By default every graph of the newest version of every model of
+that family is called, with inputs made from the graph's own signature (dynamic axes 1, integers 0,
+booleans true, floats random); a family may pass its own calls instead. The expected answer of
+every call is the graph itself, run by onnxruntime in this process on the same inputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from myelin_serving.tensors import datatype_of
+from myelin_testkit import KServeCall, ServerThread, run_tritonclient, settings_for, tritonclient_job
+
+NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def signature_inputs(graph_file: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs any graph accepts: its own signature, dynamic axes 1, integers 0, booleans true."""
+    session = ort.InferenceSession(str(graph_file), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    inputs: dict[str, np.ndarray] = {}
+    for arg in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
+        if arg.type == "tensor(string)":
+            inputs[arg.name] = np.full(shape, "myelin", dtype=object)
+            continue
+        dtype = NUMPY_TYPES[arg.type]
+        if np.issubdtype(dtype, np.floating):
+            inputs[arg.name] = rng.random(shape).astype(dtype)
+        elif dtype is np.bool_:
+            inputs[arg.name] = np.ones(shape, dtype=bool)
+        else:
+            inputs[arg.name] = np.zeros(shape, dtype=dtype)
+    return inputs
+
+
+def signature_calls(repository: Path, family: str) -> list[KServeCall]:
+    """One call per graph of the newest version of every model of `family` in `repository`."""
+    newest: dict[str, Path] = {}
+    for manifest_path in repository.glob("*/*/model.json"):
+        if not manifest_path.parent.name.isdigit():
+            continue
+        manifest = json.loads(manifest_path.read_text())
+        current = newest.get(manifest["name"])
+        if manifest["family"] == family and (current is None or int(current.parent.name) < manifest["version"]):
+            newest[manifest["name"]] = manifest_path
+    calls = []
+    for name, manifest_path in sorted(newest.items()):
+        graphs = json.loads(manifest_path.read_text())["graphs"]
+        for graph, entry in graphs.items():
+            graph_file = manifest_path.parent / entry["file"]
+            endpoint = name if len(graphs) == 1 else f"{name}.{graph}"
+            calls.append(KServeCall(endpoint, graph_file, signature_inputs(graph_file)))
+    return calls
+
+
+@dataclass(frozen=True)
+class ServiceCase:
+    family: str
+    repository_fixture: str
+    calls: Callable[[Path], list[KServeCall]] | None = field(default=None)  # None: signature_calls
+
+    def calls_for(self, repository: Path) -> list[KServeCall]:
+        return self.calls(repository) if self.calls else signature_calls(repository, self.family)
+
+
+def digits(rows: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((rows, 28, 28), dtype=np.float32)  # (B, 28, 28) in [0, 1)
+
+
+def classifier_calls(repository: Path) -> list[KServeCall]:
+    return [
+        KServeCall("mnist-cnn", repository / "mnist-cnn" / "1" / "model.onnx", {"image": digits(3, 1)}),
+        KServeCall("mnist-mlp", repository / "mnist-mlp" / "1" / "model.onnx", {"image": digits(1, 2)}),
+        KServeCall("mnist-mlp.model", repository / "mnist-mlp" / "1" / "model.onnx", {"image": digits(2, 3)}),
+        *signature_calls(repository, "classifier"),
+    ]
+
+
+SERVICES = [
+    ServiceCase("classifier", "classifier_repository", classifier_calls),
+]
+
+
+def expected_outputs(call: KServeCall) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(call.graph_file), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, call.inputs), strict=True))
+
+
+@pytest.mark.parametrize("case", SERVICES, ids=[c.family for c in SERVICES])
+def test_tritonclient_health_metadata_and_inference(case: ServiceCase, request: pytest.FixtureRequest) -> None:
+    repository: Path = request.getfixturevalue(case.repository_fixture)
+    calls = case.calls_for(repository)
+    with ServerThread(settings_for(repository, service=case.family)) as server:
+        report = run_tritonclient(tritonclient_job(server.target, calls))
+    assert report["live"] == {"ok": True}
+    assert report["ready"] == {"ok": True}
+    assert report["server_metadata"]["ok"]["name"] == "myelin"
+    assert calls, f"no {case.family} models in {repository}"
+    for call, answer in zip(calls, report["models"], strict=True):
+        version = call.graph_file.parent.name  # the newest version is the one served
+        assert answer["ready"] == {"ok": True}, call.name
+        metadata = answer["metadata"]["ok"]
+        assert metadata["name"] == call.name and metadata["platform"] == "onnxruntime_onnx"
+        assert metadata["versions"][-1] == version
+        assert [i["name"] for i in metadata["inputs"]] == list(call.inputs)
+        result = answer["infer"]["ok"]
+        assert (result["model_name"], result["model_version"], result["id"]) == (call.name, version, "probe-1")
+        expected = expected_outputs(call)
+        assert list(result["outputs"]) == list(expected)
+        for name, array in expected.items():
+            got = result["outputs"][name]
+            assert got["datatype"] == datatype_of(array) and got["shape"] == list(array.shape)
+            if got["datatype"] == "BYTES":
+                assert got["values"] == [str(v) for v in array.ravel()]
+            else:
+                values = np.array(got["values"]).reshape(array.shape)
+                np.testing.assert_allclose(values, array, rtol=1e-5, atol=1e-6)
+
+
+def test_tritonclient_sees_not_found_and_invalid_argument(classifier_server: ServerThread) -> None:
+    unknown = {"name": "mnist-vit", "inputs": []}
+    wrong_shape = {
+        "name": "mnist-cnn",
+        "inputs": [
+            {"name": "image", "datatype": "FP32", "shape": [1, 20, 28], "data": base64.b64encode(bytes(2240)).decode()}
+        ],
+    }
+    report = run_tritonclient({"target": classifier_server.target, "models": [unknown, wrong_shape]})
+    missing, bad = report["models"]
+    assert missing["ready"]["status"] == "StatusCode.NOT_FOUND"
+    assert missing["metadata"]["status"] == "StatusCode.NOT_FOUND" and "mnist-cnn" in missing["metadata"]["message"]
+    assert bad["infer"]["status"] == "StatusCode.INVALID_ARGUMENT"
+    assert "axis 1 must be 28" in bad["infer"]["message"]

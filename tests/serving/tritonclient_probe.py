@@ -1,0 +1,110 @@
+"""Drive a server with the stock `tritonclient.grpc` and print what it answered, as JSON.
+
+Runs in its own virtualenv (.venv-tritonclient, built by `make setup`): tritonclient registers the
+`inference.*` messages in protobuf's default pool, as our generated `myelin_api.kserve.v2` does,
+so the two cannot share a process, and tritonclient 2.73 requires protobuf < 7 (we pin 7.x).
+The test (test_kserve_tritonclient.py) sends a job on stdin and asserts on the report; this
+script makes no judgement of its own.
+
+Job: {"target", "ssl": {"root_certificates", "private_key", "certificate_chain": PEM paths} | null,
+      "headers": {...}, "models": [{"name", "version", "inputs": [{"name", "datatype", "shape",
+      "data": base64 raw little-endian bytes}], "outputs": [names]}]}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+
+def attempt(call: Any) -> dict[str, Any]:
+    try:
+        return {"ok": call()}
+    except InferenceServerException as exc:
+        return {"status": str(exc.status()), "message": exc.message()}
+
+
+def array_of(spec: dict[str, Any]) -> np.ndarray:
+    data = base64.b64decode(spec["data"])
+    if spec["datatype"] == "BYTES":
+        items, offset = [], 0
+        while offset < len(data):
+            length = int.from_bytes(data[offset : offset + 4], "little")
+            items.append(data[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+        return np.array(items, dtype=np.object_).reshape(spec["shape"])
+    return np.frombuffer(data, dtype=triton_to_np_dtype(spec["datatype"])).reshape(spec["shape"])
+
+
+def infer(client: triton.InferenceServerClient, model: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    inputs = []
+    for spec in model["inputs"]:
+        tensor = triton.InferInput(spec["name"], spec["shape"], spec["datatype"])
+        tensor.set_data_from_numpy(array_of(spec))
+        inputs.append(tensor)
+    outputs = [triton.InferRequestedOutput(name) for name in model.get("outputs", [])] or None
+    result = client.infer(
+        model["name"],
+        inputs,
+        model_version=model.get("version", ""),
+        outputs=outputs,
+        headers=headers,
+        request_id="probe-1",
+    )
+    response = result.get_response()
+    return {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "id": response.id,
+        "outputs": {
+            out.name: {
+                "datatype": out.datatype,
+                "shape": list(out.shape),
+                "values": result.as_numpy(out.name).astype(np.float64).ravel().tolist()
+                if out.datatype != "BYTES"
+                else [v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy(out.name).ravel()],
+            }
+            for out in response.outputs
+        },
+    }
+
+
+def main() -> None:
+    job = json.load(sys.stdin)
+    ssl = job.get("ssl")
+    client = triton.InferenceServerClient(
+        job["target"],
+        ssl=ssl is not None,
+        **(ssl or {}),  # file paths, as tritonclient takes them
+    )
+    headers = job.get("headers") or {}
+    report: dict[str, Any] = {
+        "live": attempt(lambda: client.is_server_live(headers=headers)),
+        "ready": attempt(lambda: client.is_server_ready(headers=headers)),
+        "server_metadata": attempt(lambda: client.get_server_metadata(headers=headers, as_json=True)),
+        "models": [],
+    }
+    for model in job["models"]:
+        version = model.get("version", "")
+        report["models"].append(
+            {
+                "name": model["name"],
+                "ready": attempt(lambda m=model, v=version: client.is_model_ready(m["name"], v, headers=headers)),
+                "metadata": attempt(
+                    lambda m=model, v=version: client.get_model_metadata(m["name"], v, headers=headers, as_json=True)
+                ),
+                "infer": attempt(lambda m=model: infer(client, m, headers)) if model.get("inputs") else None,
+            }
+        )
+    client.close()
+    json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
