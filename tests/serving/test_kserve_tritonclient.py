@@ -99,6 +99,8 @@ def classifier_calls(repository: Path) -> list[KServeCall]:
 
 SERVICES = [
     ServiceCase("classifier", "classifier_repository", classifier_calls),
+    # translator-tatoeba.encoder and translator-tatoeba.decoder, the decoder with a one-position cache.
+    ServiceCase("translator", "translator_repository"),
 ]
 
 
