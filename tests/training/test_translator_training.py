@@ -14,6 +14,7 @@ from myelin_training.cli import train_main
 from myelin_training.data import pairs
 from myelin_training.data.files import DatasetNotFoundError
 from myelin_training.translator import tokenizer as tk
+from myelin_training.translator.averaging import average_weights
 from myelin_training.translator.batches import EncodedPairs, make_batches
 from myelin_training.translator.model import Translator, TranslatorConfig
 
@@ -163,3 +164,33 @@ def test_resume_of_a_finished_run_only_exports_again(translator_run: tuple[Path,
     assert second["evaluation"] == first["evaluation"]
     assert second["training"]["recipe"] == "dry"
     (repository / "translator-tatoeba" / "2").rename(repository.parent / "translator-v2-moved-aside")
+
+
+def test_average_weights_is_the_element_wise_mean(tmp_path: Path) -> None:
+    config = TranslatorConfig(vocab_size=40, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32)
+    states = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        states.append(Translator(config).state_dict())
+        torch.save({"epoch": seed + 1, "model": states[-1]}, tmp_path / f"w{seed}.pt")
+    averaged = average_weights([tmp_path / f"w{seed}.pt" for seed in range(3)])
+    assert set(averaged) == set(states[0])
+    for name, tensor in averaged.items():
+        assert tensor.dtype == states[0][name].dtype
+        torch.testing.assert_close(tensor, sum(s[name] for s in states) / 3)
+
+
+def test_average_last_keeps_the_last_epochs_and_exports_what_validation_prefers(tmp_path: Path, data_dir: Path) -> None:
+    repository, run_dir = tmp_path / "repository", tmp_path / "run"
+    common = ["--data-dir", str(data_dir), "--repository", str(repository), "--run-dir", str(run_dir)]
+    train_main(["translator", "--dry-run", "--epochs", "3", "--average-last", "2", *common])
+    assert sorted(p.name for p in run_dir.glob("weights-epoch*.pt")) == ["weights-epoch2.pt", "weights-epoch3.pt"]
+    manifest = json.loads((repository / "translator-tatoeba" / "1" / "model.json").read_text())
+    evaluation = manifest["evaluation"]
+    assert manifest["training"]["train_config"]["average_last"] == 2
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    best_single = max(e["val_bleu"] for e in epochs if "val_bleu" in e)
+    if evaluation["averaged_epochs"] == 2:
+        assert evaluation["validation_bleu"] > best_single
+    else:
+        assert evaluation["averaged_epochs"] == 0 and evaluation["validation_bleu"] == best_single

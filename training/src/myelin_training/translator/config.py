@@ -23,6 +23,9 @@ class TrainConfig:
     bf16: bool = True  # autocast matmuls to bfloat16 (CPUs with avx512_bf16 / AMX, and GPUs)
     validation_bleu_pairs: int = 1000  # validation pairs translated (greedy) each epoch
     train_subset: int = 0  # 0: every training pair; N: the first N (dry runs)
+    # Export the mean of the last N epochs' weights when it beats the best epoch on validation BLEU
+    # (averaging.py); 0 or 1: the best epoch alone.
+    average_last: int = 0
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
 
 Length-bucketed token batches, label smoothing, Adam with warm-up then cosine decay, gradient
 clipping, bf16 autocast, a checkpoint after every epoch (`--resume` continues from it), validation
-loss and greedy BLEU each epoch, and the best epoch (by validation BLEU) exported.
+loss and greedy BLEU each epoch, and the best epoch (by validation BLEU) exported, or, with
+`--average-last N`, the mean of the last N epochs' weights when validation BLEU prefers it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from myelin_training.data.pairs import CORPORA, Pair, load_corpus, references_by
 from myelin_training.device import resolve_device
 from myelin_training.reporting import MetricsLog, plot_curves
 from myelin_training.translator import tokenizer as tk
+from myelin_training.translator.averaging import average_weights, keep_epoch_weights, weights_path
 from myelin_training.translator.batches import EncodedPairs, collate, encode_pairs, make_batches
 from myelin_training.translator.config import RECIPES, TrainConfig
 from myelin_training.translator.decoding import corpus_scores, translate_greedy
@@ -55,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, help="peak learning rate")
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (no bfloat16 autocast)")
+    parser.add_argument(
+        "--average-last",
+        type=int,
+        help="export the mean of the last N epochs' weights if it beats the best epoch on validation BLEU",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument(
         "--resume",
@@ -139,6 +146,38 @@ def resolve_resume(args: argparse.Namespace, run_dir: Path) -> dict[str, Any] | 
     return checkpoint
 
 
+def choose_average(
+    model: Translator,
+    tokenizer: Tokenizer,
+    val_pairs: list[Pair],
+    device: torch.device,
+    config: TrainConfig,
+    run_dir: Path,
+    best: dict[str, Any],
+) -> tuple[float, int]:
+    """Load the mean of the last `average_last` epochs into `model` if it beats the best epoch on the
+    same validation BLEU the epochs were scored with; else leave the best epoch's weights.
+    Returns the validation BLEU of what `model` holds and how many epochs it averages (0: none)."""
+    epochs = range(config.epochs - config.average_last + 1, config.epochs + 1)
+    paths = [weights_path(run_dir, epoch) for epoch in epochs]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        print(f"checkpoint averaging skipped: {', '.join(missing)} not in {run_dir}")
+        return float(best["best_bleu"]), 0
+    model.load_state_dict(average_weights(paths))
+    scores, _, _ = bleu_on(model, tokenizer, val_pairs, device, config.bf16)
+    kept = scores["bleu"] > best["best_bleu"]
+    print(
+        f"mean of epochs {epochs.start}-{epochs.stop - 1}: validation BLEU {scores['bleu']:.2f} "
+        f"vs {best['best_bleu']:.2f} for epoch {best['epoch']}: exporting "
+        + ("the mean" if kept else f"epoch {best['epoch']}")
+    )
+    if not kept:
+        model.load_state_dict(best["model"])
+        return float(best["best_bleu"]), 0
+    return float(scores["bleu"]), len(paths)
+
+
 def run(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     run_dir: Path = args.run_dir or Path("runs") / args.name
@@ -151,7 +190,13 @@ def run(argv: list[str] | None = None) -> Path:
         recipe_name = checkpoint["recipe"]
     else:
         model_config, config = RECIPES[recipe_name].model, RECIPES[recipe_name].train
-    overrides = {"epochs": args.epochs, "max_tokens": args.max_tokens, "lr": args.lr, "warmup_steps": args.warmup_steps}
+    overrides = {
+        "epochs": args.epochs,
+        "max_tokens": args.max_tokens,
+        "lr": args.lr,
+        "warmup_steps": args.warmup_steps,
+        "average_last": args.average_last,
+    }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_bf16:
         config = dataclasses.replace(config, bf16=False)
@@ -282,6 +327,8 @@ def run(argv: list[str] | None = None) -> Path:
         save_checkpoint(run_dir / "checkpoint-last.pt", snapshot)
         if improved:
             save_checkpoint(run_dir / "checkpoint-best.pt", snapshot)
+        if config.average_last > 1:
+            keep_epoch_weights(run_dir, model, epoch, config.average_last)
         plot_curves(
             log.records,
             run_dir / "curves.png",
@@ -295,6 +342,9 @@ def run(argv: list[str] | None = None) -> Path:
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
     print(f"best epoch {best['epoch']} (validation BLEU {best['best_bleu']:.2f}); {wall:.0f} s of training")
+    validation_bleu, averaged = best["best_bleu"], 0
+    if config.average_last > 1:
+        validation_bleu, averaged = choose_average(model, tokenizer, val_bleu_pairs, device, config, run_dir, best)
     # float32, like the exported graphs: these figures are what the service should reproduce (greedy).
     test_scores, test_sources, test_hypotheses = bleu_on(model, tokenizer, test_pairs, device, False)
     print(
@@ -302,13 +352,14 @@ def run(argv: list[str] | None = None) -> Path:
         f"BLEU {test_scores['bleu']:.2f}, chrF {test_scores['chrf']:.2f}"
     )
     evaluation = {
-        "validation_bleu": best["best_bleu"],
+        "validation_bleu": validation_bleu,
         "validation_bleu_pairs": len(val_bleu_pairs),
         "test_bleu_greedy": test_scores["bleu"],
         "test_chrf_greedy": test_scores["chrf"],
         "test_pairs": len(test_pairs),
         "test_sentences": len(test_sources),
         "best_epoch": best["epoch"],
+        "averaged_epochs": averaged,  # 0: the best epoch's weights alone
     }
     model = model.cpu().float().eval()
     version_dir = publish(
