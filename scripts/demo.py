@@ -181,6 +181,65 @@ def translator_act(data_dir: Path) -> None:
         )
 
 
+def word2vec_act(data_dir: Path) -> None:
+    banner("word2vec: train skip-gram and CBOW on ~1.9M words of English (3 epochs each)")
+    for arch in ("skipgram", "cbow"):
+        run(
+            BIN / "myelin-train",
+            "word2vec",
+            "--corpus-preset",
+            "english",
+            "--data-dir",
+            data_dir,
+            "--arch",
+            arch,
+            "--epochs",
+            "3",
+            "--repository",
+            REPOSITORY,
+            "--run-dir",
+            DEMO / "runs" / f"word2vec-{arch}",
+        )
+
+    banner("word2vec: serve both and ask for neighbours and analogies through the SDK")
+    with service("embedder") as target, Client(target, timeout=60) as client:
+        client.wait_ready()
+        for model in client.list_models():
+            e = model.evaluation
+            print(
+                f"{model.name} v{model.version}: analogy accuracy {e['analogy_accuracy']:.2%} "
+                f"({e['analogy_answered']:.0f} questions in vocabulary), WordSim-353 rho "
+                f"{e['wordsim353_spearman']:.3f}, SimLex-999 rho {e['simlex999_spearman']:.3f}"
+            )
+        for name in ("word2vec-skipgram", "word2vec-cbow"):
+            print(f"\n{name}:")
+            known = [v.word for v in client.embed(["king", "france", "three", "walking"], model=name) if v.found]
+            for word in known:
+                near = client.most_similar(word, model=name, top_k=6)
+                print(f"  nearest to {word}: {', '.join(near.words)}")
+            for a, b, c in (("man", "king", "woman"), ("france", "paris", "germany"), ("good", "better", "bad")):
+                answer = client.analogy(a, b, c, model=name, top_k=3)
+                others = ", ".join(n.word for n in answer.candidates[1:])
+                print(f"  {a} : {b} :: {c} : {answer.word}   (then {others})")
+            pairs = client.similarity([("king", "queen"), ("king", "car")], model=name)
+            print("  " + "; ".join(f"{p.first} ~ {p.second} = {p.similarity}" for p in pairs))
+            odd = client.doesnt_match(["breakfast", "lunch", "dinner", "car"], model=name)
+            print(f"  odd one out of breakfast, lunch, dinner, car: {odd.word}")
+        run(BIN / "myelin", "--target", target, "analogy", "man", "king", "woman")
+        run(
+            BIN / "myelin-eval",
+            "word2vec",
+            "--target",
+            target,
+            "--model",
+            "word2vec-skipgram",
+            "--model-dir",
+            REPOSITORY / "word2vec-skipgram" / "1",
+            "--data-dir",
+            data_dir,
+        )
+
+
 def main() -> None:
     data_dir = Path(os.environ.get("MYELIN_DATA_DIR", ROOT.parent / "shared" / "data"))
     if not (data_dir / "mnist").is_dir():
@@ -192,6 +251,7 @@ def main() -> None:
     started = time.monotonic()
     classifier_act(data_dir)
     translator_act(data_dir)
+    word2vec_act(data_dir)
     banner(f"demo finished in {time.monotonic() - started:.0f} s; models in {REPOSITORY}")
 
 

@@ -73,3 +73,25 @@ def translator_server(translator_repository: Path) -> Iterator[ServerThread]:
     """One translator service for a test module: loopback, port 0, metrics on the test's registry."""
     with ServerThread(settings_for(translator_repository, service="translator")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def word2vec_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """word2vec-skipgram (negative sampling) and word2vec-cbow-hs (hierarchical softmax), --dry-run:
+    the first 20,000 words of the english preset, one epoch, exported with their evaluation."""
+    from myelin_training.word2vec.train import main as train_word2vec
+
+    repository = tmp_path_factory.mktemp("word2vec-repository")
+    runs = tmp_path_factory.mktemp("word2vec-runs")
+    for arch, loss in (("skipgram", "ns"), ("cbow", "hs")):
+        train_word2vec(
+            ["--dry-run", "--corpus-preset", "english", "--data-dir", str(data_dir), "--repository", str(repository),
+             "--run-dir", str(runs / arch), "--arch", arch, "--loss", loss]
+        )  # fmt: skip
+    return repository
+
+
+@pytest.fixture(scope="module")
+def embedder_server(word2vec_repository: Path) -> Iterator[ServerThread]:
+    with ServerThread(settings_for(word2vec_repository, service="embedder")) as server:
+        yield server

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 FAMILIES = {
     "classifier": "myelin_serving.classifier",
     "translator": "myelin_serving.translator",
+    "embedder": "myelin_serving.embedder",
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 
