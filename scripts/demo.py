@@ -139,6 +139,48 @@ def classifier_act(data_dir: Path) -> None:
         run(BIN / "myelin", "--target", target, "classify", *files, "--top-k", "2")
 
 
+def translator_act(data_dir: Path) -> None:
+    banner("translator: train translator-tatoeba (quick config: minutes, not the accuracy target)")
+    run(
+        BIN / "myelin-train",
+        "translator",
+        "--config",
+        "quick",
+        "--data-dir",
+        data_dir,
+        "--repository",
+        REPOSITORY,
+        "--run-dir",
+        DEMO / "runs" / "translator-tatoeba",
+    )
+    sentences = ["I am cold.", "Where is the train station?", "She doesn't like coffee.", "We're going home."]
+    banner("translator: serve and translate through the SDK (greedy vs beam search)")
+    with service("translator") as target, Client(target, timeout=120) as client:
+        client.wait_ready()
+        info = client.get_model("translator-tatoeba")
+        print(
+            f"translator-tatoeba v{info.version} on {info.execution_provider}: test BLEU at training "
+            f"{info.evaluation['test_bleu_greedy']:.1f} (greedy, PyTorch)"
+        )
+        greedy = client.translate(sentences, beam_size=1)
+        beam = client.translate(sentences, beam_size=4)
+        for sentence, g, b in zip(sentences, greedy, beam, strict=True):
+            print(f"  {sentence}\n    greedy: {g.text}  ({g.score:.2f})\n    beam 4: {b.text}  ({b.score:.2f})")
+        run(BIN / "myelin", "--target", target, "translate", "I am cold.", "Thank you very much!")
+        run(
+            BIN / "myelin-eval",
+            "translator",
+            "--target",
+            target,
+            "--data-dir",
+            data_dir,
+            "--limit",
+            "500",
+            "--examples",
+            "3",
+        )
+
+
 def word2vec_act(data_dir: Path) -> None:
     banner("word2vec: train skip-gram and CBOW on ~1.9M words of English (3 epochs each)")
     for arch in ("skipgram", "cbow"):
@@ -208,6 +250,7 @@ def main() -> None:
     REPOSITORY.mkdir(parents=True)
     started = time.monotonic()
     classifier_act(data_dir)
+    translator_act(data_dir)
     word2vec_act(data_dir)
     banner(f"demo finished in {time.monotonic() - started:.0f} s; models in {REPOSITORY}")
 

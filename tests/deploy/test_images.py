@@ -50,14 +50,15 @@ def test_train_all_trains_each_family_once(data_dir: Path, tmp_path: Path) -> No
     assert {name: m["family"] for name, m in manifests.items()} == {
         "mnist-mlp": "classifier",
         "mnist-cnn": "classifier",
+        "translator-tatoeba": "translator",
         "word2vec-skipgram": "embedder",
     }
-    # Again: the repository has the classifier already, so nothing is trained twice.
+    # Again: the repository has every family already, so nothing is trained twice.
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "classifier: skipped" in again.stdout
+    assert "classifier: skipped" in again.stdout and "translator: skipped" in again.stdout
     assert "embedder: skipped" in again.stdout
-    assert sorted(p.parent.name for p in repository.glob("*/*/model.json")) == ["1", "1", "1"]
+    assert sorted(p.parent.name for p in repository.glob("*/*/model.json")) == ["1", "1", "1", "1"]
 
 
 def test_train_all_refuses_unknown_families(tmp_path: Path) -> None:

@@ -119,6 +119,8 @@ def embedder_calls(repository: Path) -> list[KServeCall]:
 
 SERVICES = [
     ServiceCase("classifier", "classifier_repository", classifier_calls),
+    # translator-tatoeba.encoder and translator-tatoeba.decoder, the decoder with a one-position cache.
+    ServiceCase("translator", "translator_repository"),
     ServiceCase("embedder", "word2vec_repository", embedder_calls),
 ]
 

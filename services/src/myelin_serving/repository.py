@@ -31,7 +31,7 @@ from myelin_serving.batching import DynamicBatcher
 from myelin_serving.errors import InvalidArgument, ModelNotReady, NotFound
 from myelin_serving.metrics import Metrics
 from myelin_serving.runtime import OnnxGraph, RuntimeOptions
-from myelin_serving.settings import BatchingSettings
+from myelin_serving.settings import BatchingSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class LoadContext:
     runtime: RuntimeOptions
     batching: BatchingSettings
     metrics: Metrics | None = None
+    # The process's settings, for families with limits of their own (translator.*); None in unit tests.
+    settings: Settings | None = None
 
     async def open_graph(self, version: ModelVersion, graph: str) -> OnnxGraph:
         return await asyncio.to_thread(OnnxGraph, version.graph_path(graph), self.runtime)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FAMILIES = {
     "classifier": "myelin_serving.classifier",
+    "translator": "myelin_serving.translator",
     "embedder": "myelin_serving.embedder",
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
@@ -222,6 +223,7 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         RuntimeOptions(settings.device, settings.intra_op_threads, settings.intra_op_spinning),
         settings.batching,
         metrics,
+        settings=settings,
     )
     manager = ModelManager(
         settings.repository, family.name, family.load, context, latest=settings.version_policy_latest, metrics=metrics

@@ -5,6 +5,7 @@
     with Client("127.0.0.1:50051") as client:
         client.wait_ready()
         print(client.classify("digit.png").labels)
+        print(client.translate("I am cold.", beam_size=4).texts)
 
 `Client` blocks, `AsyncClient` awaits; both have the same methods. Errors: see myelin_client.errors.
 """
@@ -37,6 +38,8 @@ from myelin_client.types import (
     ReloadResult,
     SimilarityResult,
     TensorSpec,
+    TranslateResult,
+    Translation,
     VersionStatus,
     WordVector,
 )
@@ -67,6 +70,8 @@ __all__ = [
     "ServerError",
     "SimilarityResult",
     "TensorSpec",
+    "TranslateResult",
+    "Translation",
     "UnauthenticatedError",
     "UnavailableError",
     "VersionStatus",

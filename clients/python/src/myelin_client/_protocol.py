@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2, models_pb2
+from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2, models_pb2, translator_pb2
 from myelin_client import _health
 from myelin_client.images import to_images
 from myelin_client.types import (
@@ -30,6 +30,8 @@ from myelin_client.types import (
     ReloadResult,
     SimilarityResult,
     TensorSpec,
+    TranslateResult,
+    Translation,
     VersionStatus,
     WordVector,
 )
@@ -66,6 +68,42 @@ def _classify_result(response: classifier_pb2.ClassifyResponse) -> ClassifyResul
         classifications=[
             Classification([LabelProbability(p.label, p.index, p.probability) for p in c.labels])
             for c in response.classifications
+        ],
+    )
+
+
+def translate(
+    sentences: str | Sequence[str],
+    *,
+    model: str,
+    version: int,
+    beam_size: int | None,
+    max_length: int | None,
+    length_penalty: float | None,
+    truncate: bool,
+) -> Call[TranslateResult]:
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    request = translator_pb2.TranslateRequest(
+        model=common_pb2.ModelRef(name=model, version=version), sentences=list(sentences), truncate=truncate
+    )
+    # Unset options stay unset (presence is tracked): the service applies its defaults.
+    if beam_size is not None:
+        request.beam_size = beam_size
+    if max_length is not None:
+        request.max_length = max_length
+    if length_penalty is not None:
+        request.length_penalty = length_penalty
+    return Call("/myelin_api.v1.Translator/Translate", request, translator_pb2.TranslateResponse, _translate_result)
+
+
+def _translate_result(response: translator_pb2.TranslateResponse) -> TranslateResult:
+    return TranslateResult(
+        model=response.model.name,
+        version=response.model.version,
+        translations=[
+            Translation(t.text, t.score, t.log_probability, t.tokens, t.source_truncated, t.finished)
+            for t in response.translations
         ],
     )
 

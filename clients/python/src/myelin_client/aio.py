@@ -23,6 +23,7 @@ from myelin_client.types import (
     NeighboursResult,
     ReloadResult,
     SimilarityResult,
+    TranslateResult,
 )
 
 T = TypeVar("T")
@@ -37,6 +38,29 @@ class AsyncClient(Connection):
         self, images: Any, *, model: str = "mnist-cnn", version: int = 0, top_k: int = 1, timeout: float | None = None
     ) -> ClassifyResult:
         return await self._invoke(_protocol.classify(images, model=model, version=version, top_k=top_k), timeout)
+
+    async def translate(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        model: str = "translator-tatoeba",
+        version: int = 0,
+        beam_size: int | None = None,
+        max_length: int | None = None,
+        length_penalty: float | None = None,
+        truncate: bool = False,
+        timeout: float | None = None,
+    ) -> TranslateResult:
+        call = _protocol.translate(
+            sentences,
+            model=model,
+            version=version,
+            beam_size=beam_size,
+            max_length=max_length,
+            length_penalty=length_penalty,
+            truncate=truncate,
+        )
+        return await self._invoke(call, timeout)
 
     async def embed(
         self,

@@ -1,6 +1,7 @@
 """`myelin`: the command line for Myelin's services.
 
     myelin classify digit.png another.jpg --model mnist-cnn --top-k 3
+    myelin translate "I am cold." "Where is the station?" --beam-size 4
     myelin analogy man king woman                 # man : king :: woman : ?
     myelin most-similar king woman --negative man
     myelin similarity king queen  cat dog         # pairs
@@ -36,6 +37,29 @@ def _classify(client: Client, args: argparse.Namespace) -> int:
     for path, classification in zip(args.files, result, strict=True):
         labels = ", ".join(f"{p.label} ({p.probability:.3f})" for p in classification.labels)
         print(f"{path}: {labels}")
+    return 0
+
+
+def _translate(client: Client, args: argparse.Namespace) -> int:
+    result = client.translate(
+        args.sentences,
+        model=args.model,
+        version=args.version,
+        beam_size=args.beam_size,
+        max_length=args.max_length,
+        length_penalty=args.length_penalty,
+        truncate=args.truncate,
+    )
+    if args.json:
+        print(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+        return 0
+    print(f"model {result.model} version {result.version}")
+    for sentence, translation in zip(args.sentences, result, strict=True):
+        notes = [] if translation.finished else ["max_length reached"]
+        if translation.source_truncated:
+            notes.append("source truncated")
+        note = f"  [{', '.join(notes)}]" if notes else ""
+        print(f"{sentence}\n  -> {translation.text}  (score {translation.score:.3f}){note}")
     return 0
 
 
@@ -128,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--version", type=int, default=0, help="0: newest")
     classify.add_argument("--top-k", type=int, default=1)
     classify.set_defaults(run=_classify)
+
+    translate = commands.add_parser("translate", help="translate English sentences to French")
+    translate.add_argument("sentences", nargs="+", help="English sentences (quote each one)")
+    translate.add_argument("--model", default="translator-tatoeba")
+    translate.add_argument("--version", type=int, default=0, help="0: newest")
+    translate.add_argument("--beam-size", type=int, help="1 is greedy (service default: 4)")
+    translate.add_argument("--max-length", type=int, help="most tokens per translation")
+    translate.add_argument("--length-penalty", type=float, help="alpha in [0, 2] (service default: 0.6)")
+    translate.add_argument("--truncate", action="store_true", help="cut over-long sentences instead of refusing")
+    translate.add_argument("--json", action="store_true")
+    translate.set_defaults(run=_translate)
 
     def embedder_command(name: str, run: Command, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)

@@ -22,6 +22,7 @@ from myelin_client.types import (
     NeighboursResult,
     ReloadResult,
     SimilarityResult,
+    TranslateResult,
 )
 
 T = TypeVar("T")
@@ -42,6 +43,34 @@ class Client(Connection):
     ) -> ClassifyResult:
         """Classify numpy arrays ((H, W) or (N, H, W)), PIL images, encoded bytes or file paths."""
         return self._invoke(_protocol.classify(images, model=model, version=version, top_k=top_k), timeout)
+
+    def translate(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        model: str = "translator-tatoeba",
+        version: int = 0,
+        beam_size: int | None = None,
+        max_length: int | None = None,
+        length_penalty: float | None = None,
+        truncate: bool = False,
+        timeout: float | None = None,
+    ) -> TranslateResult:
+        """Translate English sentences to French: one string or a list, answered in order.
+
+        beam_size 1 is greedy; unset options take the service's defaults (beam 4, length penalty 0.6,
+        max_length from the source length). Over-long sentences are refused unless truncate=True.
+        """
+        call = _protocol.translate(
+            sentences,
+            model=model,
+            version=version,
+            beam_size=beam_size,
+            max_length=max_length,
+            length_penalty=length_penalty,
+            truncate=truncate,
+        )
+        return self._invoke(call, timeout)
 
     def embed(
         self,

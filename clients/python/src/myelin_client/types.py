@@ -53,6 +53,40 @@ class ClassifyResult:
 
 
 @dataclass(frozen=True)
+class Translation:
+    """One sentence's translation and how the model rated it."""
+
+    text: str
+    score: float  # log_probability divided by the length penalty: what the beam search ranked by
+    log_probability: float  # sum of the token log-probabilities, end-of-sentence included
+    tokens: int  # subword tokens generated, end-of-sentence included
+    source_truncated: bool = False  # the source was cut to the model's limit (truncate=True)
+    finished: bool = True  # False: max_length was reached before the end of the sentence
+
+
+@dataclass(frozen=True)
+class TranslateResult:
+    """The model and version that answered, and one Translation per sentence, in order."""
+
+    model: str
+    version: int
+    translations: list[Translation]
+
+    def __len__(self) -> int:
+        return len(self.translations)
+
+    def __iter__(self) -> Iterator[Translation]:
+        return iter(self.translations)
+
+    def __getitem__(self, index: int) -> Translation:
+        return self.translations[index]
+
+    @property
+    def texts(self) -> list[str]:
+        return [t.text for t in self.translations]
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     name: str
     datatype: str
