@@ -39,7 +39,7 @@ from grpc_health.v1 import health_pb2
 from PIL import Image
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2, models_pb2
+from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2, models_pb2, translator_pb2
 from myelin_stack import families_in, port_order, start_service, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,8 +100,22 @@ def embedder_workload() -> list[Request]:
     return [(method, message.SerializeToString()) for method, message in requests]
 
 
-# family -> its well-formed requests; translator and generator join when they land.
-WORKLOADS: dict[str, Callable[[], list[Request]]] = {"classifier": classifier_workload, "embedder": embedder_workload}
+def translator_workload() -> list[Request]:
+    model = common_pb2.ModelRef(name="translator-tatoeba")
+    requests = [
+        ("/myelin_api.v1.Translator/Translate", translator_pb2.TranslateRequest(model=model, sentences=["I am here."])),
+        ("/myelin_api.v1.Models/GetModel", models_pb2.GetModelRequest(model=model)),
+        ("/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest()),
+    ]
+    return [(method, message.SerializeToString()) for method, message in requests]
+
+
+# family -> its well-formed requests; the generator joins when it lands.
+WORKLOADS: dict[str, Callable[[], list[Request]]] = {
+    "classifier": classifier_workload,
+    "translator": translator_workload,
+    "embedder": embedder_workload,
+}
 
 
 @dataclass

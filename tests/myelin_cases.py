@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from hypothesis import strategies as st
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2
+from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2, translator_pb2
 from myelin_rpcs import (
     ANY_TEXT,
     INVALID,
@@ -344,8 +344,75 @@ EMBEDDER = ServiceCase(
     fuzz=embedder_fuzz(),
 )
 
-# One entry per family; translator and generator join here when they land.
-CASES: dict[str, ServiceCase] = {case.family: case for case in (CLASSIFIER, EMBEDDER)}
+# The translator family: Translate.
+
+TRANSLATE = "/myelin_api.v1.Translator/Translate"
+TRANSLATOR_MODEL = "translator-tatoeba"
+
+
+def _translate(*sentences: str, **fields: Any) -> translator_pb2.TranslateRequest:
+    model = common_pb2.ModelRef(name=fields.pop("model", TRANSLATOR_MODEL))
+    return translator_pb2.TranslateRequest(model=model, sentences=list(sentences), **fields)
+
+
+def translator_bad() -> tuple[Bad, ...]:
+    nan, inf = float("nan"), float("inf")
+    bad = [
+        Bad("no sentences", TRANSLATE, _translate(), INVALID, "sentences is empty"),
+        Bad("empty sentence", TRANSLATE, _translate(""), INVALID, "sentences[0] is empty"),
+        Bad("10,000 sentences", TRANSLATE, _translate(*["hi"] * 10_000), INVALID, "the limit is"),
+        Bad("huge sentence", TRANSLATE, _translate("word " * 50_000), INVALID, "subword tokens long"),
+        Bad("beam_size 0", TRANSLATE, _translate("hello", beam_size=0), INVALID, "beam_size must be between 1"),
+        Bad("beam_size -1", TRANSLATE, _translate("hello", beam_size=-1), INVALID, "beam_size must be between 1"),
+        Bad("beam_size 2**31-1", TRANSLATE, _translate("hello", beam_size=2**31 - 1), INVALID, "beam_size must be"),
+        Bad("max_length 0", TRANSLATE, _translate("hello", max_length=0), INVALID, "max_length must be between 1"),
+        Bad("max_length 2**31-1", TRANSLATE, _translate("hello", max_length=2**31 - 1), INVALID, "max_length must"),
+        Bad("length_penalty NaN", TRANSLATE, _translate("hello", length_penalty=nan), INVALID, "length_penalty must"),
+        Bad("length_penalty inf", TRANSLATE, _translate("hello", length_penalty=inf), INVALID, "length_penalty must"),
+        Bad("length_penalty -1", TRANSLATE, _translate("hello", length_penalty=-1.0), INVALID, "length_penalty must"),
+        Bad("unknown model", TRANSLATE, _translate("hello", model="mnist-cnn"), NOT_FOUND, "translator service serves"),
+        Bad("undecodable", TRANSLATE, UNDECODABLE, INVALID, "not a valid message"),
+        Bad("over the size limit", TRANSLATE, _translate("a" * MESSAGE_LIMIT), TOO_BIG, "larger than max"),
+    ]
+    bad += [Bad(f"{case_id}", TRANSLATE, _translate("hello", model=name), INVALID, "not a valid model name")
+            for case_id, name in invalid_names(TRANSLATOR_MODEL)]  # fmt: skip
+    return tuple(bad)
+
+
+def translate_requests() -> st.SearchStrategy[Message]:
+    ints = st.one_of(st.none(), st.integers(-2, 6), st.integers(-(2**31), 2**31 - 1))
+    floats = st.one_of(st.none(), st.floats(width=32))
+
+    def build(sentences: list[str], beam: int | None, length: int | None, penalty: float | None, cut: bool) -> Any:
+        fields = {
+            k: v for k, v in (("beam_size", beam), ("max_length", length), ("length_penalty", penalty)) if v is not None
+        }
+        return _translate(*sentences, truncate=cut, **fields)
+
+    sentences = st.lists(st.one_of(st.sampled_from(["hello", "I am here.", "Tom"]), ANY_TEXT), max_size=3)
+    return st.builds(build, sentences, ints, ints, floats, st.booleans())
+
+
+TRANSLATOR = ServiceCase(
+    family="translator",
+    repository_fixture="translator_repository",
+    model=TRANSLATOR_MODEL,
+    services=("myelin_api.v1.Translator",),
+    infer=pb.ModelInferRequest(
+        model_name=f"{TRANSLATOR_MODEL}.encoder",
+        inputs=[
+            Tensor(name="source_ids", datatype="INT64", shape=[1, 3]),
+            Tensor(name="source_mask", datatype="BOOL", shape=[1, 3]),
+        ],
+        raw_input_contents=[np.array([[1, 5, 2]], "<i8").tobytes(), np.ones((1, 3), "?").tobytes()],
+    ),
+    good=((TRANSLATE, _translate("I am here.", max_length=8)),),
+    bad=translator_bad(),
+    fuzz=((TRANSLATE, translate_requests()),),
+)
+
+# One entry per family; the generator joins here when it lands.
+CASES: dict[str, ServiceCase] = {case.family: case for case in (CLASSIFIER, TRANSLATOR, EMBEDDER)}
 
 
 def bad_inputs(cases: Iterable[ServiceCase] = CASES.values()) -> list[tuple[str, Bad]]:
