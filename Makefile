@@ -12,7 +12,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean bench deploy-tools images compose-test up down
+.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down
 
 # Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
 # long jobs (image builds, compose-test) one at a time under flock; unset by default.
@@ -99,6 +99,12 @@ protos-check: setup
 	$(BIN)/python protos/python/generate.py --out $$tmp && \
 	diff -r -x __pycache__ $$tmp/myelin_api protos/python/src/myelin_api && echo "generated code matches protos/"
 
+# The soak test's long form (docs/reliability.md): concurrency 64 across the services of REPOSITORY for
+# five minutes (SOAK_ARGS="--duration 600" for longer), under BENCH_LOCK like the benchmark; the report
+# also goes to .soak/report.json.
+soak: setup
+	$(if $(BENCH_LOCK),flock $(BENCH_LOCK) env MYELIN_SOAK_LOCKED=1) $(BIN)/python scripts/soak.py --repository $(REPOSITORY) --json .soak/report.json $(SOAK_ARGS)
+
 # Re-pin every dependency from a fresh environment.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
@@ -107,4 +113,4 @@ lock:
 	mv requirements/constraints.txt.new requirements/constraints.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) runs .bench .demo .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) runs .bench .demo .run .soak .pytest_cache .mypy_cache .ruff_cache

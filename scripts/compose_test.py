@@ -227,9 +227,51 @@ def smoke_generator(client: Client, data_dir: Path) -> str:
     return ", ".join(text)
 
 
+def smoke_translator(client: Client, data_dir: Path) -> str:
+    # The export translated a handful of sentences greedily with the PyTorch model (float32) and
+    # recorded them in the manifest: the served graphs must give the same words, whatever the config.
+    model = "translator-tatoeba"
+    examples = json.loads(client.get_model(model).manifest_json)["examples"]
+    sources = [e["source"] for e in examples]
+    greedy = client.translate(sources, model=model, beam_size=1)
+    if greedy.texts != [e["translation"] for e in examples]:
+        raise SystemExit(
+            f"{model}: greedy {greedy.texts} differ from the export's {[e['translation'] for e in examples]}"
+        )
+    beam = client.translate(sources, model=model, beam_size=4)
+    if any(not t.text for t in beam):
+        raise SystemExit(f"{model}: beam 4 gave an empty translation: {beam.texts}")
+    first = f"{sources[0]!r} -> {beam.texts[0]!r}"
+    return f"{model} v{greedy.version}: greedy matches the export's {len(examples)} examples; beam 4 {first}"
+
+
+def smoke_embedder(client: Client, data_dir: Path) -> str:
+    """Frequent words of any English corpus: known, unit vectors, a word its own nearest match. The
+    compose model learns from WikiText-2's validation text only, so no quality is asked of it."""
+    words = ["the", "of", "city", "year"]
+    result = client.embed(words)
+    if result.unknown:
+        raise SystemExit(f"{result.model}: unknown words {result.unknown}")
+    norms = [float(np.linalg.norm(v.vector)) for v in result if v.vector is not None]
+    if any(abs(n - 1.0) > 1e-3 for n in norms):
+        raise SystemExit(f"{result.model}: vectors should be unit length, got norms {norms}")
+    same = client.similarity([("city", "city")]).pairs[0].similarity
+    if same is None or abs(same - 1.0) > 1e-3:
+        raise SystemExit(f"{result.model}: similarity(city, city) is {same}, not 1")
+    neighbours = client.most_similar("city", top_k=5)
+    answer = client.analogy("year", "years", "city").word
+    near = ", ".join(neighbours.words)
+    return f"{result.model} v{result.version} dim {result.dim}, near 'city': {near}; year : years :: city : {answer}"
+
+
 # Family -> a call of its own through the SDK. A family without one is still checked through health
 # and the Models service (every service has it): add its call here when it lands.
-SMOKE: dict[str, Callable[[Client, Path], str]] = {"classifier": smoke_classifier, "generator": smoke_generator}
+SMOKE: dict[str, Callable[[Client, Path], str]] = {
+    "classifier": smoke_classifier,
+    "translator": smoke_translator,
+    "generator": smoke_generator,
+    "embedder": smoke_embedder,
+}
 
 
 def call_services(compose: list[str], families: list[str], data_dir: Path) -> None:

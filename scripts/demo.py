@@ -139,6 +139,107 @@ def classifier_act(data_dir: Path) -> None:
         run(BIN / "myelin", "--target", target, "classify", *files, "--top-k", "2")
 
 
+def translator_act(data_dir: Path) -> None:
+    banner("translator: train translator-tatoeba (quick config: minutes, not the accuracy target)")
+    run(
+        BIN / "myelin-train",
+        "translator",
+        "--config",
+        "quick",
+        "--data-dir",
+        data_dir,
+        "--repository",
+        REPOSITORY,
+        "--run-dir",
+        DEMO / "runs" / "translator-tatoeba",
+    )
+    sentences = ["I am cold.", "Where is the train station?", "She doesn't like coffee.", "We're going home."]
+    banner("translator: serve and translate through the SDK (greedy vs beam search)")
+    with service("translator") as target, Client(target, timeout=120) as client:
+        client.wait_ready()
+        info = client.get_model("translator-tatoeba")
+        print(
+            f"translator-tatoeba v{info.version} on {info.execution_provider}: test BLEU at training "
+            f"{info.evaluation['test_bleu_greedy']:.1f} (greedy, PyTorch)"
+        )
+        greedy = client.translate(sentences, beam_size=1)
+        beam = client.translate(sentences, beam_size=4)
+        for sentence, g, b in zip(sentences, greedy, beam, strict=True):
+            print(f"  {sentence}\n    greedy: {g.text}  ({g.score:.2f})\n    beam 4: {b.text}  ({b.score:.2f})")
+        run(BIN / "myelin", "--target", target, "translate", "I am cold.", "Thank you very much!")
+        run(
+            BIN / "myelin-eval",
+            "translator",
+            "--target",
+            target,
+            "--data-dir",
+            data_dir,
+            "--limit",
+            "500",
+            "--examples",
+            "3",
+        )
+
+
+def word2vec_act(data_dir: Path) -> None:
+    banner("word2vec: train skip-gram and CBOW on ~1.9M words of English (3 epochs each)")
+    for arch in ("skipgram", "cbow"):
+        run(
+            BIN / "myelin-train",
+            "word2vec",
+            "--corpus-preset",
+            "english",
+            "--data-dir",
+            data_dir,
+            "--arch",
+            arch,
+            "--epochs",
+            "3",
+            "--repository",
+            REPOSITORY,
+            "--run-dir",
+            DEMO / "runs" / f"word2vec-{arch}",
+        )
+
+    banner("word2vec: serve both and ask for neighbours and analogies through the SDK")
+    with service("embedder") as target, Client(target, timeout=60) as client:
+        client.wait_ready()
+        for model in client.list_models():
+            e = model.evaluation
+            print(
+                f"{model.name} v{model.version}: analogy accuracy {e['analogy_accuracy']:.2%} "
+                f"({e['analogy_answered']:.0f} questions in vocabulary), WordSim-353 rho "
+                f"{e['wordsim353_spearman']:.3f}, SimLex-999 rho {e['simlex999_spearman']:.3f}"
+            )
+        for name in ("word2vec-skipgram", "word2vec-cbow"):
+            print(f"\n{name}:")
+            known = [v.word for v in client.embed(["king", "france", "three", "walking"], model=name) if v.found]
+            for word in known:
+                near = client.most_similar(word, model=name, top_k=6)
+                print(f"  nearest to {word}: {', '.join(near.words)}")
+            for a, b, c in (("man", "king", "woman"), ("france", "paris", "germany"), ("good", "better", "bad")):
+                answer = client.analogy(a, b, c, model=name, top_k=3)
+                others = ", ".join(n.word for n in answer.candidates[1:])
+                print(f"  {a} : {b} :: {c} : {answer.word}   (then {others})")
+            pairs = client.similarity([("king", "queen"), ("king", "car")], model=name)
+            print("  " + "; ".join(f"{p.first} ~ {p.second} = {p.similarity}" for p in pairs))
+            odd = client.doesnt_match(["breakfast", "lunch", "dinner", "car"], model=name)
+            print(f"  odd one out of breakfast, lunch, dinner, car: {odd.word}")
+        run(BIN / "myelin", "--target", target, "analogy", "man", "king", "woman")
+        run(
+            BIN / "myelin-eval",
+            "word2vec",
+            "--target",
+            target,
+            "--model",
+            "word2vec-skipgram",
+            "--model-dir",
+            REPOSITORY / "word2vec-skipgram" / "1",
+            "--data-dir",
+            data_dir,
+        )
+
+
 def generator_act(data_dir: Path) -> None:
     banner("text: train generator-gpt-shakespeare (quick config)")
     run(
@@ -186,7 +287,9 @@ def main() -> None:
     REPOSITORY.mkdir(parents=True)
     started = time.monotonic()
     classifier_act(data_dir)
+    translator_act(data_dir)
     generator_act(data_dir)
+    word2vec_act(data_dir)
     banner(f"demo finished in {time.monotonic() - started:.0f} s; models in {REPOSITORY}")
 
 

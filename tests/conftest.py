@@ -74,8 +74,55 @@ def generator_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Pat
     return repository
 
 
+@pytest.fixture(scope="session")
+def translator_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, Path]:
+    """translator-tatoeba trained for a few steps (--dry-run) and exported: (repository, run dir)."""
+    from myelin_training.translator.train import main as train_translator
+
+    repository = tmp_path_factory.mktemp("translator-repository")
+    run_dir = tmp_path_factory.mktemp("translator-run")
+    train_translator(
+        ["--dry-run", "--data-dir", str(data_dir), "--repository", str(repository), "--run-dir", str(run_dir)]
+    )
+    return repository, run_dir
+
+
+@pytest.fixture(scope="session")
+def translator_repository(translator_run: tuple[Path, Path]) -> Path:
+    return translator_run[0]
+
+
+@pytest.fixture(scope="module")
+def translator_server(translator_repository: Path) -> Iterator[ServerThread]:
+    """One translator service for a test module: loopback, port 0, metrics on the test's registry."""
+    with ServerThread(settings_for(translator_repository, service="translator")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def word2vec_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """word2vec-skipgram (negative sampling) and word2vec-cbow-hs (hierarchical softmax), --dry-run:
+    the first 20,000 words of the english preset, one epoch, exported with their evaluation."""
+    from myelin_training.word2vec.train import main as train_word2vec
+
+    repository = tmp_path_factory.mktemp("word2vec-repository")
+    runs = tmp_path_factory.mktemp("word2vec-runs")
+    for arch, loss in (("skipgram", "ns"), ("cbow", "hs")):
+        train_word2vec(
+            ["--dry-run", "--corpus-preset", "english", "--data-dir", str(data_dir), "--repository", str(repository),
+             "--run-dir", str(runs / arch), "--arch", arch, "--loss", loss]
+        )  # fmt: skip
+    return repository
+
+
 @pytest.fixture(scope="module")
 def generator_server(generator_repository: Path) -> Iterator[ServerThread]:
     """One generator service for a test module: loopback, port 0."""
     with ServerThread(settings_for(generator_repository, service="generator")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def embedder_server(word2vec_repository: Path) -> Iterator[ServerThread]:
+    with ServerThread(settings_for(word2vec_repository, service="embedder")) as server:
         yield server

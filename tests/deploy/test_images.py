@@ -50,13 +50,16 @@ def test_train_all_trains_each_family_once(data_dir: Path, tmp_path: Path) -> No
     assert {name: m["family"] for name, m in manifests.items()} == {
         "mnist-mlp": "classifier",
         "mnist-cnn": "classifier",
+        "translator-tatoeba": "translator",
         "generator-gpt-shakespeare": "generator",
         "generator-gru-shakespeare": "generator",
+        "word2vec-skipgram": "embedder",
     }
-    # Again: the repository has both families already, so nothing is trained twice.
+    # Again: the repository has every family already, so nothing is trained twice.
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "classifier: skipped" in again.stdout and "generator: skipped" in again.stdout
+    assert "classifier: skipped" in again.stdout and "translator: skipped" in again.stdout
+    assert "generator: skipped" in again.stdout and "embedder: skipped" in again.stdout
     assert sorted(p.parent.name for p in repository.glob("*/*/model.json")) == ["1", "1", "1", "1"]
 
 

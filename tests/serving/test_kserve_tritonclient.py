@@ -113,9 +113,32 @@ def generator_calls(repository: Path) -> list[KServeCall]:
     ]
 
 
+def embedder_calls(repository: Path) -> list[KServeCall]:
+    """Both graphs of every word2vec model: ids to unit vectors, and queries to the top-K neighbours
+    (one row over the whole vocabulary with nothing excluded, one limited to the first 50 ids with
+    two excluded; signature inputs would ask for a limit of 0, where every score is -inf)."""
+    calls = []
+    rng = np.random.default_rng(4)
+    for manifest_path in sorted(repository.glob("word2vec-*/1/model.json")):
+        manifest = json.loads(manifest_path.read_text())
+        name, folder, embedding = manifest["name"], manifest_path.parent, manifest["embedding"]
+        ids = np.array([0, 3, embedding["vocab_size"] - 1], dtype=np.int64)
+        calls.append(KServeCall(f"{name}.lookup", folder / "lookup.onnx", {"ids": ids}))
+        neighbours = {
+            "queries": rng.standard_normal((2, embedding["dim"])).astype(np.float32),
+            "exclude": np.array([[-1, -1], [0, 7]], dtype=np.int64),
+            "limit": np.array([embedding["vocab_size"], 50], dtype=np.int64),
+        }
+        calls.append(KServeCall(f"{name}.neighbours", folder / "neighbours.onnx", neighbours))
+    return calls
+
+
 SERVICES = [
     ServiceCase("classifier", "classifier_repository", classifier_calls),
     ServiceCase("generator", "generator_repository", generator_calls),
+    # translator-tatoeba.encoder and translator-tatoeba.decoder, the decoder with a one-position cache.
+    ServiceCase("translator", "translator_repository"),
+    ServiceCase("embedder", "word2vec_repository", embedder_calls),
 ]
 
 

@@ -1,9 +1,10 @@
 """What every RPC goes through: authentication, a default deadline, error mapping, metrics, access log.
 
 One interceptor wraps each method's handler once (cached by method) so the per-call cost is a few
-function calls. Order inside a call: count and time it; check the bearer token; give it the
-server's default deadline when the caller set none; run the handler; map a MyelinError to its
-status from `errors.STATUS_CODES`; log anything unexpected once and answer INTERNAL without a
+function calls. Order inside a call: count and time it; check the bearer token; refuse a request
+whose bytes are not the method's message (INVALID_ARGUMENT, where grpc would answer UNKNOWN); give
+it the server's default deadline when the caller set none; run the handler; map a MyelinError to
+its status from `errors.STATUS_CODES`; log anything unexpected once and answer INTERNAL without a
 traceback.
 """
 
@@ -16,11 +17,12 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
 
-from myelin_serving.errors import MyelinError, Unauthenticated, status_code
+from myelin_serving.errors import InvalidArgument, MyelinError, Unauthenticated, status_code
 from myelin_serving.metrics import MethodMetrics, Metrics
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ OPEN_METHODS = frozenset(
     {
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",
+        "/grpc.health.v1.Health/List",
         "/inference.GRPCInferenceService/ServerLive",
         "/inference.GRPCInferenceService/ServerReady",
     }
@@ -78,7 +81,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -103,6 +106,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if check_token:
                     self._authenticate(context)
+                request = _checked(request)
                 remaining = context.time_remaining()
                 if remaining is None:
                     _deadline.set(started + self._default_deadline)
@@ -131,6 +135,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if check_token:
                     self._authenticate(context)
+                request = _checked(request)
                 remaining = context.time_remaining()
                 _deadline.set(started + (self._default_deadline if remaining is None else remaining))
                 async for response in behavior(request, context):
@@ -183,6 +188,50 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             series.finished(final.name, elapsed)
         if self._access_log:
             access_log.info("%s %s %.1fms peer=%s", method, final.name, elapsed * 1000, context.peer())
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the call can answer INVALID_ARGUMENT."""
+
+    reason: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, returning _Undecodable instead of raising (grpc would answer UNKNOWN)."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf's DecodeError, or whatever a custom deserializer raises
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+def _refuse(undecodable: _Undecodable) -> NoReturn:
+    raise InvalidArgument(
+        f"the request bytes are not a valid message for this method ({undecodable.reason}): "
+        "check that the client uses this service's .proto"
+    )
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            _refuse(request)
+        yield request
+
+
+def _checked(request: Any) -> Any:
+    """The request, or for a client stream the stream, refusing what did not parse."""
+    if isinstance(request, _Undecodable):
+        _refuse(request)
+    if hasattr(request, "__aiter__"):
+        return _checked_stream(request)
+    return request
 
 
 def _code_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:

@@ -59,6 +59,39 @@ class Metrics:
             ["model", "code"],
             registry=registry,
         )
+        # Step loops of sequence models (translator): one decoder call per step for every request.
+        self.decode_steps = Counter(
+            "myelin_decode_steps",
+            "Decoder-step executions (all requests in flight share each)",
+            ["model"],
+            registry=registry,
+        )
+        self.decode_step_rows = Histogram(
+            "myelin_decode_step_rows",
+            "Hypotheses (sentences x live beams) in one decoder step",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.decode_step_requests = Histogram(
+            "myelin_decode_step_requests",
+            "Requests whose sentences share one decoder step",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.decode_active_rows = Gauge(
+            "myelin_decode_active_rows",
+            "Hypotheses in the decoder batch after the last step",
+            ["model"],
+            registry=registry,
+        )
+        self.generated_tokens = Counter(
+            "myelin_generated_tokens",
+            "Tokens generated: the generator's sampled tokens, the translator's answer tokens (with end of sentence)",
+            ["model"],
+            registry=registry,
+        )
         # Model lifecycle.
         self.model_load_duration = Histogram(
             "myelin_model_load_duration_seconds",
@@ -96,9 +129,6 @@ class Metrics:
             ["model"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
-        )
-        self.generator_tokens = Counter(
-            "myelin_generated_tokens", "Tokens generated (sampled)", ["model"], registry=registry
         )
         self.generator_prompt_tokens = Counter(
             "myelin_generator_prompt_tokens", "Prompt tokens prefilled", ["model"], registry=registry

@@ -31,7 +31,7 @@ from myelin_serving.batching import DynamicBatcher
 from myelin_serving.errors import InvalidArgument, ModelNotReady, NotFound
 from myelin_serving.metrics import Metrics
 from myelin_serving.runtime import OnnxGraph, RuntimeOptions
-from myelin_serving.settings import BatchingSettings, GenerationSettings
+from myelin_serving.settings import BatchingSettings, GenerationSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ class LoadContext:
     batching: BatchingSettings
     metrics: Metrics | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    # The process's settings, for families with limits of their own (translator.*); None in unit tests.
+    settings: Settings | None = None
 
     async def open_graph(self, version: ModelVersion, graph: str) -> OnnxGraph:
         return await asyncio.to_thread(OnnxGraph, version.graph_path(graph), self.runtime)
@@ -156,7 +158,7 @@ class ReloadReport:
 def check_name(name: str) -> str:
     if not name:
         raise InvalidArgument("model.name is required")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # not match: `$` would let a trailing newline through
         raise InvalidArgument(
             f"{name[:80]!r} is not a valid model name: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit, at most 128 characters"
@@ -170,7 +172,7 @@ def scan(root: Path, family: str) -> dict[str, dict[int, ModelVersion]]:
     if not root.is_dir():
         return found
     for model_dir in sorted(root.iterdir()):
-        if not model_dir.is_dir() or not NAME_RE.match(model_dir.name):
+        if not model_dir.is_dir() or not NAME_RE.fullmatch(model_dir.name):
             continue
         for version_dir in model_dir.iterdir():
             if not version_dir.is_dir() or not version_dir.name.isdigit():
@@ -189,8 +191,13 @@ def _read_version(name: str, number: int, path: Path) -> ModelVersion | None:
         return None  # not a version (yet)
     try:
         manifest = Manifest.model_validate(json.loads(text))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        log.error("ignoring %s: unreadable manifest: %s", manifest_path, str(exc).splitlines()[0])
+    except json.JSONDecodeError as exc:
+        log.error("ignoring %s: unreadable manifest: %s", manifest_path, exc)
+        return None
+    except ValidationError as exc:
+        # Each problem with where it is ("graphs.model.file: ..."), not pydantic's "1 validation error" header.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors())
+        log.error("ignoring %s: invalid manifest: %s", manifest_path, problems)
         return None
     if manifest.name != name or manifest.version != number:
         log.error("ignoring %s: it describes %s/%s", manifest_path, manifest.name, manifest.version)

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 FAMILIES = {
     "classifier": "myelin_serving.classifier",
+    "translator": "myelin_serving.translator",
     "generator": "myelin_serving.generator",
+    "embedder": "myelin_serving.embedder",
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 
@@ -58,7 +60,7 @@ class MyelinServer:
         port: int,
         manager: ModelManager,
         family: Family,
-        health_servicer: health.aio.HealthServicer,
+        health_servicer: HealthServicer,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
@@ -69,7 +71,7 @@ class MyelinServer:
         self.health = health_servicer
         self.metrics = metrics
         self.metrics_port: int | None = None
-        self._health_names = ("", *family.service_names, MODELS_SERVICE, KSERVE_SERVICE)
+        self._health_names = health_names(family)
         self._stopping = False
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -152,9 +154,66 @@ class MyelinServer:
         log.info("health: %s", "SERVING" if serving else "NOT_SERVING")
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpc.health.v1 for a fixed set of service names.
+
+    The stock servicer answers an unknown name with a bare NOT_FOUND, and keeps a condition for every
+    name anyone ever watched; this one says which names it knows, and answers a Watch of an unknown
+    name with SERVICE_UNKNOWN without keeping anything for it."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self._names = frozenset(names)
+        self._known = ", ".join(repr(n) for n in names)
+        self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {}
+        self._shutting_down = False
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        self._statuses[service] = status
+        await super().set(service, status)
+
+    async def enter_graceful_shutdown(self) -> None:
+        self._shutting_down = True
+        await super().enter_graceful_shutdown()
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        """Every name and its status (the stock aio servicer does not implement List: INTERNAL)."""
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=not_serving if self._shutting_down else status)
+                for name, status in self._statuses.items()
+            }
+        )
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service not in self._names:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"unknown service {request.service[:80]!r}; health is reported for: {self._known}",
+            )
+        return await super().Check(request, context)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        if request.service in self._names:
+            await super().Watch(request, context)
+            return
+        await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN))
+        await asyncio.Event().wait()  # the name never becomes known: hold the stream until the caller leaves
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def health_names(family: Family) -> tuple[str, ...]:
+    """The names health reports: "" (the whole server) and every service this server has but reflection."""
+    return ("", *family.service_names, MODELS_SERVICE, KSERVE_SERVICE)
 
 
 def create_server(settings: Settings, *, registry: CollectorRegistry | None = None) -> tuple[MyelinServer, int]:
@@ -166,6 +225,7 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         settings.batching,
         metrics,
         settings.generation,
+        settings=settings,
     )
     manager = ModelManager(
         settings.repository, family.name, family.load, context, latest=settings.version_policy_latest, metrics=metrics
@@ -179,7 +239,7 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     server = grpc.aio.server(interceptors=[interceptor], options=_channel_options(settings))
     family.add_servicers(server, ServingContext(manager, settings, metrics))
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer(health_names(family))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*family.service_names, MODELS_SERVICE, KSERVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -11,9 +11,13 @@ TRAINERS = {
     "mlp": "myelin_training.mlp.train",
     "cnn": "myelin_training.cnn.train",
     "generator": "myelin_training.generator.train",
+    "translator": "myelin_training.translator.train",
+    "word2vec": "myelin_training.word2vec.train",
 }
 EVALUATORS = {
     "classifier": "myelin_training.evaluate_classifier",
+    "translator": "myelin_training.translator.evaluate",
+    "word2vec": "myelin_training.word2vec.evaluate_cli",
 }
 
 

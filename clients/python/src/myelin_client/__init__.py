@@ -7,6 +7,7 @@
         print(client.classify("digit.png").labels)
         for chunk in client.generate("ROMEO:", max_new_tokens=100, temperature=0.8):
             print(chunk.text, end="", flush=True)
+        print(client.translate("I am cold.", beam_size=4).texts)
 
 `Client` blocks, `AsyncClient` awaits; both have the same methods. Errors: see myelin_client.errors.
 """
@@ -26,20 +27,33 @@ from myelin_client.errors import (
 )
 from myelin_client.streams import AsyncGenerationStream, GenerationStream
 from myelin_client.types import (
+    AnalogyAnswer,
+    AnalogyResult,
     Classification,
     ClassifyResult,
     Completion,
+    DoesntMatchResult,
+    EmbedResult,
     GenerationChunk,
     LabelProbability,
     ModelInfo,
+    Neighbour,
+    NeighboursResult,
+    PairSimilarity,
     ReloadResult,
+    SimilarityResult,
     TensorSpec,
+    TranslateResult,
+    Translation,
     VersionStatus,
+    WordVector,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnalogyAnswer",
+    "AnalogyResult",
     "AsyncClient",
     "AsyncGenerationStream",
     "CancelledError",
@@ -48,18 +62,27 @@ __all__ = [
     "Client",
     "Completion",
     "DeadlineExceededError",
+    "DoesntMatchResult",
+    "EmbedResult",
     "GenerationChunk",
     "GenerationStream",
     "InvalidArgumentError",
     "LabelProbability",
     "ModelInfo",
     "MyelinError",
+    "Neighbour",
+    "NeighboursResult",
     "NotFoundError",
+    "PairSimilarity",
     "ReloadResult",
     "ResourceExhaustedError",
     "ServerError",
+    "SimilarityResult",
     "TensorSpec",
+    "TranslateResult",
+    "Translation",
     "UnauthenticatedError",
     "UnavailableError",
     "VersionStatus",
+    "WordVector",
 ]

@@ -15,6 +15,8 @@ Pem = bytes | str | Path | None
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
+# The embedder methods' default model: what `myelin-train word2vec` names a skip-gram model.
+DEFAULT_EMBEDDER = "word2vec-skipgram"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 

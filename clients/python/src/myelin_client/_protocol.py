@@ -6,23 +6,36 @@ response into the dataclasses of `types.py`. The two clients only differ in how 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from myelin_api.v1 import classifier_pb2, common_pb2, generator_pb2, models_pb2
+import numpy as np
+
+from myelin_api.v1 import classifier_pb2, common_pb2, embedder_pb2, generator_pb2, models_pb2, translator_pb2
 from myelin_client import _health
 from myelin_client.images import to_images
 from myelin_client.types import (
+    AnalogyAnswer,
+    AnalogyResult,
     Classification,
     ClassifyResult,
     Completion,
+    DoesntMatchResult,
+    EmbedResult,
     GenerationChunk,
     LabelProbability,
     ModelInfo,
+    Neighbour,
+    NeighboursResult,
+    PairSimilarity,
     ReloadResult,
+    SimilarityResult,
     TensorSpec,
+    TranslateResult,
+    Translation,
     VersionStatus,
+    WordVector,
 )
 
 T = TypeVar("T")
@@ -151,6 +164,163 @@ class GenerationAccumulator:
         if message.HasField("finish"):
             self.completion = completion(message.model, "".join(self.text), self.token_ids, message.finish)
         return chunk
+
+
+def translate(
+    sentences: str | Sequence[str],
+    *,
+    model: str,
+    version: int,
+    beam_size: int | None,
+    max_length: int | None,
+    length_penalty: float | None,
+    truncate: bool,
+) -> Call[TranslateResult]:
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    request = translator_pb2.TranslateRequest(
+        model=common_pb2.ModelRef(name=model, version=version), sentences=list(sentences), truncate=truncate
+    )
+    # Unset options stay unset (presence is tracked): the service applies its defaults.
+    if beam_size is not None:
+        request.beam_size = beam_size
+    if max_length is not None:
+        request.max_length = max_length
+    if length_penalty is not None:
+        request.length_penalty = length_penalty
+    return Call("/myelin_api.v1.Translator/Translate", request, translator_pb2.TranslateResponse, _translate_result)
+
+
+def _translate_result(response: translator_pb2.TranslateResponse) -> TranslateResult:
+    return TranslateResult(
+        model=response.model.name,
+        version=response.model.version,
+        translations=[
+            Translation(t.text, t.score, t.log_probability, t.tokens, t.source_truncated, t.finished)
+            for t in response.translations
+        ],
+    )
+
+
+EMBEDDER = "/myelin_api.v1.Embedder/"
+
+
+def _ref(model: str, version: int) -> common_pb2.ModelRef:
+    return common_pb2.ModelRef(name=model, version=version)
+
+
+def _words(words: str | Sequence[str]) -> list[str]:
+    # A lone string is one word, not a sequence of letters.
+    return [words] if isinstance(words, str) else list(words)
+
+
+def _vectors(vectors: Any) -> list[embedder_pb2.Vector]:
+    if vectors is None:
+        return []
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    return [embedder_pb2.Vector(values=row.tolist()) for row in array.reshape(len(array), -1)]
+
+
+def _neighbour_list(values: Any) -> list[Neighbour]:
+    return [Neighbour(n.word, n.index, n.score) for n in values]
+
+
+def embed(words: str | Sequence[str], *, model: str, version: int) -> Call[EmbedResult]:
+    request = embedder_pb2.EmbedRequest(model=_ref(model, version), words=_words(words))
+
+    def parse(r: embedder_pb2.EmbedResponse) -> EmbedResult:
+        vectors = [
+            WordVector(v.word, v.index, np.array(v.values, dtype=np.float32) if v.found else None) for v in r.vectors
+        ]
+        return EmbedResult(r.model.name, r.model.version, r.dim, vectors)
+
+    return Call(EMBEDDER + "Embed", request, embedder_pb2.EmbedResponse, parse)
+
+
+def most_similar(
+    positive: str | Sequence[str],
+    negative: str | Sequence[str],
+    *,
+    positive_vectors: Any,
+    negative_vectors: Any,
+    model: str,
+    version: int,
+    top_k: int,
+    restrict_vocab: int,
+) -> Call[NeighboursResult]:
+    request = embedder_pb2.MostSimilarRequest(
+        model=_ref(model, version),
+        positive=_words(positive),
+        negative=_words(negative),
+        positive_vectors=_vectors(positive_vectors),
+        negative_vectors=_vectors(negative_vectors),
+        top_k=top_k,
+        restrict_vocab=restrict_vocab,
+    )
+    return Call(
+        EMBEDDER + "MostSimilar",
+        request,
+        embedder_pb2.MostSimilarResponse,
+        lambda r: NeighboursResult(r.model.name, r.model.version, _neighbour_list(r.neighbours)),
+    )
+
+
+def analogies(
+    questions: Sequence[tuple[str, str, str]], *, model: str, version: int, top_k: int, restrict_vocab: int
+) -> Call[AnalogyResult]:
+    asked = [tuple(q) for q in questions]
+    for q in asked:
+        if len(q) != 3:
+            raise ValueError(f"an analogy question is (a, b, c), not {q!r}")
+    request = embedder_pb2.AnalogyRequest(
+        model=_ref(model, version),
+        questions=[embedder_pb2.AnalogyQuestion(a=a, b=b, c=c) for a, b, c in asked],
+        top_k=top_k,
+        restrict_vocab=restrict_vocab,
+    )
+
+    def parse(r: embedder_pb2.AnalogyResponse) -> AnalogyResult:
+        answers = [
+            AnalogyAnswer((q[0], q[1], q[2]), _neighbour_list(a.candidates), list(a.unknown_words))
+            for q, a in zip(asked, r.answers, strict=True)
+        ]
+        return AnalogyResult(r.model.name, r.model.version, answers)
+
+    return Call(EMBEDDER + "Analogy", request, embedder_pb2.AnalogyResponse, parse)
+
+
+def similarity(pairs: Sequence[tuple[str, str]], *, model: str, version: int) -> Call[SimilarityResult]:
+    asked = [tuple(p) for p in pairs]
+    for p in asked:
+        if len(p) != 2:
+            raise ValueError(f"a similarity pair is (first, second), not {p!r}")
+    request = embedder_pb2.SimilarityRequest(
+        model=_ref(model, version), pairs=[embedder_pb2.WordPair(first=a, second=b) for a, b in asked]
+    )
+
+    def parse(r: embedder_pb2.SimilarityResponse) -> SimilarityResult:
+        results = [
+            PairSimilarity(p[0], p[1], s.similarity if s.found else None, list(s.unknown_words))
+            for p, s in zip(asked, r.similarities, strict=True)
+        ]
+        return SimilarityResult(r.model.name, r.model.version, results)
+
+    return Call(EMBEDDER + "Similarity", request, embedder_pb2.SimilarityResponse, parse)
+
+
+def doesnt_match(words: Sequence[str], *, model: str, version: int) -> Call[DoesntMatchResult]:
+    asked = _words(words)
+    request = embedder_pb2.DoesntMatchRequest(model=_ref(model, version), words=asked)
+    return Call(
+        EMBEDDER + "DoesntMatch",
+        request,
+        embedder_pb2.DoesntMatchResponse,
+        lambda r: DoesntMatchResult(
+            r.model.name, r.model.version, r.word, dict(zip(asked, r.similarities, strict=True))
+        ),
+    )
 
 
 def list_models() -> Call[list[ModelInfo]]:

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 
 from myelin_client import _protocol
-from myelin_client._channel import Connection
+from myelin_client._channel import DEFAULT_EMBEDDER, Connection
 from myelin_client.errors import DeadlineExceededError, UnavailableError, from_rpc_error
 from myelin_client.streams import AsyncGenerationStream
-from myelin_client.types import ClassifyResult, Completion, ModelInfo, ReloadResult
+from myelin_client.types import (
+    AnalogyAnswer,
+    AnalogyResult,
+    ClassifyResult,
+    Completion,
+    DoesntMatchResult,
+    EmbedResult,
+    ModelInfo,
+    NeighboursResult,
+    ReloadResult,
+    SimilarityResult,
+    TranslateResult,
+)
 
 T = TypeVar("T")
 DEFAULT_GENERATOR = "generator-gpt-shakespeare"
@@ -91,6 +104,116 @@ class AsyncClient(Connection):
             stop=stop,
         )
         return await self._invoke(_protocol.complete(request), timeout)
+
+    async def translate(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        model: str = "translator-tatoeba",
+        version: int = 0,
+        beam_size: int | None = None,
+        max_length: int | None = None,
+        length_penalty: float | None = None,
+        truncate: bool = False,
+        timeout: float | None = None,
+    ) -> TranslateResult:
+        call = _protocol.translate(
+            sentences,
+            model=model,
+            version=version,
+            beam_size=beam_size,
+            max_length=max_length,
+            length_penalty=length_penalty,
+            truncate=truncate,
+        )
+        return await self._invoke(call, timeout)
+
+    async def embed(
+        self,
+        words: str | Sequence[str],
+        *,
+        model: str = DEFAULT_EMBEDDER,
+        version: int = 0,
+        timeout: float | None = None,
+    ) -> EmbedResult:
+        """Words to L2-normalised vectors; unknown words come back with `found` False, not as an error."""
+        return await self._invoke(_protocol.embed(words, model=model, version=version), timeout)
+
+    async def most_similar(
+        self,
+        positive: str | Sequence[str] = (),
+        negative: str | Sequence[str] = (),
+        *,
+        positive_vectors: Any = None,
+        negative_vectors: Any = None,
+        model: str = DEFAULT_EMBEDDER,
+        version: int = 0,
+        top_k: int = 10,
+        restrict_vocab: int = 0,
+        timeout: float | None = None,
+    ) -> NeighboursResult:
+        """Words nearest to positive minus negative (words and/or raw vectors); king - man + woman is
+        most_similar(["king", "woman"], ["man"]). The query words themselves are left out."""
+        call = _protocol.most_similar(
+            positive,
+            negative,
+            positive_vectors=positive_vectors,
+            negative_vectors=negative_vectors,
+            model=model,
+            version=version,
+            top_k=top_k,
+            restrict_vocab=restrict_vocab,
+        )
+        return await self._invoke(call, timeout)
+
+    async def analogy(
+        self,
+        a: str,
+        b: str,
+        c: str,
+        *,
+        model: str = DEFAULT_EMBEDDER,
+        version: int = 0,
+        top_k: int = 1,
+        restrict_vocab: int = 0,
+        timeout: float | None = None,
+    ) -> AnalogyAnswer:
+        """a : b :: c : ? (man : king :: woman : queen); `.word` is the best candidate."""
+        call = _protocol.analogies(
+            [(a, b, c)], model=model, version=version, top_k=top_k, restrict_vocab=restrict_vocab
+        )
+        return (await self._invoke(call, timeout)).answers[0]
+
+    async def analogies(
+        self,
+        questions: Sequence[tuple[str, str, str]],
+        *,
+        model: str = DEFAULT_EMBEDDER,
+        version: int = 0,
+        top_k: int = 1,
+        restrict_vocab: int = 0,
+        timeout: float | None = None,
+    ) -> AnalogyResult:
+        """Many (a, b, c) questions in one call; a question with an unknown word gets no candidates."""
+        call = _protocol.analogies(questions, model=model, version=version, top_k=top_k, restrict_vocab=restrict_vocab)
+        return await self._invoke(call, timeout)
+
+    async def similarity(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        model: str = DEFAULT_EMBEDDER,
+        version: int = 0,
+        timeout: float | None = None,
+    ) -> SimilarityResult:
+        """Cosine similarity of each (first, second) pair; None for a pair with an unknown word."""
+        return await self._invoke(_protocol.similarity(pairs, model=model, version=version), timeout)
+
+    async def doesnt_match(
+        self, words: Sequence[str], *, model: str = DEFAULT_EMBEDDER, version: int = 0, timeout: float | None = None
+    ) -> DoesntMatchResult:
+        """The word least similar to the mean of all of them."""
+        return await self._invoke(_protocol.doesnt_match(words, model=model, version=version), timeout)
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         return await self._invoke(_protocol.list_models(), timeout)

@@ -2,6 +2,12 @@
 
     myelin classify digit.png another.jpg --model mnist-cnn --top-k 3
     myelin generate "ROMEO:" --max-new-tokens 200 --temperature 0.8
+    myelin translate "I am cold." "Where is the station?" --beam-size 4
+    myelin analogy man king woman                 # man : king :: woman : ?
+    myelin most-similar king woman --negative man
+    myelin similarity king queen  cat dog         # pairs
+    myelin doesnt-match breakfast lunch dinner car
+    myelin embed king queen
     myelin models
     myelin health
 
@@ -18,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from myelin_client._channel import DEFAULT_EMBEDDER
 from myelin_client.client import Client
 from myelin_client.errors import MyelinError
+from myelin_client.types import Neighbour
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -63,6 +71,80 @@ def _generate(client: Client, args: argparse.Namespace) -> int:
         f"{result.generated_tokens} generated tokens, seed {result.seed}]",
         file=sys.stderr,
     )
+    return 0
+
+
+def _translate(client: Client, args: argparse.Namespace) -> int:
+    result = client.translate(
+        args.sentences,
+        model=args.model,
+        version=args.version,
+        beam_size=args.beam_size,
+        max_length=args.max_length,
+        length_penalty=args.length_penalty,
+        truncate=args.truncate,
+    )
+    if args.json:
+        print(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+        return 0
+    print(f"model {result.model} version {result.version}")
+    for sentence, translation in zip(args.sentences, result, strict=True):
+        notes = [] if translation.finished else ["max_length reached"]
+        if translation.source_truncated:
+            notes.append("source truncated")
+        note = f"  [{', '.join(notes)}]" if notes else ""
+        print(f"{sentence}\n  -> {translation.text}  (score {translation.score:.3f}){note}")
+    return 0
+
+
+def _embed(client: Client, args: argparse.Namespace) -> int:
+    result = client.embed(args.words, model=args.model, version=args.version)
+    print(f"model {result.model} version {result.version}, {result.dim} dimensions")
+    for v in result:
+        shown = " ".join(f"{x:+.3f}" for x in v.vector[:8]) + " ..." if v.vector is not None else "(unknown word)"
+        print(f"{v.word}: {shown}")
+    return 0 if not result.unknown else 1
+
+
+def _print_neighbours(neighbours: list[Neighbour]) -> None:
+    for n in neighbours:
+        print(f"  {n.word:<20} {n.score:.4f}")
+
+
+def _most_similar(client: Client, args: argparse.Namespace) -> int:
+    result = client.most_similar(args.positive, args.negative, model=args.model, version=args.version, top_k=args.top_k)
+    query = " + ".join(args.positive) + "".join(f" - {w}" for w in args.negative)
+    print(f"nearest to {query} ({result.model} v{result.version}):")
+    _print_neighbours(result.neighbours)
+    return 0
+
+
+def _analogy(client: Client, args: argparse.Namespace) -> int:
+    answer = client.analogy(args.a, args.b, args.c, model=args.model, version=args.version, top_k=args.top_k)
+    if answer.unknown_words:
+        print(f"unknown word(s): {', '.join(answer.unknown_words)}", file=sys.stderr)
+        return 1
+    print(f"{args.a} : {args.b} :: {args.c} : {answer.word}")
+    if args.top_k > 1:
+        _print_neighbours(answer.candidates)
+    return 0
+
+
+def _similarity(client: Client, args: argparse.Namespace) -> int:
+    if len(args.words) % 2:
+        print("myelin similarity: give words in pairs (an even number of words)", file=sys.stderr)
+        return 2
+    pairs = list(zip(args.words[::2], args.words[1::2], strict=True))
+    result = client.similarity(pairs, model=args.model, version=args.version)
+    for p in result:
+        shown = f"{p.similarity:.4f}" if p.similarity is not None else f"unknown: {', '.join(p.unknown_words)}"
+        print(f"{p.first} ~ {p.second}: {shown}")
+    return 0 if all(p.similarity is not None for p in result) else 1
+
+
+def _doesnt_match(client: Client, args: argparse.Namespace) -> int:
+    result = client.doesnt_match(args.words, model=args.model, version=args.version)
+    print(result.word)
     return 0
 
 
@@ -118,6 +200,39 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--stop", action="append", help="stop sequence (repeatable)")
     generate.add_argument("--no-stream", action="store_true", help="wait for the whole text (Complete)")
     generate.set_defaults(run=_generate)
+    translate = commands.add_parser("translate", help="translate English sentences to French")
+    translate.add_argument("sentences", nargs="+", help="English sentences (quote each one)")
+    translate.add_argument("--model", default="translator-tatoeba")
+    translate.add_argument("--version", type=int, default=0, help="0: newest")
+    translate.add_argument("--beam-size", type=int, help="1 is greedy (service default: 4)")
+    translate.add_argument("--max-length", type=int, help="most tokens per translation")
+    translate.add_argument("--length-penalty", type=float, help="alpha in [0, 2] (service default: 0.6)")
+    translate.add_argument("--truncate", action="store_true", help="cut over-long sentences instead of refusing")
+    translate.add_argument("--json", action="store_true")
+    translate.set_defaults(run=_translate)
+
+    def embedder_command(name: str, run: Command, help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help)
+        command.add_argument("--model", default=DEFAULT_EMBEDDER)
+        command.add_argument("--version", type=int, default=0, help="0: newest")
+        command.set_defaults(run=run)
+        return command
+
+    embed = embedder_command("embed", _embed, "print word vectors")
+    embed.add_argument("words", nargs="+")
+    similar = embedder_command("most-similar", _most_similar, "nearest words to positive minus negative words")
+    similar.add_argument("positive", nargs="*", help="words to add")
+    similar.add_argument("--negative", "-n", nargs="+", default=[], help="words to subtract")
+    similar.add_argument("--top-k", type=int, default=10)
+    analogy = embedder_command("analogy", _analogy, "a : b :: c : ?  (myelin analogy man king woman)")
+    analogy.add_argument("a")
+    analogy.add_argument("b")
+    analogy.add_argument("c")
+    analogy.add_argument("--top-k", type=int, default=1)
+    similarity = embedder_command("similarity", _similarity, "cosine similarity of word pairs")
+    similarity.add_argument("words", nargs="+", help="first second [first second ...]")
+    odd = embedder_command("doesnt-match", _doesnt_match, "the word that fits least with the others")
+    odd.add_argument("words", nargs="+")
 
     models = commands.add_parser("models", help="list the models a service serves")
     models.add_argument("--json", action="store_true")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class LabelProbability:
@@ -48,6 +50,40 @@ class ClassifyResult:
     @property
     def labels(self) -> list[str]:
         return [c.label for c in self.classifications]
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One sentence's translation and how the model rated it."""
+
+    text: str
+    score: float  # log_probability divided by the length penalty: what the beam search ranked by
+    log_probability: float  # sum of the token log-probabilities, end-of-sentence included
+    tokens: int  # subword tokens generated, end-of-sentence included
+    source_truncated: bool = False  # the source was cut to the model's limit (truncate=True)
+    finished: bool = True  # False: max_length was reached before the end of the sentence
+
+
+@dataclass(frozen=True)
+class TranslateResult:
+    """The model and version that answered, and one Translation per sentence, in order."""
+
+    model: str
+    version: int
+    translations: list[Translation]
+
+    def __len__(self) -> int:
+        return len(self.translations)
+
+    def __iter__(self) -> Iterator[Translation]:
+        return iter(self.translations)
+
+    def __getitem__(self, index: int) -> Translation:
+        return self.translations[index]
+
+    @property
+    def texts(self) -> list[str]:
+        return [t.text for t in self.translations]
 
 
 @dataclass(frozen=True)
@@ -111,3 +147,133 @@ class Completion:
     generated_tokens: int
     seed: int
     stop_sequence: str = ""
+
+
+@dataclass(frozen=True)
+class WordVector:
+    """One word's L2-normalised vector; `vector` is None (and index -1) for an unknown word."""
+
+    word: str
+    index: int
+    vector: np.ndarray | None
+
+    @property
+    def found(self) -> bool:
+        return self.vector is not None
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    model: str
+    version: int
+    dim: int
+    vectors: list[WordVector]
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __iter__(self) -> Iterator[WordVector]:
+        return iter(self.vectors)
+
+    def __getitem__(self, index: int) -> WordVector:
+        return self.vectors[index]
+
+    @property
+    def unknown(self) -> list[str]:
+        return [v.word for v in self.vectors if not v.found]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    word: str
+    index: int
+    score: float  # cosine similarity
+
+
+@dataclass(frozen=True)
+class NeighboursResult:
+    """Words nearest a query, most similar first."""
+
+    model: str
+    version: int
+    neighbours: list[Neighbour]
+
+    def __len__(self) -> int:
+        return len(self.neighbours)
+
+    def __iter__(self) -> Iterator[Neighbour]:
+        return iter(self.neighbours)
+
+    def __getitem__(self, index: int) -> Neighbour:
+        return self.neighbours[index]
+
+    @property
+    def words(self) -> list[str]:
+        return [n.word for n in self.neighbours]
+
+
+@dataclass(frozen=True)
+class AnalogyAnswer:
+    """Candidates for a : b :: c : ?, best first; empty (and `unknown_words` set) for unknown words."""
+
+    question: tuple[str, str, str]
+    candidates: list[Neighbour]
+    unknown_words: list[str]
+
+    @property
+    def word(self) -> str | None:
+        return self.candidates[0].word if self.candidates else None
+
+
+@dataclass(frozen=True)
+class AnalogyResult:
+    model: str
+    version: int
+    answers: list[AnalogyAnswer]
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def __iter__(self) -> Iterator[AnalogyAnswer]:
+        return iter(self.answers)
+
+    def __getitem__(self, index: int) -> AnalogyAnswer:
+        return self.answers[index]
+
+    @property
+    def words(self) -> list[str | None]:
+        return [a.word for a in self.answers]
+
+
+@dataclass(frozen=True)
+class PairSimilarity:
+    first: str
+    second: str
+    similarity: float | None  # None when a word is unknown
+    unknown_words: list[str]
+
+
+@dataclass(frozen=True)
+class SimilarityResult:
+    model: str
+    version: int
+    pairs: list[PairSimilarity]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __iter__(self) -> Iterator[PairSimilarity]:
+        return iter(self.pairs)
+
+    def __getitem__(self, index: int) -> PairSimilarity:
+        return self.pairs[index]
+
+
+@dataclass(frozen=True)
+class DoesntMatchResult:
+    """The odd word out, and each word's cosine similarity to the mean of all of them."""
+
+    model: str
+    version: int
+    word: str
+    similarities: dict[str, float]

@@ -235,7 +235,7 @@ class DecodeLoop:
             sequence.last_token_at = now
             if self._metrics is not None:
                 self._metrics.generator_ttft.labels(self._model).observe(now - sequence.submitted)
-                self._metrics.generator_tokens.labels(self._model).inc()
+                self._metrics.generated_tokens.labels(self._model).inc()
 
     async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
         active = self._active
@@ -293,7 +293,7 @@ class _StepMetrics:
         self.itl = metrics.generator_itl.labels(model)
         self._duration = metrics.generator_step_duration.labels(model)
         self._batch = metrics.generator_step_batch.labels(model)
-        self._tokens = metrics.generator_tokens.labels(model)
+        self._tokens = metrics.generated_tokens.labels(model)
 
     def observe(self, seconds: float, rows: int, produced: int) -> None:
         self._duration.observe(seconds)

@@ -1,0 +1,29 @@
+"""The translator family: English-to-French Transformers (translator-tatoeba, ...) behind `Translator`.
+
+model.py     a loaded version: tokenizer, limits, request checks
+loop.py      the step loop batching every request's sentences into one encoder and one decoder call
+batch.py     the rows of one decoder step: caches padded to a common length, joined and reordered
+search.py    beam search for one sentence (beam_size 1 is greedy)
+servicer.py  the gRPC servicer
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from myelin_api.v1 import translator_pb2, translator_pb2_grpc
+from myelin_serving.family import Family, ServingContext
+from myelin_serving.translator.model import load
+from myelin_serving.translator.servicer import TranslatorServicer
+
+
+def _add_servicers(server: grpc.aio.Server, context: ServingContext) -> None:
+    translator_pb2_grpc.add_TranslatorServicer_to_server(TranslatorServicer(context), server)
+
+
+FAMILY = Family(
+    name="translator",
+    service_names=(translator_pb2.DESCRIPTOR.services_by_name["Translator"].full_name,),
+    load=load,
+    add_servicers=_add_servicers,
+)

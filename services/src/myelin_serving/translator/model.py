@@ -1,0 +1,248 @@
+"""A loaded translator version: tokenizer, limits, request checks and the step loop. No gRPC here."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from myelin_serving.errors import InvalidArgument
+from myelin_serving.metrics import Metrics
+from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
+from myelin_serving.runtime import OnnxGraph
+from myelin_serving.settings import TranslatorSettings
+from myelin_serving.translator.loop import DecodeLoop, LoopConfig
+from myelin_serving.translator.search import SearchOptions
+
+ENCODER, DECODER = "encoder", "decoder"
+DEFAULT_LENGTH_PENALTY = 0.6
+MAX_LENGTH_PENALTY = 2.0
+
+
+@dataclass(frozen=True)
+class TranslationResult:
+    text: str
+    score: float
+    log_probability: float
+    tokens: int
+    source_truncated: bool
+    finished: bool
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_source_tokens: int
+    max_output_tokens: int
+    max_beam_size: int
+    default_beam_size: int
+    max_sentences: int
+
+
+class OnnxStepGraphs:
+    """The two onnxruntime sessions behind the step loop, timed into the shared metrics."""
+
+    def __init__(self, encoder: OnnxGraph, decoder: OnnxGraph, *, model: str, version: int, metrics: Metrics | None):
+        self.encoder, self.decoder = encoder, decoder
+        self._labels = (model, str(version))
+        self._metrics = metrics
+
+    def encode(self, source_ids: np.ndarray, source_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self._run(
+            self.encoder, {"source_ids": source_ids, "source_mask": source_mask}, ["cross_keys", "cross_values"]
+        )
+        return out["cross_keys"], out["cross_values"]
+
+    def decode(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = self._run(self.decoder, feeds, ["log_probs", "present_keys", "present_values"])
+        return out["log_probs"], out["present_keys"], out["present_values"]
+
+    def _run(self, graph: OnnxGraph, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        result = graph.run(feeds, outputs)
+        if self._metrics is not None:
+            model, version = self._labels
+            self._metrics.inference_duration.labels(model, version).observe(time.perf_counter() - started)
+            self._metrics.executions.labels(model).inc()
+            self._metrics.batch_size.labels(model).observe(next(iter(feeds.values())).shape[0])
+        return result
+
+
+class TranslatorModel(LoadedModel):
+    def __init__(
+        self,
+        version: ModelVersion,
+        graphs: OnnxStepGraphs,
+        tokenizer: Tokenizer,
+        limits: Limits,
+        loop: DecodeLoop,
+        special: dict[str, int],
+    ) -> None:
+        super().__init__(version, {ENCODER: graphs.encoder, DECODER: graphs.decoder}, {})
+        self.tokenizer = tokenizer
+        self.limits = limits
+        self.loop = loop
+        self.special = special
+        # No subword is longer than this many characters: a longer sentence cannot fit the limit.
+        self._max_token_chars = max(len(t) for t in tokenizer.get_vocab()) + 1
+
+    async def translate(
+        self,
+        sentences: Sequence[str],
+        *,
+        beam_size: int | None,
+        max_length: int | None,
+        length_penalty: float | None,
+        truncate: bool,
+        timeout: float | None,
+    ) -> list[TranslationResult]:
+        options = self._options(len(sentences), beam_size, length_penalty)
+        sources, truncated = self._tokenize(sentences, truncate)
+        eos = self.special["eos_id"]
+        if max_length is not None and not 1 <= max_length <= self.limits.max_output_tokens:
+            raise InvalidArgument(
+                f"max_length must be between 1 and {self.limits.max_output_tokens} tokens, got {max_length}"
+            )
+        # One search per sentence; its max_length follows the source unless the request fixed it.
+        items = [
+            (
+                np.asarray([*ids, eos], dtype=np.int64),
+                SearchOptions(
+                    options.beam_size,
+                    max_length or min(self.limits.max_output_tokens, 2 * len(ids) + 10),
+                    options.length_penalty,
+                ),
+            )
+            for ids in sources
+        ]
+        hypotheses = await self.loop.translate(items, timeout=timeout)
+        results = [
+            TranslationResult(
+                text=self.tokenizer.decode(list(h.tokens), skip_special_tokens=True),
+                score=h.score,
+                log_probability=h.log_probability,
+                tokens=h.length,
+                source_truncated=cut,
+                finished=h.finished,
+            )
+            for h, cut in zip(hypotheses, truncated, strict=True)
+        ]
+        return results
+
+    def _options(self, count: int, beam_size: int | None, length_penalty: float | None) -> SearchOptions:
+        if count == 0:
+            raise InvalidArgument("sentences is empty: send at least one sentence")
+        if count > self.limits.max_sentences:
+            raise InvalidArgument(
+                f"{count} sentences in one request; the limit is {self.limits.max_sentences}: split the batch"
+            )
+        beam = self.limits.default_beam_size if beam_size is None else beam_size
+        if not 1 <= beam <= self.limits.max_beam_size:
+            raise InvalidArgument(
+                f"beam_size must be between 1 (greedy) and {self.limits.max_beam_size}, got {beam_size}"
+            )
+        alpha = DEFAULT_LENGTH_PENALTY if length_penalty is None else length_penalty
+        if not (math.isfinite(alpha) and 0.0 <= alpha <= MAX_LENGTH_PENALTY):
+            raise InvalidArgument(f"length_penalty must be a number in [0, {MAX_LENGTH_PENALTY}], got {length_penalty}")
+        return SearchOptions(beam, 0, alpha)
+
+    def _tokenize(self, sentences: Sequence[str], truncate: bool) -> tuple[list[list[int]], list[bool]]:
+        limit = self.limits.max_source_tokens
+        sources: list[list[int]] = []
+        truncated: list[bool] = []
+        for i, sentence in enumerate(sentences):
+            if not sentence.strip():
+                raise InvalidArgument(f"sentences[{i}] is empty: send text to translate")
+            chars = limit * self._max_token_chars
+            if len(sentence) > chars and not truncate:
+                raise self._too_long(i, f"more than {limit}")
+            ids = self.tokenizer.encode(sentence[:chars], add_special_tokens=False).ids
+            if not ids:
+                raise InvalidArgument(f"sentences[{i}] has no translatable text")
+            if len(ids) > limit and not truncate:
+                raise self._too_long(i, str(len(ids)))
+            sources.append(ids[:limit])
+            truncated.append(len(ids) > limit or len(sentence) > chars)
+        return sources, truncated
+
+    def _too_long(self, index: int, count: str) -> InvalidArgument:
+        return InvalidArgument(
+            f"sentences[{index}] is {count} subword tokens long; this model takes at most "
+            f"{self.limits.max_source_tokens} (max_source_tokens): shorten it, or set truncate to cut it"
+        )
+
+    async def close(self) -> None:
+        await self.loop.close()
+        await super().close()
+
+
+def _limits(version: ModelVersion, settings: TranslatorSettings, max_sentences: int) -> Limits:
+    manifest: dict[str, Any] = version.manifest.serving.get("limits", {})
+    model_source = int(manifest.get("max_source_tokens", 0))
+    max_output = int(manifest.get("max_output_tokens", 0))
+    if model_source < 1 or max_output < 1:
+        raise ValueError(f"{version.name}: model.json needs serving.limits.max_source_tokens and max_output_tokens")
+    source = min(model_source, settings.max_source_tokens) if settings.max_source_tokens else model_source
+    return Limits(source, max_output, settings.max_beam_size, settings.default_beam_size, max_sentences)
+
+
+async def load(version: ModelVersion, context: LoadContext) -> TranslatorModel:
+    extra = version.manifest.model_extra or {}
+    tokenizer_info: dict[str, Any] = extra.get("tokenizer", {})
+    decoding: dict[str, Any] = extra.get("decoding", {})
+    tokenizer_file = str(tokenizer_info.get("file", "tokenizer.json"))
+    if "/" in tokenizer_file or "\\" in tokenizer_file:
+        raise ValueError(f"{version.name}: tokenizer file {tokenizer_file!r} must be a plain file name")
+    tokenizer = await asyncio.to_thread(Tokenizer.from_file, str(version.path / tokenizer_file))
+    special = {key: int(tokenizer_info[key]) for key in ("pad_id", "bos_id", "eos_id")}
+    encoder = await context.open_graph(version, ENCODER)
+    decoder = await context.open_graph(version, DECODER)
+    names = {i.name for i in decoder.inputs}
+    if names != {
+        "input_ids",
+        "position_ids",
+        "past_keys",
+        "past_values",
+        "past_mask",
+        "cross_keys",
+        "cross_values",
+        "source_mask",
+    }:
+        raise ValueError(f"{version.name}: decoder.onnx inputs are {sorted(names)}, not a translator decoder step")
+    settings = context.settings
+    options = settings.translator if settings is not None else TranslatorSettings()
+    limits = _limits(version, options, settings.max_request_batch if settings is not None else 256)
+    graphs = OnnxStepGraphs(encoder, decoder, model=version.name, version=version.version, metrics=context.metrics)
+    layers, heads, head_dim = (int(decoding[k]) for k in ("num_layers", "num_heads", "head_dim"))
+    loop_config = LoopConfig(
+        layers=layers,
+        heads=heads,
+        head_dim=head_dim,
+        bos_id=special["bos_id"],
+        eos_id=special["eos_id"],
+        pad_id=special["pad_id"],
+        max_active_rows=options.max_active_rows,
+        max_pending=options.max_pending_sentences,
+    )
+    # Warm-up before the version is marked ready: the first runs allocate. Shapes like real steps.
+    ids = np.full((2, 3), special["eos_id"], dtype=np.int64)
+    cross_keys, cross_values = await asyncio.to_thread(graphs.encode, ids, ids > -1)
+    empty = np.zeros((2, layers, heads, 0, head_dim), dtype=np.float32)
+    feeds: dict[str, np.ndarray] = {
+        "input_ids": np.full((2, 1), special["bos_id"], dtype=np.int64),
+        "position_ids": np.zeros((2, 1), dtype=np.int64),
+        "past_keys": empty,
+        "past_values": empty,
+        "past_mask": np.zeros((2, 0), dtype=bool),
+        "cross_keys": cross_keys,
+        "cross_values": cross_values,
+        "source_mask": ids > -1,
+    }
+    await asyncio.to_thread(graphs.decode, feeds)
+    loop = DecodeLoop(graphs, loop_config, model=version.name, metrics=context.metrics)
+    return TranslatorModel(version, graphs, tokenizer, limits, loop, special)
