@@ -118,9 +118,13 @@ class LoadContext:
     runtime: RuntimeOptions
     batching: BatchingSettings
     metrics: Metrics | None = None
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
     # The process's settings, for families with limits of their own (translator.*); None in unit tests.
     settings: Settings | None = None
+
+    @property
+    def generation(self) -> GenerationSettings:
+        """The generator family's limits: the process's, or the defaults when there are no settings."""
+        return self.settings.generation if self.settings is not None else GenerationSettings()
 
     async def open_graph(self, version: ModelVersion, graph: str) -> OnnxGraph:
         return await asyncio.to_thread(OnnxGraph, version.graph_path(graph), self.runtime)

@@ -224,7 +224,6 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         RuntimeOptions(settings.device, settings.intra_op_threads, settings.intra_op_spinning),
         settings.batching,
         metrics,
-        settings.generation,
         settings=settings,
     )
     manager = ModelManager(
