@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
-
+from myelin_serving.interceptors import HandlerRegistry
 from myelin_serving.metrics import Metrics
 from myelin_serving.repository import Loader, ModelManager
 from myelin_serving.settings import Settings
@@ -27,4 +26,4 @@ class Family:
     # Full gRPC service names the family adds (health statuses and reflection list them).
     service_names: tuple[str, ...]
     load: Loader
-    add_servicers: Callable[[grpc.aio.Server, ServingContext], None]
+    add_servicers: Callable[[HandlerRegistry, ServingContext], None]

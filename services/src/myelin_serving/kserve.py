@@ -27,7 +27,7 @@ from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from myelin_serving import __version__
 from myelin_serving.errors import DeadlineExceeded, InvalidArgument, ModelNotReady, NotFound
-from myelin_serving.interceptors import time_left
+from myelin_serving.interceptors import HandlerRegistry, time_left
 from myelin_serving.repository import LoadedModel, ModelManager, check_name
 from myelin_serving.runtime import OnnxGraph
 from myelin_serving.tensors import RequestTensor, datatype_of, decode, encode_raw, fill_contents
@@ -282,5 +282,5 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-def add_to_server(server: grpc.aio.Server, protocol: InferenceProtocol, *, serving: Callable[[], bool]) -> None:
+def add_to_server(server: HandlerRegistry, protocol: InferenceProtocol, *, serving: Callable[[], bool]) -> None:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(protocol, serving=serving), server)

@@ -16,13 +16,13 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from myelin_api.v1 import models_pb2, models_pb2_grpc
 from myelin_serving import __version__
 from myelin_serving.family import Family, ServingContext
-from myelin_serving.interceptors import ServingInterceptor
+from myelin_serving.interceptors import HandlerRegistry, ServingInterceptor
 from myelin_serving.kserve import SERVICE_NAME as KSERVE_SERVICE
 from myelin_serving.kserve import InferenceProtocol
 from myelin_serving.kserve import add_to_server as add_kserve
@@ -235,14 +235,16 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         default_deadline_s=settings.default_deadline_s,
         access_log_enabled=settings.access_log,
     )
-    server = grpc.aio.server(interceptors=[interceptor], options=_channel_options(settings))
-    family.add_servicers(server, ServingContext(manager, settings, metrics))
-    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager), server)
+    server = grpc.aio.server(options=_channel_options(settings))
+    # Every servicer registers through the interceptor, which wraps its handlers once, here.
+    handlers = HandlerRegistry(server, interceptor)
+    family.add_servicers(handlers, ServingContext(manager, settings, metrics))
+    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager), handlers)
     health_servicer = HealthServicer(health_names(family))
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*family.service_names, MODELS_SERVICE, KSERVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, handlers)
+    # enable_server_reflection picks the asyncio servicer only for a grpc.aio.Server: name it here.
+    reflected = (*family.service_names, MODELS_SERVICE, KSERVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(reflected), handlers)
     address = f"{settings.host}:{settings.port}"
     credentials = _server_credentials(settings)
     try:
@@ -252,7 +254,7 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
     myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics)
     protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)
-    add_kserve(server, protocol, serving=lambda: myelin_server.serving)
+    add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
     return myelin_server, port
 
 

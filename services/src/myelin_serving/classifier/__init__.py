@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import grpc
-
 from myelin_api.v1 import classifier_pb2, classifier_pb2_grpc
 from myelin_serving.classifier.model import load
 from myelin_serving.classifier.servicer import ClassifierServicer
 from myelin_serving.family import Family, ServingContext
+from myelin_serving.interceptors import HandlerRegistry
 
 
-def _add_servicers(server: grpc.aio.Server, context: ServingContext) -> None:
+def _add_servicers(server: HandlerRegistry, context: ServingContext) -> None:
     classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(context), server)
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import grpc
-
 from myelin_api.v1 import embedder_pb2, embedder_pb2_grpc
 from myelin_serving.embedder.model import load
 from myelin_serving.embedder.servicer import EmbedderServicer
 from myelin_serving.family import Family, ServingContext
+from myelin_serving.interceptors import HandlerRegistry
 
 
-def _add_servicers(server: grpc.aio.Server, context: ServingContext) -> None:
+def _add_servicers(server: HandlerRegistry, context: ServingContext) -> None:
     embedder_pb2_grpc.add_EmbedderServicer_to_server(EmbedderServicer(context), server)
 
 

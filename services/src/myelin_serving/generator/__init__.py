@@ -6,15 +6,14 @@ graph, `sampling.py` the per-sequence sampler, `text.py` tokenizing and streamin
 
 from __future__ import annotations
 
-import grpc
-
 from myelin_api.v1 import generator_pb2, generator_pb2_grpc
 from myelin_serving.family import Family, ServingContext
 from myelin_serving.generator.model import load
 from myelin_serving.generator.servicer import GeneratorServicer
+from myelin_serving.interceptors import HandlerRegistry
 
 
-def _add_servicers(server: grpc.aio.Server, context: ServingContext) -> None:
+def _add_servicers(server: HandlerRegistry, context: ServingContext) -> None:
     generator_pb2_grpc.add_GeneratorServicer_to_server(GeneratorServicer(context), server)
 
 

@@ -9,15 +9,14 @@ servicer.py  the gRPC servicer
 
 from __future__ import annotations
 
-import grpc
-
 from myelin_api.v1 import translator_pb2, translator_pb2_grpc
 from myelin_serving.family import Family, ServingContext
+from myelin_serving.interceptors import HandlerRegistry
 from myelin_serving.translator.model import load
 from myelin_serving.translator.servicer import TranslatorServicer
 
 
-def _add_servicers(server: grpc.aio.Server, context: ServingContext) -> None:
+def _add_servicers(server: HandlerRegistry, context: ServingContext) -> None:
     translator_pb2_grpc.add_TranslatorServicer_to_server(TranslatorServicer(context), server)
 
 
