@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         sys.exit(f"myelin-serve: invalid settings:\n{exc}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)  # process-wide: set once, here
     try:
         asyncio.run(serve(settings, args.port_file))
     except OSError as exc:
