@@ -2,7 +2,8 @@
 
 One run, side by side, for mnist-mlp and mnist-cnn at concurrency 1, 8, 32 and 64:
 
-- in-process onnxruntime at the batch sizes Myelin formed (the limit: no network, no queue),
+- in-process onnxruntime at the batch sizes Myelin formed (the limit: no network, no queue), with
+  the servers' session options for the ratio and the fastest thread count beside it,
 - Myelin with dynamic batching off and on, through its Classify API and through KServe ModelInfer,
 - MLServer 1.7.1 serving the same ONNX file through a minimal custom runtime (mlserver_runtime.py),
   over its V2 gRPC with raw tensor contents, in its own virtualenv (.bench/mlserver-venv).
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print(f"machine: {info}", flush=True)
     runs: list[Run] = []
-    limits: dict[tuple[str, int], inprocess.InProcessResult] = {}
+    limits: dict[tuple[str, int], list[inprocess.InProcessResult]] = {}
     with ExitStack() as stack:
         # Every server up at once (idle ones cost nothing), so each (model, concurrency) point runs
         # all systems back to back and they share the same background load on this shared machine.
@@ -439,14 +440,15 @@ def main(argv: list[str] | None = None) -> None:
                         batch = max(1, round(run.mean_batch))
                         run.notes["in_process_batch"] = batch
                         if (model, batch) not in limits:
-                            limits[(model, batch)] = limit = inprocess.best(
-                                REPOSITORY / model / "1" / "model.onnx", batch, seconds=2.0, thread_counts=(1, 2)
+                            limits[(model, batch)] = measured = inprocess.reference(
+                                REPOSITORY / model / "1" / "model.onnx",
+                                batch,
+                                threads=args.threads,
+                                seconds=2.0,
+                                thread_counts=(1, 2),
                             )
-                            print(
-                                f"  {model:9} in-process batch {batch:<3} {limit.rows_per_s:8.0f} rows/s "
-                                f"({limit.threads} threads)",
-                                flush=True,
-                            )
+                            figures = ", ".join(f"{r.rows_per_s:.0f} rows/s with {r.threads} thr." for r in measured)
+                            print(f"  {model:9} in-process batch {batch:<3} {figures}", flush=True)
     elapsed = time.time() - started
     info["load_average_at_end"] = os.getloadavg()
     results = {
@@ -456,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": info,
         "settings": {k: v for k, v in vars(args).items() if k not in ("data_dir", "no_write", "repository")},
         "runs": [asdict(r) for r in runs],
-        "in_process": [asdict(v) | {"model": k[0]} for k, v in sorted(limits.items())],
+        "in_process": [asdict(r) | {"model": k[0]} for k, v in sorted(limits.items()) for r in v],
         "wall_seconds": elapsed,
         "command": "make bench"
         if os.environ.get("MYELIN_BENCH_LOCKED") == "1" and not argv and len(sys.argv) == 1
