@@ -128,17 +128,16 @@ class DynamicBatcher:
             # Wake a worker only when it has something new to do: a first request, or a full batch.
             # Others join the queue silently; the worker takes them when its delay ends.
             self._wakeup.set()
+        # A bare timer rather than asyncio.timeout_at: this runs for every request.
+        expiry = None if request.deadline is None else loop.call_at(request.deadline, self._expire, request)
         try:
-            async with asyncio.timeout_at(request.deadline):
-                return await request.future
-        except TimeoutError:
-            if self._withdraw(request):
-                self._reject("deadline")
-                raise DeadlineExceeded("the request's deadline passed while it was queued") from None
-            raise DeadlineExceeded("the request's deadline passed while its batch was running") from None
+            return await request.future
         except asyncio.CancelledError:
             self._withdraw(request)  # the caller went away: free its slot now, not when a worker gets to it
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""
@@ -181,6 +180,16 @@ class DynamicBatcher:
             if not self._queue or self._queue[0] is not first:
                 return False
         return True
+
+    def _expire(self, request: _Request) -> None:
+        """The caller's deadline passed: it gets DeadlineExceeded now, queued or running."""
+        if request.future.done():
+            return
+        if self._withdraw(request):
+            self._reject("deadline")
+            request.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
+        else:
+            request.future.set_exception(DeadlineExceeded("the request's deadline passed while its batch was running"))
 
     def _withdraw(self, request: _Request) -> bool:
         """Take a request that no worker has popped out of the queue; True if it was still queued."""

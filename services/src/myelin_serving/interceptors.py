@@ -90,18 +90,20 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
+        # Whether the request is a stream is known here, once, rather than looked up on every call.
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method, False), **kwargs)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, method), **kwargs)
+            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, method, True), **kwargs)
         behavior = handler.unary_stream or handler.stream_stream
         make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        stream = handler.request_streaming
         if inspect.isasyncgenfunction(behavior):
-            return make(self._streaming(behavior, method), **kwargs)
+            return make(self._streaming(behavior, method, stream), **kwargs)
         # A streaming method written as a coroutine with context.write (health's Watch).
-        return make(self._unary(behavior, method), **kwargs)
+        return make(self._unary(behavior, method, stream), **kwargs)
 
-    def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _unary(self, behavior: Callable[..., Any], method: str, stream: bool) -> Callable[..., Any]:
         series = self._metrics.for_method(method) if self._metrics is not None else None
         check_token = bool(self._tokens) and method not in OPEN_METHODS
 
@@ -112,7 +114,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if check_token:
                     self._authenticate(context)
-                request = _checked(request)
+                request = _checked_stream(request) if stream else _checked(request)
                 remaining = context.time_remaining()
                 if remaining is None:
                     _deadline.set(started + self._default_deadline)
@@ -130,7 +132,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
         return call
 
-    def _streaming(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _streaming(self, behavior: Callable[..., Any], method: str, stream: bool) -> Callable[..., Any]:
         series = self._metrics.for_method(method) if self._metrics is not None else None
         check_token = bool(self._tokens) and method not in OPEN_METHODS
 
@@ -141,7 +143,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if check_token:
                     self._authenticate(context)
-                request = _checked(request)
+                request = _checked_stream(request) if stream else _checked(request)
                 remaining = context.time_remaining()
                 _deadline.set(started + (self._default_deadline if remaining is None else remaining))
                 async for response in behavior(request, context):
@@ -232,11 +234,9 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 def _checked(request: Any) -> Any:
-    """The request, or for a client stream the stream, refusing what did not parse."""
+    """The request, refusing one that did not parse (client streams go through _checked_stream)."""
     if isinstance(request, _Undecodable):
         _refuse(request)
-    if hasattr(request, "__aiter__"):
-        return _checked_stream(request)
     return request
 
 
