@@ -13,9 +13,11 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from pydantic import ValidationError
 
 from myelin_serving.server import FAMILIES, create_server
@@ -67,6 +69,12 @@ async def serve(settings: Settings, port_file: Path | None) -> None:
     await server.stop()
 
 
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if settings.event_loop == "uvloop":
+        return uvloop.new_event_loop
+    return None  # asyncio's default loop
+
+
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
     try:
@@ -76,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)  # process-wide: set once, here
     try:
-        asyncio.run(serve(settings, args.port_file))
+        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+            runner.run(serve(settings, args.port_file))
     except OSError as exc:
         sys.exit(f"myelin-serve: {exc}")
 
