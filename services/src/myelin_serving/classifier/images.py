@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -38,8 +38,7 @@ class PixelBudget:
             )
 
 
-@dataclass(frozen=True)
-class RawPixels:
+class RawPixels(NamedTuple):  # a tuple: built for every image of every request
     height: int
     width: int
     dtype: str  # "uint8" | "float32" | "" (unset)
@@ -90,10 +89,12 @@ def from_raw(raw: RawPixels, height: int, width: int, index: int) -> np.ndarray:
             raise InvalidArgument(
                 f"images[{index}].raw: {height}x{width} float32 needs {4 * count} bytes, got {len(raw.data)}"
             )
-        pixels = np.frombuffer(raw.data, dtype="<f4").reshape(height, width).astype(np.float32)
-        if not np.isfinite(pixels).all():
-            raise InvalidArgument(f"images[{index}].raw has NaN or infinite pixels")
-        if pixels.min() < 0.0 or pixels.max() > 1.0:
+        # (H, W), read-only over the request's bytes: the caller copies it into its batch.
+        pixels = np.frombuffer(raw.data, dtype="<f4").reshape(height, width).astype(np.float32, copy=False)
+        # One test for the common case: NaN fails both comparisons, infinities fail one.
+        if not (pixels.min() >= 0.0 and pixels.max() <= 1.0):
+            if not np.isfinite(pixels).all():
+                raise InvalidArgument(f"images[{index}].raw has NaN or infinite pixels")
             raise InvalidArgument(f"images[{index}].raw float32 pixels must lie in [0, 1]")
         return pixels
     raise InvalidArgument(f"images[{index}].raw.dtype must be DATA_TYPE_UINT8 or DATA_TYPE_FLOAT32")

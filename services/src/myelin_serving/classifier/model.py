@@ -19,7 +19,7 @@ GRAPH = "model"
 ImageInput = bytes | RawPixels
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs more, for every answer
 class Prediction:
     label: str
     index: int
@@ -66,10 +66,12 @@ class ClassifierModel(LoadedModel):
 
     def _top_k(self, probabilities: np.ndarray, k: int) -> list[list[Prediction]]:
         # (B, classes) -> the k most probable labels per row, most probable first
-        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]  # (B, k)
+        labels = self.labels
+        # Python lists from here: indexing numpy scalars one by one costs more than converting once.
         return [
-            [Prediction(self.labels[j], int(j), float(row[j])) for j in indices]
-            for row, indices in zip(probabilities, top, strict=True)
+            [Prediction(labels[j], j, row[j]) for j in indices]
+            for indices, row in zip(top.tolist(), probabilities.tolist(), strict=True)
         ]
 
 
