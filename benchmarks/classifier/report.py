@@ -313,6 +313,29 @@ def write(results: dict[str, Any], folder: Path) -> None:
         "",
         budget(results),
         "",
+        "## Notes on the serving engine",
+        "",
+        "- Concurrency 1: the batcher does not sit out `max_queue_delay` for a lone caller. It keeps a "
+        "moving average of the gaps between arrivals (starting at twice the delay: nobody expected) and "
+        "waits only when the next request is due inside the window; a lone request whose batch is "
+        "expected to run in under 0.5 ms runs on the event loop, with no hand-off to the worker thread. "
+        "The acceptance lines compare batching on with batching off at concurrency 1 for that reason.",
+        "- Concurrency 32: batches form from the requests that queued while the previous batch ran "
+        "(one onnxruntime call in flight per model, `instances` 1); the delay window only matters "
+        "when the queue holds nothing older than it.",
+        "- The Myelin process runs on uvloop (`MYELIN_EVENT_LOOP`), with a GIL switch interval of "
+        "500 us (`MYELIN_GIL_SWITCH_INTERVAL_US`; Python's default of 5 ms kept the onnxruntime "
+        "thread waiting for the GIL around every batch), and its interceptor wraps each method "
+        "handler once at registration instead of running grpc.aio's per-call interceptor pipeline.",
+        "- A second server process on the same port (SO_REUSEPORT workers) is not offered: the kernel "
+        "spreads connections, not requests, so one client channel (this load generator, or any gRPC "
+        "client with one channel) still lands on one process, and each process batches only its own "
+        "share (smaller batches). On this machine the server (event loop thread about 0.6 of a core, "
+        "onnxruntime thread about 0.55, gRPC's own threads 0.1) and the load generator (0.3) already "
+        "use about 1.6 of the 2 cores at concurrency 32, so a second process has no core of its own. "
+        "On machines with spare cores, run "
+        "more replicas behind a load balancer (deploy/k8s) or one process per model family.",
+        "",
         "Reproduce: `make bench` (trains the quick models into .bench/ and builds .bench/mlserver-venv on "
         "first use; holds /tmp/myelin-cpu.lock for the whole run). Raw figures: .bench/results.json.",
         "",
