@@ -494,6 +494,7 @@ GENERATOR = ServiceCase(
         inputs=[
             Tensor(name="input_ids", datatype="INT64", shape=[1, 2]),
             Tensor(name="padding", datatype="INT64", shape=[1]),
+            Tensor(name="length", datatype="INT64", shape=[]),
             *(
                 Tensor(name=f"past.{layer}.{kind}", datatype="FP32", shape=list(_CACHE.shape))
                 for layer in range(2)
@@ -503,6 +504,7 @@ GENERATOR = ServiceCase(
         raw_input_contents=[
             np.array([[3, 5]], "<i8").tobytes(),
             np.zeros(1, "<i8").tobytes(),
+            np.zeros((), "<i8").tobytes(),
             *(_CACHE.tobytes() for _ in range(4)),
         ],
     ),

@@ -325,6 +325,7 @@ def test_the_step_graph_is_served_stateless_through_kserve(
     inputs = {
         "input_ids": np.array([ids], np.int64),
         "padding": np.zeros(1, np.int64),
+        "length": np.array(0, np.int64),  # filled cache slots: a 0-d tensor
         **dict.fromkeys(manifest["decoder"]["cache_inputs"], empty),
     }
     with grpc.insecure_channel(generator_server.target) as channel:
@@ -335,8 +336,8 @@ def test_the_step_graph_is_served_stateless_through_kserve(
         names = [o.name for o in response.outputs]
         assert names == ["logits", *manifest["decoder"]["cache_outputs"]]
         logits = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(response.outputs[0].shape).copy()
-        present = response.outputs[1].shape
-        assert list(present) == [1, shape["heads"], len(ids), shape["head_dim"]]  # the cache to send next
+        new = response.outputs[1].shape
+        assert list(new) == [1, shape["heads"], len(ids), shape["head_dim"]]  # the prompt's keys, to cache
         with pytest.raises(grpc.RpcError) as bad:
             stub.ModelInfer(step_request(GRU, {"input_ids": np.zeros((1, 1), np.int64)}), timeout=10)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "state" in (bad.value.details() or "")

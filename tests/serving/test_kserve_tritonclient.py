@@ -105,6 +105,7 @@ def generator_calls(repository: Path) -> list[KServeCall]:
     prompt = {
         "input_ids": np.array([[3, 5]], np.int64),
         "padding": np.zeros(1, np.int64),
+        "length": np.array(0, np.int64),
         **dict.fromkeys(decoder["cache_inputs"], empty),
     }
     return [

@@ -50,7 +50,6 @@ class GeneratorModel(LoadedModel):
             model=version.name,
             version=version.version,
             max_sequences=self.limits.max_sequences,
-            inline_rows=self.limits.inline_step_rows,
             metrics=context.metrics,
         )
 
@@ -147,6 +146,11 @@ async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
     )
     batch: CacheBatch
     if decoder["cache"] == "kv":
+        if decoder.get("cache_update") != "caller":
+            raise ValueError(
+                f"{version.name}: its step graph returns the whole cache (an export from before the "
+                "read-only cache); export it again: myelin-train generator-export --run-dir RUN --repository DIR"
+            )
         shape = decoder["cache_shape"]
         batch = KVCacheBatch(
             graph,
