@@ -51,10 +51,6 @@ class GenerationSettings(BaseModel):
     max_stop_length: int = Field(64, ge=1)
     # When a version is unloaded, how long its sequences may run on before being cancelled.
     drain_timeout_s: float = Field(30.0, ge=0)
-    # Decoding steps of at most this many sequences run on the event loop thread; larger ones on a
-    # worker thread, so that the event loop sends one step's tokens while the next step computes.
-    # Default: every step inline; on 2 cores the hand-off cost more than it overlapped (README).
-    inline_step_rows: int = Field(1024, ge=0)
 
 
 class TranslatorSettings(BaseModel):
