@@ -11,8 +11,7 @@ Prints, in one run:
    SDK here), from sending the request to receiving the last token; target >= 0.8 x (1);
 3. aggregate tokens/s of 8 concurrent streams through the service; target >= 3 x (2).
 Each figure is the median of --repeats runs. Client, service and loop share this machine's cores.
-The service inherits this process's environment, so MYELIN_* variables (for instance
-MYELIN_GENERATION__INLINE_STEP_ROWS) configure it.
+The service inherits this process's environment, so MYELIN_* variables configure it.
 """
 
 from __future__ import annotations
@@ -59,16 +58,42 @@ def plain_loop(version_dir: Path, prompt: str, tokens: int, temperature: float, 
 
     started = time.perf_counter()
     if decoder["cache"] == "kv":
+        # The graph reads the cache buffers and returns the new keys/values, written in place here
+        # (keys are stored (1, H, D, S), values (1, H, S, D)); the buffers grow by 32 slots at a
+        # time, as in the service: attention over unfilled slots is wasted work, one copy per 32
+        # tokens is not.
         s, names = decoder["cache_shape"], decoder["cache_inputs"]
-        past = [np.zeros((1, s["heads"], 0, s["head_dim"]), np.float32) for _ in names]
-        padding = np.zeros(1, np.int64)
-        feeds = {"input_ids": np.array([ids]), "padding": padding, **dict(zip(names, past, strict=True))}
-        logits, *past = session.run(None, feeds)
-        token = sample(logits[0])
-        for _ in range(tokens - 1):
-            feeds = {"input_ids": np.array([[token]]), "padding": padding, **dict(zip(names, past, strict=True))}
-            logits, *past = session.run(None, feeds)
-            token = sample(logits[0])
+        axes = [decoder["slot_axis"][name.rsplit(".", 1)[1]] for name in names]
+
+        def slots(buffer: np.ndarray, axis: int) -> np.ndarray:
+            return np.moveaxis(buffer, axis, 2)  # a (1, H, S, D) view of either layout
+
+        def empty(n: int) -> list[np.ndarray]:
+            return [
+                np.zeros((1, s["heads"], s["head_dim"], n) if a == 3 else (1, s["heads"], n, s["head_dim"]), np.float32)
+                for a in axes
+            ]
+
+        cache, padding = empty(0), np.zeros(1, np.int64)
+        x, length = np.array([ids]), 0
+        for _ in range(tokens):
+            end = length + x.shape[1]
+            if end > slots(cache[0], axes[0]).shape[2]:
+                grown = empty(end // 32 * 32 + 32)
+                for axis, new, old in zip(axes, grown, cache, strict=True):
+                    slots(new, axis)[:, :, :length] = slots(old, axis)[:, :, :length]
+                cache = grown
+            feeds = {
+                "input_ids": x,
+                "padding": padding,
+                "length": np.array(length),
+                **dict(zip(names, cache, strict=True)),
+            }
+            logits, *new = session.run(None, feeds)
+            for axis, buffer, values in zip(axes, cache, new, strict=True):
+                slots(buffer, axis)[:, :, length:end] = slots(values, axis)
+            length = end
+            x = np.array([[sample(logits[0])]])
     else:
         s = decoder["state_shape"]
         state = np.zeros((s["layers"], 1, s["hidden"]), np.float32)

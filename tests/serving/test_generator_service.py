@@ -321,12 +321,13 @@ def test_the_step_graph_is_served_stateless_through_kserve(
     manifest = json.loads((version_dir / "model.json").read_text())
     shape, unk = manifest["decoder"]["cache_shape"], manifest["tokenizer"]["unk_id"]
     ids = Tokenizer.from_file(str(version_dir / "tokenizer.json")).encode("ROMEO:", add_special_tokens=False).ids
-    empty = np.zeros((1, shape["heads"], 0, shape["head_dim"]), np.float32)  # (B, H, past 0, D)
+    keys = np.zeros((1, shape["heads"], shape["head_dim"], 0), np.float32)  # (B, H, D, 0 slots)
+    values = np.zeros((1, shape["heads"], 0, shape["head_dim"]), np.float32)  # (B, H, 0 slots, D)
     inputs = {
         "input_ids": np.array([ids], np.int64),
         "padding": np.zeros(1, np.int64),
         "length": np.array(0, np.int64),  # filled cache slots: a 0-d tensor
-        **dict.fromkeys(manifest["decoder"]["cache_inputs"], empty),
+        **{name: keys if name.endswith(".key") else values for name in manifest["decoder"]["cache_inputs"]},
     }
     with grpc.insecure_channel(generator_server.target) as channel:
         stub = kserve_grpc.GRPCInferenceServiceStub(channel)
@@ -337,7 +338,7 @@ def test_the_step_graph_is_served_stateless_through_kserve(
         assert names == ["logits", *manifest["decoder"]["cache_outputs"]]
         logits = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(response.outputs[0].shape).copy()
         new = response.outputs[1].shape
-        assert list(new) == [1, shape["heads"], len(ids), shape["head_dim"]]  # the prompt's keys, to cache
+        assert list(new) == [1, shape["heads"], shape["head_dim"], len(ids)]  # the prompt's keys, to cache
         with pytest.raises(grpc.RpcError) as bad:
             stub.ModelInfer(step_request(GRU, {"input_ids": np.zeros((1, 1), np.int64)}), timeout=10)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "state" in (bad.value.details() or "")

@@ -51,6 +51,9 @@ class GenerationSettings(BaseModel):
     max_stop_length: int = Field(64, ge=1)
     # When a version is unloaded, how long its sequences may run on before being cancelled.
     drain_timeout_s: float = Field(30.0, ge=0)
+    # A stream's tokens go out at most this often (milliseconds); tokens produced meanwhile travel
+    # together in one message. First and last tokens go out at once. 0: after every step.
+    stream_interval_ms: float = Field(0.0, ge=0, le=1000)
 
 
 class TranslatorSettings(BaseModel):

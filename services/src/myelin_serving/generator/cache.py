@@ -2,9 +2,9 @@
 
 Two kinds, picked by the manifest's `decoder.cache`:
 
-- `KVCacheBatch` (GPT): a key and a value buffer (B, H, S, D) per layer for all rows, of which the
-  first `length` slots are filled; the graph only reads them and returns the step's new keys and
-  values (B, H, 1, D), which are written in place at slot `length`. No step copies the cache; S
+- `KVCacheBatch` (GPT): a key buffer (B, H, D, S) (keys transposed, see the model) and a value
+  buffer (B, H, S, D) per layer for all rows, of which the first `length` slots are filled; the graph only reads them and returns the step's new keys and
+  values, which are written in place at slot `length`. No step copies the cache; S
   grows by `SLOT_CHUNK` slots at a time (one copy per chunk of steps), and the unfilled slots
   cost the graph a little attention work, never a copy. Sequences have different lengths, so rows
   are LEFT-padded to the longest one: row b's real entries are slots padding[b] .. length - 1, and
@@ -34,7 +34,7 @@ from myelin_serving.runtime import OnnxGraph
 class Rows:
     """Caches of freshly prefilled sequences, ready to join a batch."""
 
-    cache: list[np.ndarray]  # KV: one (N, H, T, D) array per cache input (T filled slots); state: [(L, N, hidden)]
+    cache: list[np.ndarray]  # KV: keys (N, H, D, T), values (N, H, T, D), T filled slots; state: [(L, N, hidden)]
     padding: np.ndarray  # (N,) int64; zeros for state caches
 
 
@@ -67,6 +67,13 @@ class CacheBatch(ABC):
 SLOT_CHUNK = 32  # cache slots added at a time: S - length is 1..32 after a step
 
 
+def _at(axis: int, rows: slice | np.ndarray, slots: slice) -> tuple[slice | np.ndarray, ...]:
+    """Index of `rows` and `slots` in a 4-d cache tensor whose slot axis is `axis` (2 or 3)."""
+    index: list[slice | np.ndarray] = [rows, slice(None), slice(None), slice(None)]
+    index[axis] = slots
+    return tuple(index)
+
+
 class KVCacheBatch(CacheBatch):
     def __init__(
         self,
@@ -74,21 +81,27 @@ class KVCacheBatch(CacheBatch):
         *,
         inputs: list[str],
         outputs: list[str],
+        slot_axes: list[int],
         heads: int,
         head_dim: int,
         lone_graph: OnnxGraph | None = None,
     ) -> None:
         super().__init__(graph, lone_graph)
         self._inputs, self._outputs = inputs, outputs
+        # per cache input: 3 for keys stored (B, H, D, S), 2 for values (B, H, S, D)
+        self._axes = slot_axes
         self._heads, self._head_dim = heads, head_dim
         self.length = 0  # filled slots, the same in every row (rows are right-aligned)
-        self.cache = self._buffers(0, 0)  # one (B, H, S, D) buffer per cache input
+        self.cache = self._buffers(0, 0)  # one buffer per cache input
         self.padding = np.zeros(0, dtype=np.int64)  # (B,)
         self._feeds: dict[str, np.ndarray] = {}
 
     def _buffers(self, rows: int, slots: int) -> list[np.ndarray]:
         # zeros, not empty: unfilled slots are masked, but 0 x NaN garbage would still be NaN
-        return [np.zeros((rows, self._heads, slots, self._head_dim), dtype=np.float32) for _ in self._inputs]
+        h, d = self._heads, self._head_dim
+        return [
+            np.zeros((rows, h, d, slots) if axis == 3 else (rows, h, slots, d), dtype=np.float32) for axis in self._axes
+        ]
 
     @staticmethod
     def _slots_for(length: int) -> int:
@@ -116,16 +129,18 @@ class KVCacheBatch(CacheBatch):
             **dict(zip(self._inputs, self._buffers(len(prompts), 0), strict=True)),
         }
         out = self.graph.run(feeds, ["logits", *self._outputs])
-        return out["logits"], Rows([out[name] for name in self._outputs], padding)  # (N, H, T, D) each
+        return out["logits"], Rows([out[name] for name in self._outputs], padding)  # T slots each
 
     def join(self, rows: Rows) -> None:
-        joining = rows.cache[0].shape[2]
+        joining = rows.cache[0].shape[self._axes[0]]
         length = max(self.length, joining)
         old_shift, new_shift = length - self.length, length - joining  # left padding added
         cache = self._buffers(self.rows + len(rows.padding), self._slots_for(length))
-        for buffer, old, new in zip(cache, self.cache, rows.cache, strict=True):
-            buffer[: self.rows, :, old_shift:length] = old[:, :, : self.length]
-            buffer[self.rows :, :, new_shift:length] = new
+        for axis, buffer, old, new in zip(self._axes, cache, self.cache, rows.cache, strict=True):
+            buffer[_at(axis, slice(0, self.rows), slice(old_shift, length))] = old[
+                _at(axis, slice(None), slice(0, self.length))
+            ]
+            buffer[_at(axis, slice(self.rows, None), slice(new_shift, length))] = new
         self._set(cache, np.concatenate([self.padding + old_shift, rows.padding + new_shift]), length)
 
     def keep(self, indices: list[int]) -> None:
@@ -137,22 +152,23 @@ class KVCacheBatch(CacheBatch):
         trim = int(padding.min())  # slots that are padding in every remaining row
         length = self.length - trim
         cache = self._buffers(len(index), self._slots_for(length))
-        for buffer, old in zip(cache, self.cache, strict=True):
-            buffer[:, :, :length] = old[index, :, trim : self.length]
+        for axis, buffer, old in zip(self._axes, cache, self.cache, strict=True):
+            buffer[_at(axis, slice(None), slice(0, length))] = old[_at(axis, index, slice(trim, self.length))]
         self._set(cache, padding - trim, length)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        if self.length == self.cache[0].shape[2]:  # full: grow by a chunk (one copy per chunk)
+        if self.length == self.cache[0].shape[self._axes[0]]:  # full: grow by a chunk (one copy per chunk)
             cache = self._buffers(self.rows, self._slots_for(self.length))
-            for buffer, old in zip(cache, self.cache, strict=True):
-                buffer[:, :, : self.length] = old
+            for axis, buffer, old in zip(self._axes, cache, self.cache, strict=True):
+                buffer[_at(axis, slice(None), slice(0, self.length))] = old
             self._set(cache, self.padding, self.length)
         self._feeds["input_ids"] = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
         self._feeds["padding"] = self.padding
         self._feeds["length"] = np.array(self.length, dtype=np.int64)
         out = self._step_graph().run(self._feeds, ["logits", *self._outputs])
-        for buffer, name in zip(self.cache, self._outputs, strict=True):
-            buffer[:, :, self.length] = out[name][:, :, 0]  # (B, H, D) into slot `length`, in place
+        at = slice(self.length, self.length + 1)
+        for axis, buffer, name in zip(self._axes, self.cache, self._outputs, strict=True):
+            buffer[_at(axis, slice(None), at)] = out[name]  # the step's keys/values, in place
         self.length += 1
         return out["logits"]
 

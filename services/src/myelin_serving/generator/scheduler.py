@@ -165,9 +165,11 @@ class DecodeLoop:
         model: str,
         version: int,
         max_sequences: int,
+        stream_interval: float = 0.0,
         metrics: Metrics | None = None,
     ) -> None:
         self._batch = batch
+        self._stream_interval = stream_interval  # seconds between wake-ups of the readers, at least
         self._model, self._version = model, version
         self._max_sequences = max_sequences
         self._metrics = metrics
@@ -181,6 +183,7 @@ class DecodeLoop:
         self._active: list[Sequence] = []  # the batch's rows, in order; the thread's alone
         self._to_wake: deque[Sequence] = deque()  # sequences with new output, for the event loop
         self._wake_pending = False
+        self._last_wake = 0.0
         self._stopped: asyncio.Future[None] = self._event_loop.create_future()
         self._thread = threading.Thread(target=self._run, name=f"decode-{model}-{version}", daemon=True)
         self._thread.start()
@@ -253,8 +256,7 @@ class DecodeLoop:
                     log.exception("decoding step of %s/%s failed", self._model, self._version)
                     for sequence in [*new, *self._active]:
                         sequence.fail(exc, "error")
-                    self._wake(new)
-                    self._wake(self._active)
+                    self._wake([*new, *self._active], urgent=True)
                     self._active.extend(s for s in new if s not in self._active)
                     self._reap([])
         finally:
@@ -271,7 +273,7 @@ class DecodeLoop:
             if self._metrics is not None and sequence.generated:
                 self._metrics.generator_ttft.labels(self._model).observe(now - sequence.submitted)
                 self._metrics.generated_tokens.labels(self._model).inc()
-        self._wake(new)
+        self._wake(new, urgent=True)  # first tokens go out at once
 
     def _step(self) -> None:
         active = self._active
@@ -289,15 +291,18 @@ class DecodeLoop:
             if itl is not None:
                 itl.observe(now - sequence.last_token_at)
             sequence.last_token_at = now
-        self._wake(active)
+        self._wake(active, urgent=any(s.done for s in active))  # last tokens go out at once
         if self._per_step is not None:
             self._per_step.observe(time.perf_counter() - started, len(active), produced)
 
-    def _wake(self, sequences: Iterable[Sequence]) -> None:
-        """Ask the event loop to wake these sequences' readers: one call in flight at most."""
+    def _wake(self, sequences: Iterable[Sequence], *, urgent: bool = False) -> None:
+        """Ask the event loop to wake these sequences' readers: one call in flight at most, and
+        unless `urgent`, none sooner than the stream interval after the last (the sequences wait
+        in `_to_wake` for the next one; a step that finishes any sequence is urgent)."""
         self._to_wake.extend(sequences)
-        if not self._wake_pending:
-            self._wake_pending = True
+        now = time.monotonic()
+        if not self._wake_pending and (urgent or now - self._last_wake >= self._stream_interval):
+            self._wake_pending, self._last_wake = True, now
             with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody is reading
                 self._event_loop.call_soon_threadsafe(self._wake_readers)
 
@@ -312,7 +317,7 @@ class DecodeLoop:
         expired = [s for s in [*new, *self._active] if not s.done and s.deadline is not None and now >= s.deadline]
         for sequence in expired:
             sequence.fail(DeadlineExceeded("the deadline passed while generating"), "deadline")
-        self._wake(expired)
+        self._wake(expired, urgent=bool(expired))
         if not any(s.done for s in new) and not any(s.done for s in self._active):
             return new  # the common case between two steps: nothing to drop
         keep = [i for i, s in enumerate(self._active) if not s.done]

@@ -3,8 +3,8 @@
 The graph serves both the prompt (an empty cache) and each new token (the cache so far):
 
 GPT  step(input_ids (B, T) int64, padding (B,) int64, length () int64,
-          past.0.key, past.0.value, ..., past.{L-1}.value: (B, H, S, D) float32 each)
-       -> logits (B, vocab) float32, new.0.key, ..., new.{L-1}.value: (B, H, T, D) each
+          past.{i}.key: (B, H, D, S) float32 (keys transposed), past.{i}.value: (B, H, S, D))
+       -> logits (B, vocab) float32, new.{i}.key: (B, H, D, T), new.{i}.value: (B, H, T, D)
 GRU  step(input_ids (B, T) int64, state (L, B, hidden) float32)
        -> logits (B, vocab) float32, next_state (L, B, hidden) float32
 
@@ -71,7 +71,10 @@ def gpt_graph(model: GPT) -> export.GraphExport:
     ) -> tuple[torch.Tensor, ...]:
         ids = torch.randint(0, c.vocab_size, (b, t), generator=g)
         # random values in the unfilled slots too: the graph must ignore them
-        past = [torch.randn(b, c.n_head, s, head_dim, generator=g) for _ in range(2 * c.n_layer)]
+        past = [
+            torch.randn(b, c.n_head, *((head_dim, s) if i % 2 == 0 else (s, head_dim)), generator=g)
+            for i in range(2 * c.n_layer)
+        ]
         return (ids, torch.tensor(padding, dtype=torch.int64), torch.tensor(length, dtype=torch.int64), *past)
 
     # (batch, new tokens, cache slots, filled slots, left padding per row); positions < block_size
@@ -92,7 +95,9 @@ def gpt_graph(model: GPT) -> export.GraphExport:
     seq = torch.export.Dim("sequence", min=1, max=c.block_size)
     slots = torch.export.Dim("slots", min=0, max=c.block_size)
     # *past is one (variadic) argument to torch.export: its shapes come as one tuple
-    dynamic: Any = ({0: batch, 1: seq}, {0: batch}, None, tuple({0: batch, 2: slots} for _ in range(2 * c.n_layer)))
+    # keys (B, H, D, S), values (B, H, S, D)
+    caches = tuple({0: batch, 3 if i % 2 == 0 else 2: slots} for i in range(2 * c.n_layer))
+    dynamic: Any = ({0: batch, 1: seq}, {0: batch}, None, caches)
     return export.GraphExport(
         module=GPTStep(model).eval(),
         example_inputs=inputs(2, 3, 5, 4, [0, 2], None),
@@ -141,6 +146,8 @@ def decoder_entry(model: nn.Module) -> dict[str, Any]:
             # the graph reads past.* (S slots, `length` filled) and returns only new.*: the caller
             # owns the buffers and writes the new keys/values into them
             "cache_update": "caller",
+            # the slot axis of each kind of cache tensor: keys are stored transposed (B, H, D, S)
+            "slot_axis": {"key": 3, "value": 2},
             "context": c.block_size,
             "cache_shape": {"layers": c.n_layer, "heads": c.n_head, "head_dim": c.n_embd // c.n_head},
             "cache_inputs": cache_names(c.n_layer, "past"),
