@@ -53,7 +53,11 @@ class GenerationSettings(BaseModel):
     drain_timeout_s: float = Field(30.0, ge=0)
     # A stream's tokens go out at most this often (milliseconds); tokens produced meanwhile travel
     # together in one message. First and last tokens go out at once. 0: after every step.
-    stream_interval_ms: float = Field(0.0, ge=0, le=1000)
+    stream_interval_ms: float = Field(10.0, ge=0, le=1000)
+    # The step graph's onnxruntime threads busy-wait between the nodes of a step instead of
+    # sleeping (whatever intra_op_spinning says for the other families): decoding has its own
+    # thread, and on 2 cores a step of one row took about half the time (README, generator).
+    step_spinning: bool = True
 
 
 class TranslatorSettings(BaseModel):

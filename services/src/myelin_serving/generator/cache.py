@@ -3,21 +3,19 @@
 Two kinds, picked by the manifest's `decoder.cache`:
 
 - `KVCacheBatch` (GPT): a key buffer (B, H, D, S) (keys transposed, see the model) and a value
-  buffer (B, H, S, D) per layer for all rows, of which the first `length` slots are filled; the graph only reads them and returns the step's new keys and
-  values, which are written in place at slot `length`. No step copies the cache; S
-  grows by `SLOT_CHUNK` slots at a time (one copy per chunk of steps), and the unfilled slots
-  cost the graph a little attention work, never a copy. Sequences have different lengths, so rows
-  are LEFT-padded to the longest one: row b's real entries are slots padding[b] .. length - 1, and
-  the graph masks the rest. A joining sequence is left-padded to the batch (or the batch to it);
-  a leaving row is dropped and all-padding slots at the left are trimmed away. Joining and leaving
-  rebuild the buffers: a copy, once per request, not once per token.
+  buffer (B, H, S, D) per layer for all rows, of which the first `length` slots are filled; the
+  graph only reads them and returns the step's new keys and values, which are written in place
+  at slot `length`. No step copies the cache; S grows by `SLOT_CHUNK` slots at a time (one copy
+  per chunk of steps), and the unfilled slots cost the graph a little attention work, never a
+  copy. Sequences have different lengths, so rows are LEFT-padded to the longest one: row b's
+  real entries are slots padding[b] .. length - 1, and the graph masks the rest. A joining
+  sequence is left-padded to the batch (or the batch to it); a leaving row is dropped and
+  all-padding slots at the left are trimmed away. Joining and leaving rebuild the buffers: a
+  copy, once per request, not once per token.
 - `StateBatch` (GRU): the hidden state (L, B, hidden); rows join and leave, nothing to pad.
 
 `prefill` and `step` run the graph (blocking: call them off the event loop); `join` and `keep`
-are cheap array bookkeeping done between steps. A step of ONE row runs on `lone_graph` when
-given: the same graph in a session with one intra-op thread. A single token's matrix-vector
-products are too small to split across threads, and waking the pool's threads (which do not spin)
-for each of the graph's ~100 nodes costs more than they save; batches keep every thread.
+are cheap array bookkeeping done between steps.
 """
 
 from __future__ import annotations
@@ -39,13 +37,9 @@ class Rows:
 
 
 class CacheBatch(ABC):
-    def __init__(self, graph: OnnxGraph, lone_graph: OnnxGraph | None = None) -> None:
+    def __init__(self, graph: OnnxGraph) -> None:
         self.graph = graph
-        self.lone_graph = lone_graph or graph
         self.rows = 0
-
-    def _step_graph(self) -> OnnxGraph:
-        return self.lone_graph if self.rows == 1 else self.graph
 
     @abstractmethod
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Rows]:
@@ -84,9 +78,8 @@ class KVCacheBatch(CacheBatch):
         slot_axes: list[int],
         heads: int,
         head_dim: int,
-        lone_graph: OnnxGraph | None = None,
     ) -> None:
-        super().__init__(graph, lone_graph)
+        super().__init__(graph)
         self._inputs, self._outputs = inputs, outputs
         # per cache input: 3 for keys stored (B, H, D, S), 2 for values (B, H, S, D)
         self._axes = slot_axes
@@ -165,7 +158,7 @@ class KVCacheBatch(CacheBatch):
         self._feeds["input_ids"] = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
         self._feeds["padding"] = self.padding
         self._feeds["length"] = np.array(self.length, dtype=np.int64)
-        out = self._step_graph().run(self._feeds, ["logits", *self._outputs])
+        out = self.graph.run(self._feeds, ["logits", *self._outputs])
         at = slice(self.length, self.length + 1)
         for axis, buffer, name in zip(self._axes, self.cache, self._outputs, strict=True):
             buffer[_at(axis, slice(None), at)] = out[name]  # the step's keys/values, in place
@@ -174,8 +167,8 @@ class KVCacheBatch(CacheBatch):
 
 
 class StateBatch(CacheBatch):
-    def __init__(self, graph: OnnxGraph, *, layers: int, hidden: int, lone_graph: OnnxGraph | None = None) -> None:
-        super().__init__(graph, lone_graph)
+    def __init__(self, graph: OnnxGraph, *, layers: int, hidden: int) -> None:
+        super().__init__(graph)
         self._layers, self._hidden = layers, hidden
         self.state = np.zeros((layers, 0, hidden), dtype=np.float32)  # (L, B, hidden)
 
@@ -205,6 +198,6 @@ class StateBatch(CacheBatch):
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         ids = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
-        out = self._step_graph().run({"input_ids": ids, "state": self.state})
+        out = self.graph.run({"input_ids": ids, "state": self.state})
         self.state = out["next_state"]
         return out["logits"]

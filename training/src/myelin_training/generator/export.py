@@ -20,7 +20,9 @@ random values in the unfilled slots.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -39,7 +41,16 @@ MAX_BATCH = 256
 class GPTStep(nn.Module):
     def __init__(self, model: GPT) -> None:
         super().__init__()
-        self.model = model
+        # A copy with 1/sqrt(head_dim) folded into the query rows of each qkv projection: the
+        # graph then computes q @ K as a plain MatMul (see CausalSelfAttention.query_scaled).
+        self.model = copy.deepcopy(model)
+        with torch.no_grad():
+            for block in self.model.layers:
+                attn, c = block.attn, model.config.n_embd
+                attn.qkv.weight[:c] *= 1.0 / math.sqrt(attn.head_dim)
+                if attn.qkv.bias is not None:
+                    attn.qkv.bias[:c] *= 1.0 / math.sqrt(attn.head_dim)
+                attn.query_scaled = True
 
     def forward(
         self, input_ids: torch.Tensor, padding: torch.Tensor, length: torch.Tensor, *past: torch.Tensor
