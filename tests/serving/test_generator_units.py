@@ -10,7 +10,7 @@ import pytest
 
 from myelin_serving.errors import InvalidArgument
 from myelin_serving.generator.cache import KVCacheBatch, StateBatch
-from myelin_serving.generator.sampling import Sampler, SamplingParams
+from myelin_serving.generator.sampling import Sampler, SamplingParams, sample_rows
 from myelin_serving.generator.text import IncrementalDecoder, StopMatcher, TextCodec
 from myelin_serving.runtime import OnnxGraph, RuntimeOptions
 
@@ -45,6 +45,34 @@ def test_repetition_penalty_and_banned_tokens() -> None:
     assert sampler(logits) == 0  # now token 1 is penalised too: 1.0 > 0.95
     banned = Sampler(SamplingParams(temperature=0.0, seed=0), 3, prompt=[], banned=[0])
     assert banned(logits) == 1
+
+
+def test_a_step_samples_its_rows_together_as_each_would_alone() -> None:
+    """sample_rows draws plain-temperature rows in one set of numpy calls and the others one by one;
+    every row gets the token its own sampler would give it alone, whatever else is in the step."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, (40, 6, 30)).astype(np.float32)  # 40 steps of 6 rows
+    params = [
+        SamplingParams(temperature=0.8, seed=1),
+        SamplingParams(temperature=1.3, seed=2),
+        SamplingParams(temperature=0.7, top_k=5, seed=3),
+        SamplingParams(temperature=0.9, top_p=0.8, seed=4),
+        SamplingParams(temperature=0.0, seed=5),
+        SamplingParams(temperature=1.0, repetition_penalty=1.3, seed=6),
+    ]
+
+    def samplers() -> list[Sampler]:
+        return [Sampler(p, 30, [1, 2], [7]) for p in params]
+
+    alone = samplers()
+    expected = [[alone[r](logits[t, r]) for r in range(6)] for t in range(40)]
+    together = samplers()
+    assert [s.plain for s in together] == [True, True, False, False, False, False]
+    assert [sample_rows(together, logits[t]) for t in range(40)] == expected
+    # the plain rows alone in a step of their own, and in the other order
+    pair = samplers()[:2]
+    assert [sample_rows(pair[::-1], logits[t, 1::-1]) for t in range(40)] == [e[1::-1] for e in expected]
+    assert all(7 not in row for row in expected)  # banned
 
 
 @pytest.mark.parametrize(

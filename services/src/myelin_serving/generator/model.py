@@ -87,7 +87,7 @@ class GeneratorModel(LoadedModel):
             prompt=prompt,
             max_new_tokens=max_new,
             seed=int(sampling.seed or 0),
-            pick=sampler,
+            sampler=sampler,
             emit=emit,
             finish_text=finish_text,
             deadline=None if timeout is None else time.monotonic() + timeout,

@@ -20,8 +20,9 @@ inline on the event loop, 1 stream 1,611 tokens/s; each step awaited on a worker
 `run_in_executor`, 1,124: the hand-off in and out of the event loop at every step cost more
 than the overlap gained.)
 
-The loop knows nothing of gRPC, tokenizers or sampling rules: it drives a `CacheBatch` and asks
-each `Sequence` to `advance(logits_row)`. A beam-search decoder (several rows per request) could
+The loop knows nothing of gRPC, tokenizers or sampling rules: it drives a `CacheBatch`, has a
+step's tokens drawn by `sample_rows` (each row by its own sampler) and hands each `Sequence` its
+token with `advance(token)`. A beam-search decoder (several rows per request) could
 reuse it with a Sequence that owns several rows.
 """
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from myelin_serving.errors import DeadlineExceeded, Overloaded, Unavailable
 from myelin_serving.generator.cache import CacheBatch
+from myelin_serving.generator.sampling import Sampler, sample_rows
 from myelin_serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,8 @@ class Chunk:
 class Sequence:
     """One request's generation. `advance` is called by the decoding thread with each logits row.
 
-    `pick(logits) -> token` chooses the token; `emit(token) -> (text, stop_sequence or None)`
+    `sampler` chooses the token (the loop samples a step's rows together, `sample_rows`);
+    `emit(token) -> (text, stop_sequence or None)`
     turns it into releasable text; `finish_text()` flushes what is held back at the end. Output
     goes into `outbox` (from either thread; a lock makes finishing happen once), and `chunks()`
     reads it on the event loop, woken through `ready`.
@@ -78,7 +81,7 @@ class Sequence:
     prompt: list[int]
     max_new_tokens: int
     seed: int
-    pick: Callable[[np.ndarray], int]
+    sampler: Sampler
     emit: Callable[[int], tuple[str, str | None]]
     finish_text: Callable[[], str]
     deadline: float | None = None  # time.monotonic()
@@ -95,8 +98,8 @@ class Sequence:
     def last(self) -> int:
         return self.generated[-1] if self.generated else 0
 
-    def advance(self, logits: np.ndarray) -> None:
-        token = self.pick(logits)  # the sampler is the decoding thread's alone
+    def advance(self, token: int) -> None:
+        """The next token, sampled by the decoding thread (the sampler is that thread's alone)."""
         with self._lock:
             if self.done:  # cancelled while this step ran
                 return
@@ -267,8 +270,8 @@ class DecodeLoop:
         self._batch.join(rows)
         self._active.extend(new)
         now = time.monotonic()
-        for sequence, row in zip(new, logits, strict=True):
-            sequence.advance(row)
+        for sequence, token in zip(new, sample_rows([s.sampler for s in new], logits), strict=True):
+            sequence.advance(token)
             sequence.last_token_at = now
             if self._metrics is not None and sequence.generated:
                 self._metrics.generator_ttft.labels(self._model).observe(now - sequence.submitted)
@@ -283,10 +286,12 @@ class DecodeLoop:
         now = time.monotonic()
         produced = 0
         itl = None if self._per_step is None else self._per_step.itl
-        for sequence, row in zip(active, logits, strict=True):
-            if sequence.done:  # cancelled or expired during the step
-                continue
-            sequence.advance(row)
+        live = [i for i, s in enumerate(active) if not s.done]  # not cancelled or expired meanwhile
+        if len(live) < len(active):
+            logits = logits[live]
+        for i, token in zip(live, sample_rows([active[i].sampler for i in live], logits), strict=True):
+            sequence = active[i]
+            sequence.advance(token)
             produced += 1
             if itl is not None:
                 itl.observe(now - sequence.last_token_at)
