@@ -5,12 +5,14 @@
 
 Prints, in one run:
 1. tokens/s of a plain onnxruntime loop over the same step graph (prefill, then one token per
-   call, the same numpy temperature sampling), in this process, no gRPC; with --threads and with
-   one intra-op thread, the faster of the two being the reference;
+   call, the GPT's cache buffers written in place, the same numpy temperature sampling), in this
+   process, no gRPC; with --threads and with one intra-op thread (onnxruntime's default session
+   options otherwise, spinning threads included), the faster of the two being the reference;
 2. tokens/s of ONE stream through the service (`myelin-serve generator` in a child process, the
    SDK here), from sending the request to receiving the last token; target >= 0.8 x (1);
 3. aggregate tokens/s of 8 concurrent streams through the service; target >= 3 x (2).
-Each figure is the median of --repeats runs. Client, service and loop share this machine's cores.
+Each figure is the median of --repeats rounds; a round runs each measurement once, so that load
+from outside falls on all of them alike. Client, service and loop share this machine's cores.
 The service inherits this process's environment, so MYELIN_* variables configure it.
 """
 
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads, both sides (0: default)")
+    parser.add_argument("--verbose", action="store_true", help="print every round's figures too")
     args = parser.parse_args(argv)
     versions = sorted(int(p.name) for p in (args.repository / args.model).iterdir() if p.name.isdigit())
     version_dir = args.repository / args.model / str(args.version or versions[-1])
@@ -184,28 +187,35 @@ def main(argv: list[str] | None = None) -> None:
 
     # The reference is the faster plain loop: with --threads, or with one thread (which is what
     # the service itself uses for a lone sequence).
-    plains = {}
-    for threads in sorted({args.threads, 1}):
-        plain_loop(version_dir, args.prompt, 20, args.temperature, 0, threads)  # warm up
-        plains[threads] = statistics.median(
-            plain_loop(version_dir, args.prompt, args.tokens, args.temperature, i, threads) for i in range(args.repeats)
-        )
-    plain = max(plains.values())
+    # The measurements are interleaved, one round of each per repeat, so that load from outside
+    # (other work on the machine between or during rounds) falls on all of them alike.
+    thread_counts = sorted({args.threads, 1})
+    runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         process, target = start_service(args.repository, Path(tmp), args.threads)
         try:
+            for threads in thread_counts:
+                plain_loop(version_dir, args.prompt, 20, args.temperature, 0, threads)  # warm up
             one_stream(target, args.model, args.prompt, 20, args.temperature, 0)  # warm the connection
-            single = statistics.median(
-                one_stream(target, args.model, args.prompt, args.tokens, args.temperature, i)
-                for i in range(args.repeats)
-            )
-            many = statistics.median(
-                asyncio.run(many_streams(target, args.model, args.prompt, args.tokens, args.temperature, args.streams))
-                for _ in range(args.repeats)
-            )
+            for i in range(args.repeats):
+                for threads in thread_counts:
+                    rate = plain_loop(version_dir, args.prompt, args.tokens, args.temperature, i, threads)
+                    runs.setdefault(f"plain {threads}", []).append(rate)
+                rate = one_stream(target, args.model, args.prompt, args.tokens, args.temperature, i)
+                runs.setdefault("single", []).append(rate)
+                rate = asyncio.run(
+                    many_streams(target, args.model, args.prompt, args.tokens, args.temperature, args.streams)
+                )
+                runs.setdefault("many", []).append(rate)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+    if args.verbose:
+        for name, rates in runs.items():
+            print(f"{name}: " + ", ".join(f"{r:.0f}" for r in rates))
+    plains = {t: statistics.median(runs[f"plain {t}"]) for t in thread_counts}
+    plain = max(plains.values())
+    single, many = statistics.median(runs["single"]), statistics.median(runs["many"])
     rows = [
         (f"plain onnxruntime loop, {THREADS.get(t, f'{t} threads')}", v, "reference" * (v == plain))
         for t, v in plains.items()
