@@ -12,7 +12,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down
+.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down
 
 # Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
 # long jobs (image builds, compose-test) one at a time under flock; unset by default.
@@ -40,8 +40,12 @@ $(TRITON_STAMP): requirements/tritonclient.txt
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-test: setup deploy-tools
+# What CI runs (.ci/run): the static checks first (format, lint, strict types, generated code in
+# step with protos/), then every test.
+test: setup deploy-tools static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+static: fmt-check lint typecheck protos-check
 
 # What the deployment tests call besides Python: promtool and a real Prometheus (Debian's prometheus),
 # a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works). Installed only
@@ -70,7 +74,8 @@ up: setup
 down: setup
 	$(BIN)/python scripts/myelin_stack.py down
 
-check: fmt-check lint typecheck protos-check test
+# Kept for habit: the same as `make test`.
+check: test
 
 # Myelin vs MLServer vs onnxruntime in-process on the classifiers (benchmarks/RESULTS.md), under
 # BENCH_LOCK for the whole run.
