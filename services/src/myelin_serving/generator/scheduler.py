@@ -182,6 +182,7 @@ class DecodeLoop:
         self._waiting: list[Sequence] = []  # submitted, not yet taken by the thread
         self._live = 0  # submitted and not yet dropped: what max_sequences bounds
         self._closing = False
+        self._abort = False  # set by close() after the drain timeout
         self._wakeup = threading.Event()
         self._active: list[Sequence] = []  # the batch's rows, in order; the thread's alone
         self._to_wake: deque[Sequence] = deque()  # sequences with new output, for the event loop
@@ -228,10 +229,8 @@ class DecodeLoop:
         try:
             await asyncio.wait_for(asyncio.shield(self._stopped), drain_timeout)
         except TimeoutError:
-            with self._lock:
-                left = [*self._waiting, *self._active]
-            for sequence in left:
-                self.cancel(sequence)
+            self._abort = True  # the thread cancels every sequence it holds, then stops
+            self._wakeup.set()
             await self._stopped
 
     # --- the decoding thread -------------------------------------------------------------------
@@ -263,7 +262,8 @@ class DecodeLoop:
                     self._active.extend(s for s in new if s not in self._active)
                     self._reap([])
         finally:
-            self._event_loop.call_soon_threadsafe(self._stopped.set_result, None)
+            with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody is waiting
+                self._event_loop.call_soon_threadsafe(self._stopped.set_result, None)
 
     def _prefill(self, new: list[Sequence]) -> None:
         logits, rows = self._batch.prefill([s.prompt for s in new])
@@ -318,6 +318,10 @@ class DecodeLoop:
 
     def _reap(self, new: list[Sequence]) -> list[Sequence]:
         """Drop finished, cancelled and expired sequences (between steps); return the new ones kept."""
+        if self._abort:
+            for sequence in [*new, *self._active]:
+                sequence.cancel()
+            self._wake([*new, *self._active], urgent=True)
         now = time.monotonic()
         expired = [s for s in [*new, *self._active] if not s.done and s.deadline is not None and now >= s.deadline]
         for sequence in expired:
