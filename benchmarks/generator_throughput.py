@@ -93,7 +93,10 @@ def plain_loop(version_dir: Path, prompt: str, tokens: int, temperature: float, 
             }
             logits, *new = session.run(None, feeds)
             for axis, buffer, values in zip(axes, cache, new, strict=True):
-                slots(buffer, axis)[:, :, length:end] = slots(values, axis)
+                if axis == 3:  # keys (1, H, D, S)
+                    buffer[:, :, :, length:end] = values
+                else:  # values (1, H, S, D)
+                    buffer[:, :, length:end] = values
             length = end
             x = np.array([[sample(logits[0])]])
     else:
