@@ -156,13 +156,21 @@ def start_service(repository: Path, tmp: Path, threads: int) -> tuple[subprocess
         stderr=subprocess.STDOUT,
         env=env,
     )
-    while not port_file.exists():
-        if process.poll() is not None:
-            raise SystemExit(f"myelin-serve failed:\n{(tmp / 'service.log').read_text()}")
-        time.sleep(0.1)
-    target = f"127.0.0.1:{json.loads(port_file.read_text())['port']}"
-    with Client(target) as client:
-        client.wait_ready(timeout=120)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"myelin-serve failed:\n{(tmp / 'service.log').read_text()}")
+            try:  # the file may exist before its content is written
+                target = f"127.0.0.1:{json.loads(port_file.read_text())['port']}"
+                break
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.1)
+        with Client(target) as client:
+            client.wait_ready(timeout=120)
+    except BaseException:
+        process.kill()  # never leave the service behind
+        process.wait()
+        raise
     return process, target
 
 
