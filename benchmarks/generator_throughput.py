@@ -5,14 +5,15 @@
 
 Prints, in one run:
 1. tokens/s of a plain onnxruntime loop over the same step graph (prefill, then one token per
-   call, the same numpy temperature sampling), in this process, no gRPC; with --threads and with
-   one intra-op thread, the faster of the two being the reference;
+   call, the GPT's cache buffers written in place, the same numpy temperature sampling), in this
+   process, no gRPC; with --threads and with one intra-op thread (onnxruntime's default session
+   options otherwise, spinning threads included), the faster of the two being the reference;
 2. tokens/s of ONE stream through the service (`myelin-serve generator` in a child process, the
    SDK here), from sending the request to receiving the last token; target >= 0.8 x (1);
 3. aggregate tokens/s of 8 concurrent streams through the service; target >= 3 x (2).
-Each figure is the median of --repeats runs. Client, service and loop share this machine's cores.
-The service inherits this process's environment, so MYELIN_* variables (for instance
-MYELIN_GENERATION__INLINE_STEP_ROWS) configure it.
+Each figure is the median of --repeats rounds; a round runs each measurement once, so that load
+from outside falls on all of them alike. Client, service and loop share this machine's cores.
+The service inherits this process's environment, so MYELIN_* variables configure it.
 """
 
 from __future__ import annotations
@@ -59,16 +60,45 @@ def plain_loop(version_dir: Path, prompt: str, tokens: int, temperature: float, 
 
     started = time.perf_counter()
     if decoder["cache"] == "kv":
+        # The graph reads the cache buffers and returns the new keys/values, written in place here
+        # (keys are stored (1, H, D, S), values (1, H, S, D)); the buffers grow by 32 slots at a
+        # time, as in the service: attention over unfilled slots is wasted work, one copy per 32
+        # tokens is not.
         s, names = decoder["cache_shape"], decoder["cache_inputs"]
-        past = [np.zeros((1, s["heads"], 0, s["head_dim"]), np.float32) for _ in names]
-        padding = np.zeros(1, np.int64)
-        feeds = {"input_ids": np.array([ids]), "padding": padding, **dict(zip(names, past, strict=True))}
-        logits, *past = session.run(None, feeds)
-        token = sample(logits[0])
-        for _ in range(tokens - 1):
-            feeds = {"input_ids": np.array([[token]]), "padding": padding, **dict(zip(names, past, strict=True))}
-            logits, *past = session.run(None, feeds)
-            token = sample(logits[0])
+        axes = [decoder["slot_axis"][name.rsplit(".", 1)[1]] for name in names]
+
+        def slots(buffer: np.ndarray, axis: int) -> np.ndarray:
+            return np.moveaxis(buffer, axis, 2)  # a (1, H, S, D) view of either layout
+
+        def empty(n: int) -> list[np.ndarray]:
+            return [
+                np.zeros((1, s["heads"], s["head_dim"], n) if a == 3 else (1, s["heads"], n, s["head_dim"]), np.float32)
+                for a in axes
+            ]
+
+        cache, padding = empty(0), np.zeros(1, np.int64)
+        x, length = np.array([ids]), 0
+        for _ in range(tokens):
+            end = length + x.shape[1]
+            if end > slots(cache[0], axes[0]).shape[2]:
+                grown = empty(end // 32 * 32 + 32)
+                for axis, new, old in zip(axes, grown, cache, strict=True):
+                    slots(new, axis)[:, :, :length] = slots(old, axis)[:, :, :length]
+                cache = grown
+            feeds = {
+                "input_ids": x,
+                "padding": padding,
+                "length": np.array(length),
+                **dict(zip(names, cache, strict=True)),
+            }
+            logits, *new = session.run(None, feeds)
+            for axis, buffer, values in zip(axes, cache, new, strict=True):
+                if axis == 3:  # keys (1, H, D, S)
+                    buffer[:, :, :, length:end] = values
+                else:  # values (1, H, S, D)
+                    buffer[:, :, length:end] = values
+            length = end
+            x = np.array([[sample(logits[0])]])
     else:
         s = decoder["state_shape"]
         state = np.zeros((s["layers"], 1, s["hidden"]), np.float32)
@@ -126,13 +156,21 @@ def start_service(repository: Path, tmp: Path, threads: int) -> tuple[subprocess
         stderr=subprocess.STDOUT,
         env=env,
     )
-    while not port_file.exists():
-        if process.poll() is not None:
-            raise SystemExit(f"myelin-serve failed:\n{(tmp / 'service.log').read_text()}")
-        time.sleep(0.1)
-    target = f"127.0.0.1:{json.loads(port_file.read_text())['port']}"
-    with Client(target) as client:
-        client.wait_ready(timeout=120)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"myelin-serve failed:\n{(tmp / 'service.log').read_text()}")
+            try:  # the file may exist before its content is written
+                target = f"127.0.0.1:{json.loads(port_file.read_text())['port']}"
+                break
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.1)
+        with Client(target) as client:
+            client.wait_ready(timeout=120)
+    except BaseException:
+        process.kill()  # never leave the service behind
+        process.wait()
+        raise
     return process, target
 
 
@@ -147,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads, both sides (0: default)")
+    parser.add_argument("--verbose", action="store_true", help="print every round's figures too")
     args = parser.parse_args(argv)
     versions = sorted(int(p.name) for p in (args.repository / args.model).iterdir() if p.name.isdigit())
     version_dir = args.repository / args.model / str(args.version or versions[-1])
@@ -159,28 +198,35 @@ def main(argv: list[str] | None = None) -> None:
 
     # The reference is the faster plain loop: with --threads, or with one thread (which is what
     # the service itself uses for a lone sequence).
-    plains = {}
-    for threads in sorted({args.threads, 1}):
-        plain_loop(version_dir, args.prompt, 20, args.temperature, 0, threads)  # warm up
-        plains[threads] = statistics.median(
-            plain_loop(version_dir, args.prompt, args.tokens, args.temperature, i, threads) for i in range(args.repeats)
-        )
-    plain = max(plains.values())
+    # The measurements are interleaved, one round of each per repeat, so that load from outside
+    # (other work on the machine between or during rounds) falls on all of them alike.
+    thread_counts = sorted({args.threads, 1})
+    runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         process, target = start_service(args.repository, Path(tmp), args.threads)
         try:
+            for threads in thread_counts:
+                plain_loop(version_dir, args.prompt, 20, args.temperature, 0, threads)  # warm up
             one_stream(target, args.model, args.prompt, 20, args.temperature, 0)  # warm the connection
-            single = statistics.median(
-                one_stream(target, args.model, args.prompt, args.tokens, args.temperature, i)
-                for i in range(args.repeats)
-            )
-            many = statistics.median(
-                asyncio.run(many_streams(target, args.model, args.prompt, args.tokens, args.temperature, args.streams))
-                for _ in range(args.repeats)
-            )
+            for i in range(args.repeats):
+                for threads in thread_counts:
+                    rate = plain_loop(version_dir, args.prompt, args.tokens, args.temperature, i, threads)
+                    runs.setdefault(f"plain {threads}", []).append(rate)
+                rate = one_stream(target, args.model, args.prompt, args.tokens, args.temperature, i)
+                runs.setdefault("single", []).append(rate)
+                rate = asyncio.run(
+                    many_streams(target, args.model, args.prompt, args.tokens, args.temperature, args.streams)
+                )
+                runs.setdefault("many", []).append(rate)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+    if args.verbose:
+        for name, rates in runs.items():
+            print(f"{name}: " + ", ".join(f"{r:.0f}" for r in rates))
+    plains = {t: statistics.median(runs[f"plain {t}"]) for t in thread_counts}
+    plain = max(plains.values())
+    single, many = statistics.median(runs["single"]), statistics.median(runs["many"])
     rows = [
         (f"plain onnxruntime loop, {THREADS.get(t, f'{t} threads')}", v, "reference" * (v == plain))
         for t, v in plains.items()

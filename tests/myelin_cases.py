@@ -483,7 +483,8 @@ def generate_requests() -> st.SearchStrategy[Message]:
     return st.builds(build, prompts, uints, floats, uints, floats, floats, seeds, stops)
 
 
-_CACHE = np.zeros((1, 2, 0, 16), np.float32)  # the dry-run GPT: 2 layers, 2 heads of 16; an empty past
+# the dry-run GPT: 2 layers, 2 heads of 16; an empty cache of keys (B, H, D, S) and values (B, H, S, D)
+_CACHE = {"key": np.zeros((1, 2, 16, 0), np.float32), "value": np.zeros((1, 2, 0, 16), np.float32)}
 GENERATOR = ServiceCase(
     family="generator",
     repository_fixture="generator_repository",
@@ -494,8 +495,9 @@ GENERATOR = ServiceCase(
         inputs=[
             Tensor(name="input_ids", datatype="INT64", shape=[1, 2]),
             Tensor(name="padding", datatype="INT64", shape=[1]),
+            Tensor(name="length", datatype="INT64", shape=[]),
             *(
-                Tensor(name=f"past.{layer}.{kind}", datatype="FP32", shape=list(_CACHE.shape))
+                Tensor(name=f"past.{layer}.{kind}", datatype="FP32", shape=list(_CACHE[kind].shape))
                 for layer in range(2)
                 for kind in ("key", "value")
             ),
@@ -503,7 +505,8 @@ GENERATOR = ServiceCase(
         raw_input_contents=[
             np.array([[3, 5]], "<i8").tobytes(),
             np.zeros(1, "<i8").tobytes(),
-            *(_CACHE.tobytes() for _ in range(4)),
+            np.zeros((), "<i8").tobytes(),
+            *(_CACHE[kind].tobytes() for _ in range(2) for kind in ("key", "value")),
         ],
     ),
     good=(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 import pytest
 from prometheus_client import CollectorRegistry
 from tokenizers import Tokenizer
@@ -28,6 +29,7 @@ from myelin_client import (
     ResourceExhaustedError,
 )
 from myelin_client.cli import main as cli_main
+from myelin_serving.generator.sampling import Sampler, SamplingParams
 from myelin_testkit import ServerThread, settings_for
 
 GPT, GRU = "generator-gpt-shakespeare", "generator-gru-shakespeare"
@@ -90,6 +92,65 @@ def test_same_seed_same_text_whatever_runs_beside_it(client: Client, generator_s
     assert other != alone
     random_seeds = {client.complete("x", model=GPT, max_new_tokens=5).seed for _ in range(3)}
     assert len(random_seeds) == 3
+
+
+def plain_decode(version_dir: Path, prompt: str, tokens: int, params: SamplingParams) -> list[int]:
+    """The simplest decode loop over the step graph, outside the service: one sequence, its cache
+    grown by concatenation to exactly its length, the same sampler."""
+    manifest = json.loads((version_dir / "model.json").read_text())
+    decoder, unk = manifest["decoder"], manifest["tokenizer"]["unk_id"]
+    session = ort.InferenceSession(str(version_dir / "step.onnx"), providers=["CPUExecutionProvider"])
+    ids = Tokenizer.from_file(str(version_dir / "tokenizer.json")).encode(prompt, add_special_tokens=False).ids
+    sampler = Sampler(params, manifest["tokenizer"]["vocab_size"], ids, [unk])
+    x, out = np.array([ids], np.int64), []
+    if decoder["cache"] == "kv":
+        names, axes, s = decoder["cache_inputs"], decoder["slot_axis"], decoder["cache_shape"]
+        shapes = {"key": (1, s["heads"], s["head_dim"], 0), "value": (1, s["heads"], 0, s["head_dim"])}
+        cache = [np.zeros(shapes[n.rsplit(".", 1)[1]], np.float32) for n in names]
+        while len(out) < tokens:
+            length = len(ids) + len(out) - x.shape[1]
+            feeds = {"input_ids": x, "padding": np.zeros(1, np.int64), "length": np.array(length, np.int64)}
+            logits, *new = session.run(None, {**feeds, **dict(zip(names, cache, strict=True))})
+            cache = [
+                np.concatenate([c, v], axis=axes[n.rsplit(".", 1)[1]])
+                for n, c, v in zip(names, cache, new, strict=True)
+            ]
+            out.append(sampler(logits[0]))
+            x = np.array([out[-1:]], np.int64)
+    else:
+        state = np.zeros((decoder["state_shape"]["layers"], 1, decoder["state_shape"]["hidden"]), np.float32)
+        while len(out) < tokens:
+            logits, state = session.run(None, {"input_ids": x, "state": state})
+            out.append(sampler(logits[0]))
+            x = np.array([out[-1:]], np.int64)
+    return out
+
+
+@pytest.mark.parametrize("model", [GPT, GRU])
+def test_the_service_generates_what_a_plain_loop_does_with_the_same_seed(
+    generator_server: ServerThread, generator_repository: Path, model: str
+) -> None:
+    """Through the service, while other streams share its steps (batched rows, buffers growing and
+    rearranged as they join and leave), a seeded stream's tokens are the plain loop's, for plain
+    temperature sampling (drawn with the other rows) and with top-k and top-p (drawn alone)."""
+    cases = [SamplingParams(temperature=0.8, seed=11), SamplingParams(temperature=1.1, top_k=12, top_p=0.9, seed=12)]
+    expected = [plain_decode(generator_repository / model / "1", "ROMEO:", 80, params) for params in cases]
+
+    async def run() -> list[list[int]]:
+        async with AsyncClient(generator_server.target, timeout=60) as client:
+
+            async def tokens(prompt: str, n: int, **options: float | int) -> list[int]:
+                async with client.generate(prompt, model=model, max_new_tokens=n, **options) as stream:
+                    return [t async for chunk in stream for t in chunk.token_ids]
+
+            others = [tokens("First Citizen:", 20 + 15 * i, temperature=0.9, seed=i) for i in range(4)]
+            mine = [
+                tokens("ROMEO:", 80, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, seed=p.seed or 0)
+                for p in cases
+            ]
+            return (await asyncio.gather(*mine, *others))[: len(cases)]
+
+    assert asyncio.run(run()) == expected
 
 
 def test_greedy_is_deterministic_without_a_seed(client: Client) -> None:
@@ -321,11 +382,13 @@ def test_the_step_graph_is_served_stateless_through_kserve(
     manifest = json.loads((version_dir / "model.json").read_text())
     shape, unk = manifest["decoder"]["cache_shape"], manifest["tokenizer"]["unk_id"]
     ids = Tokenizer.from_file(str(version_dir / "tokenizer.json")).encode("ROMEO:", add_special_tokens=False).ids
-    empty = np.zeros((1, shape["heads"], 0, shape["head_dim"]), np.float32)  # (B, H, past 0, D)
+    keys = np.zeros((1, shape["heads"], shape["head_dim"], 0), np.float32)  # (B, H, D, 0 slots)
+    values = np.zeros((1, shape["heads"], 0, shape["head_dim"]), np.float32)  # (B, H, 0 slots, D)
     inputs = {
         "input_ids": np.array([ids], np.int64),
         "padding": np.zeros(1, np.int64),
-        **dict.fromkeys(manifest["decoder"]["cache_inputs"], empty),
+        "length": np.array(0, np.int64),  # filled cache slots: a 0-d tensor
+        **{name: keys if name.endswith(".key") else values for name in manifest["decoder"]["cache_inputs"]},
     }
     with grpc.insecure_channel(generator_server.target) as channel:
         stub = kserve_grpc.GRPCInferenceServiceStub(channel)
@@ -335,8 +398,8 @@ def test_the_step_graph_is_served_stateless_through_kserve(
         names = [o.name for o in response.outputs]
         assert names == ["logits", *manifest["decoder"]["cache_outputs"]]
         logits = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(response.outputs[0].shape).copy()
-        present = response.outputs[1].shape
-        assert list(present) == [1, shape["heads"], len(ids), shape["head_dim"]]  # the cache to send next
+        new = response.outputs[1].shape
+        assert list(new) == [1, shape["heads"], shape["head_dim"], len(ids)]  # the prompt's keys, to cache
         with pytest.raises(grpc.RpcError) as bad:
             stub.ModelInfer(step_request(GRU, {"input_ids": np.zeros((1, 1), np.int64)}), timeout=10)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "state" in (bad.value.details() or "")

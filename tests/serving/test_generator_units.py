@@ -10,7 +10,7 @@ import pytest
 
 from myelin_serving.errors import InvalidArgument
 from myelin_serving.generator.cache import KVCacheBatch, StateBatch
-from myelin_serving.generator.sampling import Sampler, SamplingParams
+from myelin_serving.generator.sampling import Sampler, SamplingParams, sample_rows
 from myelin_serving.generator.text import IncrementalDecoder, StopMatcher, TextCodec
 from myelin_serving.runtime import OnnxGraph, RuntimeOptions
 
@@ -45,6 +45,34 @@ def test_repetition_penalty_and_banned_tokens() -> None:
     assert sampler(logits) == 0  # now token 1 is penalised too: 1.0 > 0.95
     banned = Sampler(SamplingParams(temperature=0.0, seed=0), 3, prompt=[], banned=[0])
     assert banned(logits) == 1
+
+
+def test_a_step_samples_its_rows_together_as_each_would_alone() -> None:
+    """sample_rows draws plain-temperature rows in one set of numpy calls and the others one by one;
+    every row gets the token its own sampler would give it alone, whatever else is in the step."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, (40, 6, 30)).astype(np.float32)  # 40 steps of 6 rows
+    params = [
+        SamplingParams(temperature=0.8, seed=1),
+        SamplingParams(temperature=1.3, seed=2),
+        SamplingParams(temperature=0.7, top_k=5, seed=3),
+        SamplingParams(temperature=0.9, top_p=0.8, seed=4),
+        SamplingParams(temperature=0.0, seed=5),
+        SamplingParams(temperature=1.0, repetition_penalty=1.3, seed=6),
+    ]
+
+    def samplers() -> list[Sampler]:
+        return [Sampler(p, 30, [1, 2], [7]) for p in params]
+
+    alone = samplers()
+    expected = [[alone[r](logits[t, r]) for r in range(6)] for t in range(40)]
+    together = samplers()
+    assert [s.plain for s in together] == [True, True, False, False, False, False]
+    assert [sample_rows(together, logits[t]) for t in range(40)] == expected
+    # the plain rows alone in a step of their own, and in the other order
+    pair = samplers()[:2]
+    assert [sample_rows(pair[::-1], logits[t, 1::-1]) for t in range(40)] == [e[1::-1] for e in expected]
+    assert all(7 not in row for row in expected)  # banned
 
 
 @pytest.mark.parametrize(
@@ -107,24 +135,47 @@ def _step_graph(repository: Path, name: str) -> tuple[OnnxGraph, dict]:
     return OnnxGraph(repository / name / "1" / "step.onnx", RuntimeOptions("cpu", 1)), manifest
 
 
-def test_batched_decoding_with_left_padding_matches_decoding_alone(generator_repository: Path) -> None:
-    """Continuous batching must not change any sequence's logits: pad, join, leave, trim; and one-row
-    steps on the one-thread session agree with batches on the two-thread one."""
-    lone, manifest = _step_graph(generator_repository, "generator-gpt-shakespeare")
-    graph = OnnxGraph(lone.path, RuntimeOptions("cpu", 2))
+def _kv_batch(repository: Path) -> tuple[KVCacheBatch, OnnxGraph]:
+    """A KVCacheBatch on the GPT's step graph (two threads), and the graph on one thread."""
+    lone, manifest = _step_graph(repository, "generator-gpt-shakespeare")
     decoder = manifest["decoder"]
-    shape = decoder["cache_shape"]
+    batch = KVCacheBatch(
+        OnnxGraph(lone.path, RuntimeOptions("cpu", 2)),
+        inputs=decoder["cache_inputs"],
+        outputs=decoder["cache_outputs"],
+        slot_axes=[decoder["slot_axis"][name.rsplit(".", 1)[1]] for name in decoder["cache_inputs"]],
+        heads=decoder["cache_shape"]["heads"],
+        head_dim=decoder["cache_shape"]["head_dim"],
+    )
+    return batch, lone
 
-    def make() -> KVCacheBatch:
-        return KVCacheBatch(
-            graph,
-            inputs=decoder["cache_inputs"],
-            outputs=decoder["cache_outputs"],
-            heads=shape["heads"],
-            head_dim=shape["head_dim"],
-            lone_graph=lone,
-        )
 
+def _plain_logits(graph: OnnxGraph, names: list[str], prompt: list[int], tokens: list[int]) -> list[np.ndarray]:
+    """One sequence alone, the cache grown by concatenation to exactly its length (no spare slots):
+    the logits after the prompt and after each of `tokens`."""
+    key_shape = graph.inputs[3].shape  # (B, H, D, S)
+    heads, head_dim = key_shape[1], key_shape[2]
+    cache = [
+        np.zeros((1, heads, head_dim, 0) if n.endswith(".key") else (1, heads, 0, head_dim), np.float32) for n in names
+    ]
+    out, x, length = [], np.array([prompt], np.int64), 0
+    for i in range(len(tokens) + 1):
+        feeds = {"input_ids": x, "padding": np.zeros(1, np.int64), "length": np.array(length, np.int64)}
+        result = graph.run({**feeds, **dict(zip(names, cache, strict=True))})
+        out.append(result["logits"][0])
+        new = [result[n.replace("past.", "new.")] for n in names]
+        cache = [
+            np.concatenate([c, v], axis=3 if n.endswith(".key") else 2)
+            for n, c, v in zip(names, cache, new, strict=True)
+        ]
+        length += x.shape[1]
+        x = np.array([tokens[i : i + 1]], np.int64)
+    return out
+
+
+def test_batched_decoding_with_left_padding_matches_decoding_alone(generator_repository: Path) -> None:
+    """Continuous batching must not change any sequence's logits: pad, join, leave, trim."""
+    make = lambda: _kv_batch(generator_repository)[0]  # noqa: E731
     rng = np.random.default_rng(0)
     prompts = [list(rng.integers(0, 50, n)) for n in (9, 3, 5)]
     steps = [rng.integers(0, 50, 3) for _ in range(4)]
@@ -155,6 +206,47 @@ def test_batched_decoding_with_left_padding_matches_decoding_alone(generator_rep
     assert batch.padding.min() == 0
     rest = batch.step(np.array([steps[1][1], steps[1][2]]))
     np.testing.assert_allclose(rest, [alone[1][2], alone[2][2]], atol=1e-4)
+
+
+def test_the_cache_buffers_grow_and_rearrange_without_changing_any_sequence(generator_repository: Path) -> None:
+    """Over many steps (the buffers grow past several chunks of slots), sequences of different
+    lengths join at different times, leave from the middle and the end, and the batch empties and
+    refills: every sequence's logits match the same sequence decoded alone by a plain loop whose
+    cache is concatenated to exactly its length."""
+    batch, lone = _kv_batch(generator_repository)
+    names = [i.name for i in lone.inputs if i.name.startswith("past.")]
+    rng = np.random.default_rng(1)
+    # name: (prompt length, step at which it joins, tokens it decodes)
+    plan = {"a": (7, 0, 90), "b": (2, 10, 40), "c": (30, 10, 70), "d": (1, 45, 60), "e": (4, 130, 5)}
+    prompts = {n: list(rng.integers(0, 50, p)) for n, (p, _, _) in plan.items()}
+    tokens = {n: list(rng.integers(0, 50, k)) for n, (_, _, k) in plan.items()}
+    expected = {n: _plain_logits(lone, names, prompts[n], tokens[n]) for n in plan}
+    got: dict[str, list[np.ndarray]] = {n: [] for n in plan}
+    rows: list[str] = []  # the batch's rows, in order
+    for step in range(140):
+        done = [i for i, n in enumerate(rows) if len(got[n]) == len(tokens[n]) + 1]
+        if done:
+            batch.keep([i for i in range(len(rows)) if i not in done])
+            rows = [n for i, n in enumerate(rows) if i not in done]
+        joining = [n for n, (_, at, _) in plan.items() if at == step]
+        if joining:
+            logits, new = batch.prefill([prompts[n] for n in joining])
+            batch.join(new)
+            rows += joining
+            for n, row in zip(joining, logits, strict=True):
+                got[n].append(row)
+        if rows:
+            fed = [n for n in rows if len(got[n]) <= len(tokens[n])]
+            assert fed == rows
+            logits = batch.step(np.array([tokens[n][len(got[n]) - 1] for n in rows]))
+            for n, row in zip(rows, logits, strict=True):
+                got[n].append(row)
+        if step == 85:
+            assert batch.cache[0].shape[3] >= 96  # grown over several chunks of slots
+    assert rows == [] and batch.rows == 0 and batch.length == 0
+    for n in plan:
+        assert len(got[n]) == len(expected[n])
+        np.testing.assert_allclose(np.array(got[n]), np.array(expected[n]), atol=2e-4, err_msg=n)
 
 
 def test_batched_state_decoding_matches_decoding_alone(generator_repository: Path) -> None:

@@ -101,11 +101,13 @@ def generator_calls(repository: Path) -> list[KServeCall]:
     """The GPT's step graph on a 2-token prompt from an empty cache, then every graph's signature call."""
     version_dir = repository / "generator-gpt-shakespeare" / "1"
     decoder = json.loads((version_dir / "model.json").read_text())["decoder"]
-    empty = np.zeros((1, decoder["cache_shape"]["heads"], 0, decoder["cache_shape"]["head_dim"]), np.float32)
+    heads, head_dim = decoder["cache_shape"]["heads"], decoder["cache_shape"]["head_dim"]
+    keys, values = np.zeros((1, heads, head_dim, 0), np.float32), np.zeros((1, heads, 0, head_dim), np.float32)
     prompt = {
         "input_ids": np.array([[3, 5]], np.int64),
         "padding": np.zeros(1, np.int64),
-        **dict.fromkeys(decoder["cache_inputs"], empty),
+        "length": np.array(0, np.int64),
+        **{name: keys if name.endswith(".key") else values for name in decoder["cache_inputs"]},
     }
     return [
         KServeCall("generator-gpt-shakespeare.step", version_dir / "step.onnx", prompt),

@@ -33,8 +33,10 @@ def test_dry_run_publishes_a_complete_version(generator_repository: Path, name: 
     parity = manifest["graphs"]["step"]["parity"]
     assert parity["trials"] >= 4 and parity["max_abs_diff"] < 1e-3
     if cache == "kv":
-        pasts = [shapes[2][2] for shapes in parity["input_shapes"]]  # (input_ids, padding, past.0.key, ...)
-        assert 0 in pasts and len(set(pasts)) > 2  # an empty cache and several past lengths were checked
+        # (input_ids, padding, length, past.0.key (B, H, D, S), past.0.value (B, H, S, D), ...)
+        slots = [shapes[4][2] for shapes in parity["input_shapes"]]
+        assert 0 in slots and len(set(slots)) > 2  # an empty cache and several cache sizes were checked
+        assert all(shapes[3][3] == shapes[4][2] for shapes in parity["input_shapes"])
 
 
 def test_step_graph_decodes_token_by_token_like_the_full_model(tmp_path: Path) -> None:
@@ -48,17 +50,26 @@ def test_step_graph_decodes_token_by_token_like_the_full_model(tmp_path: Path) -
     with torch.no_grad():
         expected = model(ids)[0].numpy()  # (T, vocab)
     names = [f"past.{i}.{kind}" for i in range(2) for kind in ("key", "value")]
-    past = [np.zeros((1, 2, 0, 8), np.float32) for _ in names]  # (B, H, P, D) per layer, keys and values
+    # buffers of 16 slots, keys (B, H, D, S) and values (B, H, S, D); the new keys/values go in place
+    cache = [np.zeros((1, 2, 8, 16) if n.endswith(".key") else (1, 2, 16, 8), np.float32) for n in names]
     padding = np.zeros(1, np.int64)
-    logits, *past = session.run(
-        None, {"input_ids": ids[:, :5].numpy(), "padding": padding, **dict(zip(names, past, strict=True))}
-    )
+
+    def run(x: np.ndarray, length: int) -> np.ndarray:
+        feeds = {"input_ids": x, "padding": padding, "length": np.array(length), **dict(zip(names, cache, strict=True))}
+        logits, *new = session.run(None, feeds)
+        for name, buffer, values in zip(names, cache, new, strict=True):
+            if name.endswith(".key"):
+                buffer[:, :, :, length : length + x.shape[1]] = values
+            else:
+                buffer[:, :, length : length + x.shape[1]] = values
+        return logits
+
+    logits = run(ids[:, :5].numpy(), 0)
     np.testing.assert_allclose(logits[0], expected[4], atol=1e-4)
     for t in range(5, 12):
-        feeds = {"input_ids": ids[:, t : t + 1].numpy(), "padding": padding, **dict(zip(names, past, strict=True))}
-        logits, *past = session.run(None, feeds)
+        logits = run(ids[:, t : t + 1].numpy(), t)
         np.testing.assert_allclose(logits[0], expected[t], atol=1e-4)
-    assert [p.shape for p in past] == [(1, 2, 12, 8)] * 4
+    assert [c.shape for c in cache] == [(1, 2, 8, 16), (1, 2, 16, 8)] * 2  # read, never replaced
 
 
 def test_bpe_on_wikitext2_and_resume(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

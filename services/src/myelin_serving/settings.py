@@ -51,10 +51,13 @@ class GenerationSettings(BaseModel):
     max_stop_length: int = Field(64, ge=1)
     # When a version is unloaded, how long its sequences may run on before being cancelled.
     drain_timeout_s: float = Field(30.0, ge=0)
-    # Decoding steps of at most this many sequences run on the event loop thread; larger ones on a
-    # worker thread, so that the event loop sends one step's tokens while the next step computes.
-    # Default: every step inline; on 2 cores the hand-off cost more than it overlapped (README).
-    inline_step_rows: int = Field(1024, ge=0)
+    # A stream's tokens go out at most this often (milliseconds); tokens produced meanwhile travel
+    # together in one message. First and last tokens go out at once. 0: after every step.
+    stream_interval_ms: float = Field(10.0, ge=0, le=1000)
+    # The step graph's onnxruntime threads busy-wait between the nodes of a step instead of
+    # sleeping (whatever intra_op_spinning says for the other families): decoding has its own
+    # thread, and on 2 cores a step of one row took about half the time (README, generator).
+    step_spinning: bool = True
 
 
 class TranslatorSettings(BaseModel):

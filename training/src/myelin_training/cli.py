@@ -11,6 +11,7 @@ TRAINERS = {
     "mlp": "myelin_training.mlp.train",
     "cnn": "myelin_training.cnn.train",
     "generator": "myelin_training.generator.train",
+    "generator-export": "myelin_training.generator.reexport",
     "translator": "myelin_training.translator.train",
     "word2vec": "myelin_training.word2vec.train",
 }

@@ -2,18 +2,20 @@
 
 Two kinds, picked by the manifest's `decoder.cache`:
 
-- `KVCacheBatch` (GPT): a key and a value tensor (B, H, P, D) per layer for all rows. Sequences
-  have different lengths, so rows are LEFT-padded to the longest one: row b's real entries are its
-  last P - padding[b] slots, and the graph masks the rest. Every step appends one slot to every row, so
-  rows stay right-aligned; a joining sequence is left-padded to the batch (or the batch to it); a
-  leaving row is dropped and all-padding columns at the left are trimmed away.
+- `KVCacheBatch` (GPT): a key buffer (B, H, D, S) (keys transposed, see the model) and a value
+  buffer (B, H, S, D) per layer for all rows, of which the first `length` slots are filled; the
+  graph only reads them and returns the step's new keys and values, which are written in place
+  at slot `length`. No step copies the cache; S grows by `SLOT_CHUNK` slots at a time (one copy
+  per chunk of steps), and the unfilled slots cost the graph a little attention work, never a
+  copy. Sequences have different lengths, so rows are LEFT-padded to the longest one: row b's
+  real entries are slots padding[b] .. length - 1, and the graph masks the rest. A joining
+  sequence is left-padded to the batch (or the batch to it); a leaving row is dropped and
+  all-padding slots at the left are trimmed away. Joining and leaving rebuild the buffers: a
+  copy, once per request, not once per token.
 - `StateBatch` (GRU): the hidden state (L, B, hidden); rows join and leave, nothing to pad.
 
 `prefill` and `step` run the graph (blocking: call them off the event loop); `join` and `keep`
-are cheap array bookkeeping done between steps. A step of ONE row runs on `lone_graph` when
-given: the same graph in a session with one intra-op thread. A single token's matrix-vector
-products are too small to split across threads, and waking the pool's threads (which do not spin)
-for each of the graph's ~100 nodes costs more than they save; batches keep every thread.
+are cheap array bookkeeping done between steps.
 """
 
 from __future__ import annotations
@@ -30,18 +32,14 @@ from myelin_serving.runtime import OnnxGraph
 class Rows:
     """Caches of freshly prefilled sequences, ready to join a batch."""
 
-    cache: list[np.ndarray]  # KV: one (N, H, P, D) array per cache input; state: [(L, N, hidden)]
+    cache: list[np.ndarray]  # KV: keys (N, H, D, T), values (N, H, T, D), T filled slots; state: [(L, N, hidden)]
     padding: np.ndarray  # (N,) int64; zeros for state caches
 
 
 class CacheBatch(ABC):
-    def __init__(self, graph: OnnxGraph, lone_graph: OnnxGraph | None = None) -> None:
+    def __init__(self, graph: OnnxGraph) -> None:
         self.graph = graph
-        self.lone_graph = lone_graph or graph
         self.rows = 0
-
-    def _step_graph(self) -> OnnxGraph:
-        return self.lone_graph if self.rows == 1 else self.graph
 
     @abstractmethod
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Rows]:
@@ -60,6 +58,16 @@ class CacheBatch(ABC):
         """Feed one token per row (B,); return next-token logits (B, vocab) and advance the caches."""
 
 
+SLOT_CHUNK = 32  # cache slots added at a time: S - length is 1..32 after a step
+
+
+def _at(axis: int, rows: slice | np.ndarray, slots: slice) -> tuple[slice | np.ndarray, ...]:
+    """Index of `rows` and `slots` in a 4-d cache tensor whose slot axis is `axis` (2 or 3)."""
+    index: list[slice | np.ndarray] = [rows, slice(None), slice(None), slice(None)]
+    index[axis] = slots
+    return tuple(index)
+
+
 class KVCacheBatch(CacheBatch):
     def __init__(
         self,
@@ -67,29 +75,39 @@ class KVCacheBatch(CacheBatch):
         *,
         inputs: list[str],
         outputs: list[str],
+        slot_axes: list[int],
         heads: int,
         head_dim: int,
-        lone_graph: OnnxGraph | None = None,
     ) -> None:
-        super().__init__(graph, lone_graph)
+        super().__init__(graph)
         self._inputs, self._outputs = inputs, outputs
+        # per cache input: 3 for keys stored (B, H, D, S), 2 for values (B, H, S, D)
+        self._axes = slot_axes
         self._heads, self._head_dim = heads, head_dim
-        self.cache = self._empty(0)  # one (B, H, P, D) array per cache input
+        self.length = 0  # filled slots, the same in every row (rows are right-aligned)
+        self.cache = self._buffers(0, 0)  # one buffer per cache input
         self.padding = np.zeros(0, dtype=np.int64)  # (B,)
+        self._feeds: dict[str, np.ndarray] = {}
 
-    def _empty(self, rows: int) -> list[np.ndarray]:
-        return [np.zeros((rows, self._heads, 0, self._head_dim), dtype=np.float32) for _ in self._inputs]
+    def _buffers(self, rows: int, slots: int) -> list[np.ndarray]:
+        # zeros, not empty: unfilled slots are masked, but 0 x NaN garbage would still be NaN
+        h, d = self._heads, self._head_dim
+        return [
+            np.zeros((rows, h, d, slots) if axis == 3 else (rows, h, slots, d), dtype=np.float32) for axis in self._axes
+        ]
+
+    @staticmethod
+    def _slots_for(length: int) -> int:
+        return (length // SLOT_CHUNK + 1) * SLOT_CHUNK  # room for at least one more token
 
     @property
     def past_length(self) -> int:
-        return int(self.cache[0].shape[2])
+        return self.length
 
-    def _run(
-        self, graph: OnnxGraph, ids: np.ndarray, padding: np.ndarray, cache: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        feeds = {"input_ids": ids, "padding": padding, **dict(zip(self._inputs, cache, strict=True))}
-        out = graph.run(feeds, ["logits", *self._outputs])
-        return out["logits"], [out[name] for name in self._outputs]
+    def _set(self, cache: list[np.ndarray], padding: np.ndarray, length: int) -> None:
+        self.cache, self.padding, self.length = cache, padding, length
+        self.rows = len(padding)
+        self._feeds = dict(zip(self._inputs, cache, strict=True))  # the same arrays every step
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Rows]:
         longest = max(len(p) for p in prompts)
@@ -97,47 +115,60 @@ class KVCacheBatch(CacheBatch):
         padding = np.array([longest - len(p) for p in prompts], dtype=np.int64)
         for row, prompt in enumerate(prompts):
             ids[row, longest - len(prompt) :] = prompt
-        logits, present = self._run(self.graph, ids, padding, self._empty(len(prompts)))
-        return logits, Rows(present, padding)
+        feeds = {
+            "input_ids": ids,
+            "padding": padding,
+            "length": np.array(0, dtype=np.int64),
+            **dict(zip(self._inputs, self._buffers(len(prompts), 0), strict=True)),
+        }
+        out = self.graph.run(feeds, ["logits", *self._outputs])
+        return out["logits"], Rows([out[name] for name in self._outputs], padding)  # T slots each
 
     def join(self, rows: Rows) -> None:
-        if self.rows == 0:
-            self.cache, self.padding = rows.cache, rows.padding.copy()
-        else:
-            length = max(self.past_length, rows.cache[0].shape[2])
-            old_extra, new_extra = length - self.past_length, length - rows.cache[0].shape[2]
-            self.cache = [
-                np.concatenate([_left_pad(old, old_extra), _left_pad(new, new_extra)])
-                for old, new in zip(self.cache, rows.cache, strict=True)
+        joining = rows.cache[0].shape[self._axes[0]]
+        length = max(self.length, joining)
+        old_shift, new_shift = length - self.length, length - joining  # left padding added
+        cache = self._buffers(self.rows + len(rows.padding), self._slots_for(length))
+        for axis, buffer, old, new in zip(self._axes, cache, self.cache, rows.cache, strict=True):
+            buffer[_at(axis, slice(0, self.rows), slice(old_shift, length))] = old[
+                _at(axis, slice(None), slice(0, self.length))
             ]
-            self.padding = np.concatenate([self.padding + old_extra, rows.padding + new_extra])
-        self.rows = len(self.padding)
+            buffer[_at(axis, slice(self.rows, None), slice(new_shift, length))] = new
+        self._set(cache, np.concatenate([self.padding + old_shift, rows.padding + new_shift]), length)
 
     def keep(self, indices: list[int]) -> None:
         if not indices:
-            self.cache, self.padding, self.rows = self._empty(0), np.zeros(0, dtype=np.int64), 0
+            self._set(self._buffers(0, 0), np.zeros(0, dtype=np.int64), 0)
             return
         index = np.asarray(indices, dtype=np.int64)
         padding = self.padding[index]
-        trim = int(padding.min())  # columns that are padding in every remaining row
-        self.cache = [np.ascontiguousarray(c[index, :, trim:, :]) for c in self.cache]
-        self.padding = padding - trim
-        self.rows = len(indices)
+        trim = int(padding.min())  # slots that are padding in every remaining row
+        length = self.length - trim
+        cache = self._buffers(len(index), self._slots_for(length))
+        for axis, buffer, old in zip(self._axes, cache, self.cache, strict=True):
+            buffer[_at(axis, slice(None), slice(0, length))] = old[_at(axis, index, slice(trim, self.length))]
+        self._set(cache, padding - trim, length)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        ids = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
-        logits, self.cache = self._run(self._step_graph(), ids, self.padding, self.cache)
-        return logits
-
-
-def _left_pad(cache: np.ndarray, extra: int) -> np.ndarray:
-    # (B, H, P, D) -> (B, H, extra + P, D), zeros first
-    return cache if extra == 0 else np.pad(cache, [(0, 0), (0, 0), (extra, 0), (0, 0)])
+        if self.length == self.cache[0].shape[self._axes[0]]:  # full: grow by a chunk (one copy per chunk)
+            cache = self._buffers(self.rows, self._slots_for(self.length))
+            for axis, buffer, old in zip(self._axes, cache, self.cache, strict=True):
+                buffer[_at(axis, slice(None), slice(0, self.length))] = old
+            self._set(cache, self.padding, self.length)
+        self._feeds["input_ids"] = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
+        self._feeds["padding"] = self.padding
+        self._feeds["length"] = np.array(self.length, dtype=np.int64)
+        out = self.graph.run(self._feeds, ["logits", *self._outputs])
+        at = slice(self.length, self.length + 1)
+        for axis, buffer, name in zip(self._axes, self.cache, self._outputs, strict=True):
+            buffer[_at(axis, slice(None), at)] = out[name]  # the step's keys/values, in place
+        self.length += 1
+        return out["logits"]
 
 
 class StateBatch(CacheBatch):
-    def __init__(self, graph: OnnxGraph, *, layers: int, hidden: int, lone_graph: OnnxGraph | None = None) -> None:
-        super().__init__(graph, lone_graph)
+    def __init__(self, graph: OnnxGraph, *, layers: int, hidden: int) -> None:
+        super().__init__(graph)
         self._layers, self._hidden = layers, hidden
         self.state = np.zeros((layers, 0, hidden), dtype=np.float32)  # (L, B, hidden)
 
@@ -167,6 +198,6 @@ class StateBatch(CacheBatch):
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         ids = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
-        out = self._step_graph().run({"input_ids": ids, "state": self.state})
+        out = self.graph.run({"input_ids": ids, "state": self.state})
         self.state = out["next_state"]
         return out["logits"]

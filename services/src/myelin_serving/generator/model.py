@@ -17,7 +17,7 @@ from myelin_serving.generator.sampling import Sampler, SamplingParams
 from myelin_serving.generator.scheduler import Chunk, DecodeLoop, Sequence
 from myelin_serving.generator.text import IncrementalDecoder, StopMatcher, TextCodec
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
-from myelin_serving.runtime import CPU, OnnxGraph
+from myelin_serving.runtime import OnnxGraph
 from myelin_serving.settings import GenerationSettings
 
 GRAPH = "step"
@@ -50,7 +50,7 @@ class GeneratorModel(LoadedModel):
             model=version.name,
             version=version.version,
             max_sequences=self.limits.max_sequences,
-            inline_rows=self.limits.inline_step_rows,
+            stream_interval=self.limits.stream_interval_ms / 1000,
             metrics=context.metrics,
         )
 
@@ -87,7 +87,7 @@ class GeneratorModel(LoadedModel):
             prompt=prompt,
             max_new_tokens=max_new,
             seed=int(sampling.seed or 0),
-            pick=sampler,
+            sampler=sampler,
             emit=emit,
             finish_text=finish_text,
             deadline=None if timeout is None else time.monotonic() + timeout,
@@ -133,12 +133,13 @@ async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
     decoder, tokenizer = manifest.get("decoder"), manifest.get("tokenizer")
     if not isinstance(decoder, dict) or not isinstance(tokenizer, dict):
         raise ValueError(f"{version.name}: a generator manifest needs `decoder` and `tokenizer` sections")
-    graph = await context.open_graph(version, GRAPH)
-    lone_graph = None  # one-row steps: the same graph on one intra-op thread (see cache.py)
-    if graph.provider == CPU and context.runtime.intra_op_threads != 1:
-        lone_graph = await asyncio.to_thread(
-            OnnxGraph, version.graph_path(GRAPH), dataclasses.replace(context.runtime, intra_op_threads=1)
-        )
+    # The step graph's intra-op threads spin during a step (generation.step_spinning): decoding has
+    # its own thread, and on 2 cores a one-row step took 0.28 ms spinning against 0.53 ms not
+    # (0.40 ms on one thread), an 8-row step 1.0 ms against 1.45 ms.
+    runtime = dataclasses.replace(
+        context.runtime, spinning=context.runtime.spinning or context.generation.step_spinning
+    )
+    graph = await asyncio.to_thread(OnnxGraph, version.graph_path(GRAPH), runtime)
     codec = await asyncio.to_thread(
         TextCodec,
         version.path / _plain(tokenizer["file"]),
@@ -147,19 +148,24 @@ async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
     )
     batch: CacheBatch
     if decoder["cache"] == "kv":
+        if decoder.get("cache_update") != "caller" or decoder.get("slot_axis") != {"key": 3, "value": 2}:
+            raise ValueError(
+                f"{version.name}: its step graph has an older cache layout (exported before the read-only, "
+                "key-transposed cache); export it again: myelin-train generator-export --run-dir RUN --repository DIR"
+            )
         shape = decoder["cache_shape"]
         batch = KVCacheBatch(
             graph,
             inputs=list(decoder["cache_inputs"]),
             outputs=list(decoder["cache_outputs"]),
+            slot_axes=[decoder["slot_axis"][name.rsplit(".", 1)[1]] for name in decoder["cache_inputs"]],
             heads=shape["heads"],
             head_dim=shape["head_dim"],
-            lone_graph=lone_graph,
         )
         max_context = min(int(decoder["context"]), context.generation.max_context_tokens)
     elif decoder["cache"] == "state":
         shape = decoder["state_shape"]
-        batch = StateBatch(graph, layers=shape["layers"], hidden=shape["hidden"], lone_graph=lone_graph)
+        batch = StateBatch(graph, layers=shape["layers"], hidden=shape["hidden"])
         max_context = context.generation.max_context_tokens
     else:
         raise ValueError(f"{version.name}: unknown decoder cache {decoder['cache']!r} (kv or state)")

@@ -5,6 +5,11 @@ draw by inverse CDF from the sequence's own `numpy.random.Generator`. Nothing he
 sequences, so a seeded request gives the same text whatever else is batched with it (up to
 float32 rounding of the logits themselves, which can only matter when a draw lands within ~1e-7
 of a boundary between two tokens).
+
+`sample_rows` picks the next tokens of a whole decoding step: the rows with plain temperature
+sampling (no top-k, top-p or penalty: the common request) go through one set of numpy calls
+together, row-wise operations only, so a row's token does not depend on its neighbours; a
+plain sampler called alone takes the same path with one row.
 """
 
 from __future__ import annotations
@@ -57,8 +62,13 @@ class Sampler:
         self._seen = np.zeros(vocab_size, dtype=bool)
         if params.repetition_penalty != 1.0:
             self._seen[np.asarray(prompt, dtype=np.int64)] = True
+        # temperature alone: rows like this one are drawn together (sample_rows)
+        self.plain = params.temperature > 0 and params.top_k == 0 and params.top_p == 1.0
+        self.plain = self.plain and params.repetition_penalty == 1.0
 
     def __call__(self, logits: np.ndarray) -> int:
+        if self.plain:
+            return _sample_plain([self], logits[np.newaxis])[0]
         p = self.params
         x = logits.astype(np.float64)  # (vocab,)
         if self._banned.size:
@@ -90,3 +100,34 @@ class Sampler:
         cdf = np.cumsum(probs)
         u = self._rng.random() * cdf[-1]
         return int(min(np.searchsorted(cdf, u, side="right"), probs.size - 1))
+
+
+def sample_rows(samplers: list[Sampler], logits: np.ndarray) -> list[int]:
+    """The next token of each row of logits (N, vocab), each by its own sampler."""
+    plain = [i for i, sampler in enumerate(samplers) if sampler.plain]
+    if len(plain) == len(samplers):
+        return _sample_plain(samplers, logits)
+    tokens = [0] * len(samplers)
+    if plain:
+        for i, token in zip(plain, _sample_plain([samplers[i] for i in plain], logits[plain]), strict=True):
+            tokens[i] = token
+    for i, sampler in enumerate(samplers):
+        if not sampler.plain:
+            tokens[i] = sampler(logits[i])
+    return tokens
+
+
+def _sample_plain(samplers: list[Sampler], logits: np.ndarray) -> list[int]:
+    """Temperature sampling of N rows (N, vocab) at once: Sampler._draw's steps, row by row."""
+    x = logits.astype(np.float64)  # (N, vocab)
+    for row, sampler in enumerate(samplers):
+        if sampler._banned.size:
+            x[row, sampler._banned] = -np.inf
+    x /= np.array([sampler.params.temperature for sampler in samplers])[:, np.newaxis]
+    probs = np.exp(x - x.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    cdf = np.cumsum(probs, axis=1)
+    u = np.array([sampler._rng.random() for sampler in samplers]) * cdf[:, -1]  # one draw per row
+    # searchsorted(cdf, u, side="right") per row: how many cumulative values are <= u
+    tokens = np.minimum((cdf <= u[:, np.newaxis]).sum(axis=1), x.shape[1] - 1)
+    return [int(t) for t in tokens]

@@ -3,13 +3,20 @@
 Both read token ids and predict the next token. Training runs `forward(idx)` over whole blocks;
 serving runs `step(...)`, one call per prompt or per new token, carrying a cache between calls:
 
-- GPT: a key/value cache, one (B, n_head, past, head_dim) tensor for the keys and one for the
-  values of each layer (2 x n_layer tensors: a single stacked tensor would cost two extra copies
-  of the whole cache per step, measured 1.8x slower at 8 rows x 128 past). Rows may be
+- GPT: a key/value cache the graph only READS: per layer, one buffer of keys stored transposed,
+  (B, n_head, head_dim, S), and one of values, (B, n_head, S, head_dim), of which the first
+  `length` slots are filled (S >= length is the caller's capacity; slots past `length` are
+  ignored). Keys are stored transposed so that q @ K is a plain matmul: with (S, head_dim) keys
+  onnxruntime's transposed-B batched matmul cost 2.7x the values' matmul at 8 rows x 116 slots.
+  The step returns only the keys and values of its T new tokens, (B, n_head, head_dim, T) and
+  (B, n_head, T, head_dim) per layer, which the caller writes into its buffers at slots
+  length .. length + T - 1. Attention scores are computed against the past and
+  the new keys separately and only the small score tensors are concatenated, so no step copies
+  the cache (returning concat(past, new) copied the whole cache at every token). Rows may be
   left-padded (continuous batching puts sequences of different lengths side by side); `padding`
-  (B,) says how many leading slots of past + input are padding in each row. The causal mask is built explicitly
-  and aligned bottom-right: query i of T new tokens sits at absolute index past + i and sees keys
-  0..past + i (SDPA's `is_causal` would align it top-left, wrong with a non-empty past).
+  (B,) says how many leading slots of past + input are padding in each row. The causal mask is
+  built explicitly and aligned bottom-right: query i of T new tokens sits at absolute slot
+  length + i and sees slots 0..length + i (SDPA's `is_causal` would align it top-left).
 - GRU: the hidden state (n_layer, B, hidden) is the cache.
 """
 
@@ -54,6 +61,9 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        # True once 1/sqrt(head_dim) is folded into the query weights (the exported step graph:
+        # onnxruntime fuses a separate scale into a FusedMatMul ~1.7x slower than a MatMul)
+        self.query_scaled = False
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, c = x.shape
@@ -69,17 +79,20 @@ class CausalSelfAttention(nn.Module):
     def step(
         self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # x (B, T, C); past_k/v (B, H, P, D); mask (B, 1, T, P + T) bool, True = may attend
+        # x (B, T, C); past_k (B, H, D, S) (keys transposed) and past_v (B, H, S, D) with S cache
+        # slots; mask (B, 1, T, S + T) bool, True = may attend (the first S columns are the cache
+        # slots, the last T the new tokens). Returns the new keys (B, H, D, T) and values (B, H, T, D).
         b, t, c = x.shape
-        q, k, v = self._heads(x)
-        k = torch.cat([past_k, k], dim=2)  # (B, H, P + T, D)
-        v = torch.cat([past_v, v], dim=2)
-        # Written out rather than SDPA: SDPA's ONNX decomposition scales the whole key cache and
-        # transposes it into a new tensor at every step (two more passes over the cache); here only
-        # q is scaled and onnxruntime folds the transpose into the matmul (FusedMatMul).
-        att = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, P + T)
+        s = past_v.shape[2]
+        q, k, v = self._heads(x)  # (B, H, T, D) each
+        k = k.transpose(-2, -1)  # (B, H, D, T), as the cache stores keys
+        # Written out rather than SDPA: SDPA's ONNX decomposition scales and transposes the whole
+        # key cache into new tensors at every step; here only q is scaled, if not already.
+        if not self.query_scaled:
+            q = q * (1.0 / math.sqrt(self.head_dim))
+        att = torch.cat([q @ past_k, q @ k], dim=-1)  # (B, H, T, S + T)
         att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        y = att @ v  # (B, H, T, D)
+        y = att[..., :s] @ past_v + att[..., s:] @ v  # (B, H, T, D)
         return self.proj(y.transpose(1, 2).reshape(b, t, c)), k, v
 
 
@@ -147,31 +160,38 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
     def step(
-        self, input_ids: torch.Tensor, padding: torch.Tensor, past: list[torch.Tensor]
+        self, input_ids: torch.Tensor, padding: torch.Tensor, length: torch.Tensor, past: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One call for a prompt or a new token.
 
-        input_ids (B, T), padding (B,), past [key_0, value_0, key_1, ...] each (B, H, P, D)
-        -> logits (B, vocab) of the token after the last input position (rows are left-padded, so
-        the last position is real in every row), present [...] each (B, H, P + T, D).
+        input_ids (B, T), padding (B,), length () the filled cache slots, past [key_0, value_0,
+        key_1, ...], keys (B, H, D, S) and values (B, H, S, D) with S >= length -> logits (B, vocab)
+        of the token after the last input position (rows are left-padded, so the last position is
+        real in every row), and new [...]: the keys (B, H, D, T) and values (B, H, T, D) of the T
+        inputs, for slots length.. .
         """
         _, t = input_ids.shape
-        p = past[0].shape[2]
-        slots = torch.arange(p + t, device=input_ids.device)  # (P + T,) absolute slot index
-        # Row b's real tokens occupy slots padding[b] .. P+T-1 and have positions 0, 1, ...
-        positions = (slots[p:].unsqueeze(0) - padding.unsqueeze(1)).clamp(min=0)  # (B, T)
-        key_real = slots.unsqueeze(0) >= padding.unsqueeze(1)  # (B, P + T)
-        causal = slots.unsqueeze(0) <= slots[p:].unsqueeze(1)  # (T, P + T), aligned bottom-right
-        diagonal = slots.unsqueeze(0) == slots[p:].unsqueeze(1)  # padding queries see themselves: no NaN rows
-        mask = (causal.unsqueeze(0) & key_real.unsqueeze(1)) | diagonal.unsqueeze(0)  # (B, T, P + T)
-        mask = mask.unsqueeze(1)  # (B, 1, T, P + T)
+        s = past[1].shape[2]  # values (B, H, S, D)
+        cached = torch.arange(s, device=input_ids.device)  # (S,) cache slot index
+        fresh = length + torch.arange(t, device=input_ids.device)  # (T,) absolute slots of the inputs
+        # Row b's real tokens occupy slots padding[b] .. length+T-1 and have positions 0, 1, ...
+        positions = (fresh.unsqueeze(0) - padding.unsqueeze(1)).clamp(min=0)  # (B, T)
+        # a cache slot is seen when filled and not padding (every input comes after all of them)
+        past_seen = (cached < length).unsqueeze(0) & (cached.unsqueeze(0) >= padding.unsqueeze(1))  # (B, S)
+        causal = fresh.unsqueeze(0) <= fresh.unsqueeze(1)  # (T, T): query i sees inputs 0..i
+        fresh_real = fresh.unsqueeze(0) >= padding.unsqueeze(1)  # (B, T)
+        # padding queries see themselves: no all-masked (NaN) rows
+        diagonal = torch.eye(t, dtype=torch.bool, device=input_ids.device)
+        fresh_seen = (causal.unsqueeze(0) & fresh_real.unsqueeze(1)) | diagonal.unsqueeze(0)  # (B, T, T)
+        mask = torch.cat([past_seen.unsqueeze(1).expand(-1, t, -1), fresh_seen], dim=2)  # (B, T, S + T)
+        mask = mask.unsqueeze(1)  # (B, 1, T, S + T)
         x = self.wte(input_ids) + self.wpe(positions)  # (B, T, C)
-        present: list[torch.Tensor] = []
+        new: list[torch.Tensor] = []
         for i, block in enumerate(self.layers):
             x, k, v = block.step(x, past[2 * i], past[2 * i + 1], mask)
-            present += [k, v]  # (B, H, P + T, D) each
+            new += [k, v]  # (B, H, D, T), (B, H, T, D)
         logits = self.lm_head(self.ln_f(x[:, -1, :]))  # (B, vocab)
-        return logits, present
+        return logits, new
 
 
 class GRULanguageModel(nn.Module):
