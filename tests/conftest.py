@@ -51,8 +51,9 @@ def classifier_server(classifier_repository: Path) -> Iterator[ServerThread]:
 
 
 @pytest.fixture(scope="session")
-def generator_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """generator-gpt-shakespeare and generator-gru-shakespeare, trained for a few steps (--dry-run)."""
+def generator_training(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, Path]:
+    """generator-gpt-shakespeare and generator-gru-shakespeare, trained for a few steps (--dry-run):
+    (repository, runs), the run directories being runs/gpt and runs/gru."""
     from myelin_training.generator.train import main as train_generator
 
     repository = tmp_path_factory.mktemp("generator-repository")
@@ -71,7 +72,12 @@ def generator_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Pat
                 str(runs / arch),
             ]
         )
-    return repository
+    return repository, runs
+
+
+@pytest.fixture(scope="session")
+def generator_repository(generator_training: tuple[Path, Path]) -> Path:
+    return generator_training[0]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from prometheus_client import CollectorRegistry
@@ -31,6 +34,7 @@ from myelin_client import (
 from myelin_client.cli import main as cli_main
 from myelin_serving.generator.sampling import Sampler, SamplingParams
 from myelin_testkit import ServerThread, settings_for
+from myelin_training.generator.reexport import main as reexport_main
 
 GPT, GRU = "generator-gpt-shakespeare", "generator-gru-shakespeare"
 
@@ -151,6 +155,47 @@ def test_the_service_generates_what_a_plain_loop_does_with_the_same_seed(
             return (await asyncio.gather(*mine, *others))[: len(cases)]
 
     assert asyncio.run(run()) == expected
+
+
+def export_int8(run_dir: Path, repository: Path, name: str, data_dir: Path) -> None:
+    flags = {"--run-dir": run_dir, "--repository": repository, "--name": name, "--data-dir": data_dir}
+    reexport_main([*(str(x) for pair in flags.items() for x in pair), "--quantize", "int8"])
+
+
+def test_an_int8_version_is_what_the_service_decodes(
+    generator_training: tuple[Path, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    """`myelin-train generator-export --quantize int8`: a new version whose step graph has int8
+    weights, whose manifest gives the validation loss of the float32 and of the int8 graph, and
+    which the service decodes token for token as a plain onnxruntime loop over it does."""
+    repository, runs = generator_training
+    target = tmp_path / "repository"
+    shutil.copytree(repository / GPT, target / GPT)
+    export_int8(runs / "gpt", target, GPT, data_dir)
+    version = target / GPT / "2"
+    manifest = json.loads((version / "model.json").read_text())
+    quantization = manifest["quantization"]
+    losses = quantization["validation_loss"]
+    assert quantization["weights"] == "int8" and quantization["validation_tokens"] > 100_000
+    assert 0 < losses["float32_graph"] < 5 and abs(losses["int8_graph"] - losses["float32_graph"]) < 0.05
+    operators = {node.op_type for node in onnx.load(str(version / "step.onnx")).graph.node}
+    assert operators & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    assert manifest["graphs"]["step"]["sha256"] == hashlib.sha256((version / "step.onnx").read_bytes()).hexdigest()
+    params = SamplingParams(temperature=0.8, seed=3)
+    expected = plain_decode(version, "ROMEO:", 40, params)
+    with ServerThread(settings_for(target, service="generator")) as server, Client(server.target, timeout=30) as c:
+        with c.generate("ROMEO:", model=GPT, max_new_tokens=40, temperature=0.8, seed=3) as stream:
+            tokens = [t for chunk in stream for t in chunk.token_ids]
+        assert c.get_model(GPT).version == 2
+    assert tokens == expected
+
+
+def test_int8_is_refused_for_the_gru(generator_training: tuple[Path, Path], data_dir: Path, tmp_path: Path) -> None:
+    repository, runs = generator_training
+    shutil.copytree(repository / GRU, tmp_path / GRU)
+    with pytest.raises(SystemExit, match="GRU"):
+        export_int8(runs / "gru", tmp_path, GRU, data_dir)
+    assert sorted(p.name for p in (tmp_path / GRU).iterdir()) == ["1"]
 
 
 def test_greedy_is_deterministic_without_a_seed(client: Client) -> None:

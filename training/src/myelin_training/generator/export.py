@@ -28,12 +28,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import nn
 
 from myelin_training import export
 from myelin_training.generator.model import GPT, GRULanguageModel
+from myelin_training.generator.quantize import quantize_version
 
 MAX_BATCH = 256
 
@@ -180,7 +182,12 @@ def export_model(
     manifest_extra: dict[str, Any],
     side_files: list[Path],
     seed: int,
+    int8_validation_ids: np.ndarray | None = None,
 ) -> Path:
+    """Export, check and publish a version. With `int8_validation_ids` (a GPT only), the published
+    step graph has int8 weights and the manifest records the loss on those ids before and after."""
+    if int8_validation_ids is not None and not isinstance(model, GPT):
+        raise ValueError("int8 quantization is for the GPT's step graph; the GRU's recurrence is not quantized")
     model = model.cpu().float().eval()
     spec = gpt_graph(model) if isinstance(model, GPT) else gru_graph(model)  # type: ignore[arg-type]
     staged = export.staging_dir(repository, name)
@@ -192,6 +199,9 @@ def export_model(
             # torch's own GRU lowering (while_loop) calls a deprecated helper; not ours to fix.
             warnings.filterwarnings("ignore", message="_check_is_size will be removed", category=FutureWarning)
             parity, signature = export.export_graph(spec, path, seed=seed)
+        decoder = decoder_entry(model)
+        if int8_validation_ids is not None:
+            manifest_extra = {**manifest_extra, "quantization": quantize_version(path, decoder, int8_validation_ids)}
         tokenizer.save(str(staged / "tokenizer.json"))
         for side in side_files:
             shutil.copy2(side, staged / side.name)
@@ -200,7 +210,7 @@ def export_model(
             "family": "generator",
             "architecture": arch,
             "graphs": {"step": export.graph_entry(path, signature, parity)},
-            "decoder": decoder_entry(model),
+            "decoder": decoder,
             "tokenizer": {
                 "file": "tokenizer.json",
                 "kind": tokenizer_kind,
