@@ -94,10 +94,7 @@ def plain_loop(version_dir: Path, prompt: str, tokens: int, temperature: float, 
             }
             logits, *new = session.run(None, feeds)
             for axis, buffer, values in zip(axes, cache, new, strict=True):
-                if axis == 3:  # keys (1, H, D, S)
-                    buffer[:, :, :, length:end] = values
-                else:  # values (1, H, S, D)
-                    buffer[:, :, length:end] = values
+                slots(buffer, axis)[:, :, length:end] = slots(values, axis)
             length = end
             x = np.array([[sample(logits[0])]])
     else:
@@ -199,8 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         f"temperature {args.temperature}, prompt {args.prompt!r}, {os.cpu_count()} CPUs, median of {args.repeats}"
     )
 
-    # The reference is the faster plain loop: with --threads, or with one thread (which is what
-    # the service itself uses for a lone sequence).
+    # The reference is the faster plain loop: with --threads, or with one thread.
     # The measurements are interleaved, one round of each per repeat, so that load from outside
     # (other work on the machine between or during rounds) falls on all of them alike.
     thread_counts = sorted({args.threads, 1})
@@ -210,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for threads in thread_counts:
                 plain_loop(version_dir, args.prompt, 20, args.temperature, 0, threads)  # warm up
-            one_stream(target, args.model, args.prompt, 20, args.temperature, 0)  # warm the connection
+            one_stream(target, args.model, args.prompt, 20, args.temperature, 0)  # warm up the service
             for i in range(args.repeats):
                 for threads in thread_counts:
                     rate = plain_loop(version_dir, args.prompt, args.tokens, args.temperature, i, threads)

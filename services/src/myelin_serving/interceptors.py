@@ -52,7 +52,9 @@ def time_left() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-class ServingInterceptor(grpc.aio.ServerInterceptor):
+class ServingInterceptor:
+    """Wraps method handlers (see the module docstring); applied through `HandlerRegistry`."""
+
     def __init__(
         self,
         metrics: Metrics | None,
@@ -65,28 +67,9 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         self._tokens = tuple(t.encode() for t in tokens)
         self._default_deadline = default_deadline_s
         self._access_log = access_log_enabled
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, details.method)
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` of `method` ("/package.Service/Method") with everything above around each call."""
-        return self._wrap(handler, method)
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         kwargs = {
             "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,

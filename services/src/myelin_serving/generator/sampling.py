@@ -63,8 +63,9 @@ class Sampler:
         if params.repetition_penalty != 1.0:
             self._seen[np.asarray(prompt, dtype=np.int64)] = True
         # temperature alone: rows like this one are drawn together (sample_rows)
-        self.plain = params.temperature > 0 and params.top_k == 0 and params.top_p == 1.0
-        self.plain = self.plain and params.repetition_penalty == 1.0
+        self.plain = (
+            params.temperature > 0 and params.top_k == 0 and params.top_p == 1.0 and params.repetition_penalty == 1.0
+        )
 
     def __call__(self, logits: np.ndarray) -> int:
         if self.plain:
