@@ -249,3 +249,21 @@ def test_a_lone_caller_does_not_wait_for_company_that_cannot_come() -> None:
         return run.batches
 
     assert asyncio.run(scenario()) == [1, 1, 1, 5], "concurrent arrivals still share a batch"
+
+
+def test_the_worker_runs_queued_batches_while_the_event_loop_is_busy() -> None:
+    async def scenario() -> tuple[list[int], list[np.ndarray]]:
+        run = Recorder(delay=0.05)
+        batcher = DynamicBatcher(run, config(max_batch_size=1), model="m", version=1)
+        calls = [asyncio.ensure_future(batcher.infer({"x": np.full((1, 1), i, np.float32)})) for i in range(3)]
+        for _ in range(3):  # the calls queue up, then the end of that turn wakes the worker
+            await asyncio.sleep(0)
+        time.sleep(0.5)  # noqa: ASYNC251 - on purpose: the worker must go from one batch to the next alone
+        ran_while_blocked = list(run.batches)
+        outputs = [o["y"] for o in await asyncio.gather(*calls)]
+        await batcher.close()
+        return ran_while_blocked, outputs
+
+    ran_while_blocked, outputs = asyncio.run(scenario())
+    assert ran_while_blocked == [1, 1, 1]
+    assert [float(y[0, 0]) for y in outputs] == [0.0, 2.0, 4.0], "each caller still gets its own rows"

@@ -5,7 +5,8 @@ Requests whose inputs agree on every other axis and dtype are concatenated, up t
 `max_batch_size` rows, waiting at most `max_queue_delay_us` after the oldest one arrived; the
 outputs are split back by rows so each caller gets exactly its own. The queue is bounded (a full
 queue refuses at once with Overloaded), and requests whose deadline or queue timeout has passed are
-dropped before compute.
+dropped before compute. Batches run on `instances` worker threads of their own, which take the next
+batch as soon as one finishes; only the results cross back to the event loop.
 
 The delay is an upper bound, not a toll (unless `adaptive_delay` is off): the batcher keeps a
 moving average of the gap between arrivals and waits only when the next request is expected
@@ -24,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,8 +55,8 @@ class _Request:
     rows: int
     key: tuple[object, ...]
     future: asyncio.Future[Arrays]
-    enqueued: float  # loop time
-    deadline: float | None  # loop time
+    enqueued: float  # time.monotonic()
+    deadline: float | None  # time.monotonic()
     taken: bool = field(default=False)  # popped from the queue by a worker
 
 
@@ -65,7 +66,12 @@ def _batch_key(feeds: Mapping[str, np.ndarray]) -> tuple[object, ...]:
 
 
 class DynamicBatcher:
-    """Batches concurrent `infer` calls for one graph of one model version."""
+    """Batches concurrent `infer` calls for one graph of one model version.
+
+    The queue lives between two worlds: callers enqueue on the event loop, and `instances` worker
+    threads take batches and run them. A worker that finishes a batch takes the next one at once,
+    without waiting for the event loop to schedule it (under load the loop is busy with gRPC);
+    results go back to the loop in one call per batch. `_lock` guards the queue and its counts."""
 
     def __init__(
         self,
@@ -82,9 +88,13 @@ class DynamicBatcher:
         self._delay = config.max_queue_delay_us / 1e6 if config.enabled else 0.0
         self._model, self._version = model, str(version)
         self._metrics = metrics.for_batcher(model, str(version)) if metrics is not None else None
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # a first request, a full batch, or closing
         self._queue: deque[_Request] = deque()
         self._rows_by_key: dict[tuple[object, ...], int] = {}
-        self._wakeup = asyncio.Event()
+        self._running = 0  # batches being executed by the workers
+        self._kick_pending = False
         # Moving average of the time between arrivals, capped so that a burst after a quiet spell
         # is recognised within a few requests; it starts at the cap (no company expected).
         self._gap_cap = max(2 * self._delay, 2 * INLINE_BELOW_S)
@@ -92,8 +102,14 @@ class DynamicBatcher:
         self._last_arrival = float("-inf")
         self._row_seconds = float("inf")  # moving average of execution time per row; unknown at first
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=config.instances, thread_name_prefix=f"ort-{model}")
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(config.instances)]
+        self._stopped = 0
+        self._all_stopped: asyncio.Future[None] = self._loop.create_future()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"ort-{model}-{version}-{i}", daemon=True)
+            for i in range(config.instances)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     async def infer(self, feeds: Arrays, *, timeout: float | None = None) -> Arrays:
         """Run `feeds` (first axis = rows) in some batch; `timeout` is the caller's remaining deadline."""
@@ -102,34 +118,33 @@ class DynamicBatcher:
         if timeout is not None and timeout <= 0:
             self._reject("deadline")
             raise DeadlineExceeded("the request's deadline passed before it was queued")
-        if len(self._queue) >= self.config.max_queue_size:
-            self._reject("queue_full")
-            raise Overloaded(
-                f"model {self._model} has {len(self._queue)} requests queued (max_queue_size "
-                f"{self.config.max_queue_size}); retry with backoff"
-            )
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._gap += GAP_SMOOTHING * (min(now - self._last_arrival, self._gap_cap) - self._gap)
-        self._last_arrival = now
+        now = time.monotonic()
         rows = next(iter(feeds.values())).shape[0]
         request = _Request(
             feeds=feeds,
             rows=rows,
             key=_batch_key(feeds),
-            future=loop.create_future(),
+            future=self._loop.create_future(),
             enqueued=now,
             deadline=None if timeout is None else now + timeout,
         )
-        self._queue.append(request)
-        queued_rows = self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + rows
-        self._add_depth(1)
-        if len(self._queue) == 1 or queued_rows >= self._max_rows:
-            # Wake a worker only when it has something new to do: a first request, or a full batch.
-            # Others join the queue silently; the worker takes them when its delay ends.
-            self._wakeup.set()
-        # A bare timer rather than asyncio.timeout_at: this runs for every request.
-        expiry = None if request.deadline is None else loop.call_at(request.deadline, self._expire, request)
+        wake = False
+        with self._lock:
+            queued = len(self._queue)
+            if queued < self.config.max_queue_size:
+                wake = self._admit(request)
+        if queued >= self.config.max_queue_size:
+            self._reject("queue_full")
+            raise Overloaded(
+                f"model {self._model} has {queued} requests queued (max_queue_size "
+                f"{self.config.max_queue_size}); retry with backoff"
+            )
+        if wake and not self._kick_pending:
+            # At the end of this turn of the event loop, so that requests arriving in the same turn
+            # are all queued before a worker looks.
+            self._kick_pending = True
+            self._loop.call_soon(self._kick)
+        expiry = None if timeout is None else self._loop.call_later(timeout, self._expire, request)
         try:
             return await request.future
         except asyncio.CancelledError:
@@ -139,47 +154,56 @@ class DynamicBatcher:
             if expiry is not None:
                 expiry.cancel()
 
+    def _admit(self, request: _Request) -> bool:
+        """Under the lock: queue it; True if a worker should hear of it."""
+        self._gap += GAP_SMOOTHING * (min(request.enqueued - self._last_arrival, self._gap_cap) - self._gap)
+        self._last_arrival = request.enqueued
+        self._queue.append(request)
+        self._add_depth(1)
+        queued_rows = self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + request.rows
+        # Wake a worker only when it has something new to do: a first request, or a full batch.
+        # Others join the queue silently; the worker takes them when its delay ends.
+        return len(self._queue) == 1 or queued_rows >= self._max_rows
+
     async def close(self) -> None:
         """Finish what is queued, then stop."""
-        self._closing = True
-        self._wakeup.set()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        with self._lock:
+            self._closing = True
+            self._arrived.notify_all()
+        await self._all_stopped
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            first = self._queue[0]
-            if not await self._wait_for_company(first, loop):
-                continue  # another worker took it, or its caller left: start over from the new head
-            batch = self._take(first.key, loop.time())
-            if batch:
-                await self._execute(batch, loop)
+    def _kick(self) -> None:  # on the event loop, after the requests of this turn were queued
+        self._kick_pending = False
+        with self._lock:
+            if not self._lone():
+                self._arrived.notify()
+                return
+            batch, dropped = self._take(self._queue[0].key, time.monotonic())
+        self._fail(dropped)
+        for request in batch:  # one at most
+            try:
+                outputs = self._timed_run(request.feeds)
+            except Exception as exc:
+                self._fail([(request, exc)])
+            else:
+                self._deliver([request], outputs, request.rows)
 
-    async def _wait_for_company(self, first: _Request, loop: asyncio.AbstractEventLoop) -> bool:
-        """Wait until the batch is full or `first` has waited max_queue_delay; False if `first` left the head."""
-        while self._delay > 0 and not self._closing and self._rows_by_key.get(first.key, 0) < self._max_rows:
-            window_ends = first.enqueued + self._delay
-            remaining = window_ends - loop.time()
-            if remaining <= 0 or (self.config.adaptive_delay and self._last_arrival + self._gap > window_ends):
-                break  # the window is over, or nobody is expected to arrive before it is
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-            if not self._queue or self._queue[0] is not first:
-                return False
-        return True
+    def _lone(self) -> bool:
+        """Under the lock: whether the one queued request should run here on the event loop: nothing
+        else queued or running, nobody expected before its window would end or its run would finish,
+        and a short run (handing it to a worker thread and back would cost more)."""
+        if len(self._queue) != 1 or self._running or self._closing:
+            return False
+        first = self._queue[0]
+        expected = self._row_seconds * first.rows
+        no_wait = self._delay == 0 or (
+            self.config.adaptive_delay and self._last_arrival + self._gap > first.enqueued + self._delay
+        )
+        return no_wait and expected < INLINE_BELOW_S and self._last_arrival + self._gap > time.monotonic() + expected
 
     def _expire(self, request: _Request) -> None:
         """The caller's deadline passed: it gets DeadlineExceeded now, queued or running."""
@@ -193,22 +217,69 @@ class DynamicBatcher:
 
     def _withdraw(self, request: _Request) -> bool:
         """Take a request that no worker has popped out of the queue; True if it was still queued."""
-        if request.taken:
-            return False
-        request.taken = True
-        self._queue.remove(request)
-        remaining = self._rows_by_key[request.key] - request.rows
-        if remaining:
-            self._rows_by_key[request.key] = remaining
-        else:
-            del self._rows_by_key[request.key]
+        with self._lock:
+            if request.taken:
+                return False
+            request.taken = True
+            self._queue.remove(request)
+            remaining = self._rows_by_key[request.key] - request.rows
+            if remaining:
+                self._rows_by_key[request.key] = remaining
+            else:
+                del self._rows_by_key[request.key]
+            self._arrived.notify_all()  # a worker waiting on it as the oldest request re-reads the head
         self._add_depth(-1)
-        self._wakeup.set()  # a worker waiting on it as the oldest request re-reads the head
         return True
 
-    def _take(self, key: tuple[object, ...], now: float) -> list[_Request]:
-        """Pop the requests that run next: compatible, live, in arrival order, within max rows."""
+    # --- the worker threads ---------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    batch, dropped = self._next_batch()
+                    if batch is None:
+                        return
+                    self._running += 1
+                try:
+                    self._deliver_later(dropped)
+                    if batch:
+                        self._execute(batch)
+                finally:
+                    with self._lock:
+                        self._running -= 1
+        finally:
+            self._call_soon(self._worker_stopped)
+
+    def _next_batch(self) -> tuple[list[_Request] | None, list[tuple[_Request, BaseException]]]:
+        """Under the lock: wait for the oldest request's company, then take its batch (None: stop)."""
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return None, []
+                self._arrived.wait()
+                continue
+            first = self._queue[0]
+            if self._wait_for_company(first):
+                return self._take(first.key, time.monotonic())
+
+    def _wait_for_company(self, first: _Request) -> bool:
+        """Wait until the batch is full or `first` has waited max_queue_delay; False if `first` left the head."""
+        while self._delay > 0 and not self._closing and self._rows_by_key.get(first.key, 0) < self._max_rows:
+            window_ends = first.enqueued + self._delay
+            remaining = window_ends - time.monotonic()
+            if remaining <= 0 or (self.config.adaptive_delay and self._last_arrival + self._gap > window_ends):
+                break  # the window is over, or nobody is expected to arrive before it is
+            self._arrived.wait(remaining)
+            if not self._queue or self._queue[0] is not first:
+                return False
+        return True
+
+    def _take(self, key: tuple[object, ...], now: float) -> tuple[list[_Request], list[tuple[_Request, BaseException]]]:
+        """Pop the requests that run next: compatible, live, in arrival order, within max rows; and
+        the ones found expired on the way, with their errors."""
         batch: list[_Request] = []
+        dropped: list[tuple[_Request, BaseException]] = []
         rows = 0
         queued = len(self._queue)
         keep: deque[_Request] = deque()
@@ -223,13 +294,12 @@ class DynamicBatcher:
                 continue
             if request.deadline is not None and now >= request.deadline:
                 self._reject("deadline")
-                request.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
+                dropped.append((request, DeadlineExceeded("the request's deadline passed while it was queued")))
                 continue
             if now - request.enqueued > self.config.queue_timeout_s:
                 self._reject("queue_timeout")
-                request.future.set_exception(
-                    DeadlineExceeded(f"queued longer than queue_timeout_s ({self.config.queue_timeout_s} s)")
-                )
+                error = DeadlineExceeded(f"queued longer than queue_timeout_s ({self.config.queue_timeout_s} s)")
+                dropped.append((request, error))
                 continue
             batch.append(request)
             rows += request.rows
@@ -240,34 +310,38 @@ class DynamicBatcher:
         if self._metrics is not None:
             for request in batch:
                 self._metrics.queue_duration.observe(now - request.enqueued)
-        return batch
+        return batch, dropped
 
-    async def _execute(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
+    def _execute(self, batch: list[_Request]) -> None:
         rows = sum(r.rows for r in batch)
         if len(batch) == 1:
             feeds = batch[0].feeds
         else:
             feeds = {name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds}
         try:
-            expected = self._row_seconds * rows
-            lone = not self._queue and self._last_arrival + self._gap > loop.time() + expected
-            if lone and expected < INLINE_BELOW_S:
-                outputs = self._timed_run(feeds)
-            else:
-                outputs = await loop.run_in_executor(self._executor, self._timed_run, feeds)
+            outputs = self._timed_run(feeds)
         except Exception as exc:
             if len(batch) > 1:
                 # One request must not fail its neighbours: rerun each alone.
                 for request in batch:
-                    await self._execute([request], loop)
+                    self._execute([request])
                 return
-            if not batch[0].future.done():
-                batch[0].future.set_exception(exc)
+            self._deliver_later([(batch[0], exc)])
             return
-        if self._metrics is not None:
-            self._metrics.batch_size.observe(rows)
-            self._metrics.inferences.inc(rows)
-            self._metrics.executions.inc()
+        self._call_soon(self._deliver, batch, outputs, rows)
+
+    def _deliver_later(self, failures: list[tuple[_Request, BaseException]]) -> None:
+        if failures:
+            self._call_soon(self._fail, failures)
+
+    def _call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody is waiting
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # --- back on the event loop -----------------------------------------------------------------
+
+    def _deliver(self, batch: list[_Request], outputs: Arrays, rows: int) -> None:
+        self._observe_batch(rows)
         offset = 0
         for request in batch:
             end = offset + request.rows
@@ -279,6 +353,23 @@ class DynamicBatcher:
                     }
                 )
             offset = end
+
+    @staticmethod
+    def _fail(failures: list[tuple[_Request, BaseException]]) -> None:
+        for request, error in failures:
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    def _worker_stopped(self) -> None:
+        self._stopped += 1
+        if self._stopped == len(self._workers) and not self._all_stopped.done():
+            self._all_stopped.set_result(None)
+
+    def _observe_batch(self, rows: int) -> None:
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(rows)
+            self._metrics.inferences.inc(rows)
+            self._metrics.executions.inc()
 
     def _timed_run(self, feeds: Arrays) -> Arrays:
         started = time.perf_counter()
