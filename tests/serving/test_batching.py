@@ -267,3 +267,33 @@ def test_the_worker_runs_queued_batches_while_the_event_loop_is_busy() -> None:
     ran_while_blocked, outputs = asyncio.run(scenario())
     assert ran_while_blocked == [1, 1, 1]
     assert [float(y[0, 0]) for y in outputs] == [0.0, 2.0, 4.0], "each caller still gets its own rows"
+
+
+def test_instances_run_batches_side_by_side_and_drain_on_close() -> None:
+    class Overlap(Recorder):
+        """Also records how many runs were in flight at once."""
+
+        def __init__(self) -> None:
+            super().__init__(delay=0.1)
+            self.in_flight = self.most = 0
+
+        def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            with self.lock:
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+            try:
+                return super().__call__(feeds)
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
+
+    async def scenario(instances: int) -> tuple[int, list[float]]:
+        run = Overlap()
+        batcher = DynamicBatcher(run, config(max_batch_size=1, instances=instances), model="m", version=1)
+        calls = [asyncio.ensure_future(batcher.infer({"x": np.full((1, 1), i, np.float32)})) for i in range(4)]
+        await asyncio.sleep(0)
+        await batcher.close()  # queued work still finishes
+        return run.most, [float((await c)["y"][0, 0]) for c in calls]
+
+    assert asyncio.run(scenario(2)) == (2, [0.0, 2.0, 4.0, 6.0])
+    assert asyncio.run(scenario(1)) == (1, [0.0, 2.0, 4.0, 6.0])
