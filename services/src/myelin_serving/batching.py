@@ -49,6 +49,10 @@ ROW_TIME_SMOOTHING = 0.2
 RunFn = Callable[[Arrays], Arrays]
 
 
+def _call_now(callback: Callable[..., object], *args: object) -> None:
+    callback(*args)
+
+
 @dataclass(eq=False)
 class _Request:
     feeds: Arrays
@@ -57,7 +61,7 @@ class _Request:
     future: asyncio.Future[Arrays]
     enqueued: float  # time.monotonic()
     deadline: float | None  # time.monotonic()
-    taken: bool = field(default=False)  # popped from the queue by a worker
+    taken: bool = field(default=False)  # popped from the queue to run, or withdrawn
 
 
 def _batch_key(feeds: Mapping[str, np.ndarray]) -> tuple[object, ...]:
@@ -184,13 +188,8 @@ class DynamicBatcher:
                 return
             batch, dropped = self._take(self._queue[0].key, time.monotonic())
         self._fail(dropped)
-        for request in batch:  # one at most
-            try:
-                outputs = self._timed_run(request.feeds)
-            except Exception as exc:
-                self._fail([(request, exc)])
-            else:
-                self._deliver([request], outputs, request.rows)
+        if batch:  # one request at most
+            self._execute(batch, _call_now)
 
     def _lone(self) -> bool:
         """Under the lock: whether the one queued request should run here on the event loop: nothing
@@ -200,9 +199,7 @@ class DynamicBatcher:
             return False
         first = self._queue[0]
         expected = self._row_seconds * first.rows
-        no_wait = self._delay == 0 or (
-            self.config.adaptive_delay and self._last_arrival + self._gap > first.enqueued + self._delay
-        )
+        no_wait = self._delay == 0 or self._nobody_expected(first)
         return no_wait and expected < INLINE_BELOW_S and self._last_arrival + self._gap > time.monotonic() + expected
 
     def _expire(self, request: _Request) -> None:
@@ -242,9 +239,10 @@ class DynamicBatcher:
                         return
                     self._running += 1
                 try:
-                    self._deliver_later(dropped)
+                    if dropped:
+                        self._call_soon(self._fail, dropped)
                     if batch:
-                        self._execute(batch)
+                        self._execute(batch, self._call_soon)
                 finally:
                     with self._lock:
                         self._running -= 1
@@ -268,12 +266,16 @@ class DynamicBatcher:
         while self._delay > 0 and not self._closing and self._rows_by_key.get(first.key, 0) < self._max_rows:
             window_ends = first.enqueued + self._delay
             remaining = window_ends - time.monotonic()
-            if remaining <= 0 or (self.config.adaptive_delay and self._last_arrival + self._gap > window_ends):
+            if remaining <= 0 or self._nobody_expected(first):
                 break  # the window is over, or nobody is expected to arrive before it is
             self._arrived.wait(remaining)
             if not self._queue or self._queue[0] is not first:
                 return False
         return True
+
+    def _nobody_expected(self, first: _Request) -> bool:
+        """Under the lock: the arrival-gap average says no company comes before `first`'s window ends."""
+        return self.config.adaptive_delay and self._last_arrival + self._gap > first.enqueued + self._delay
 
     def _take(self, key: tuple[object, ...], now: float) -> tuple[list[_Request], list[tuple[_Request, BaseException]]]:
         """Pop the requests that run next: compatible, live, in arrival order, within max rows; and
@@ -312,7 +314,9 @@ class DynamicBatcher:
                 self._metrics.queue_duration.observe(now - request.enqueued)
         return batch, dropped
 
-    def _execute(self, batch: list[_Request]) -> None:
+    def _execute(self, batch: list[_Request], hand_back: Callable[..., None]) -> None:
+        """Run `batch`; its results and errors reach the event loop through `hand_back(callback, *args)`:
+        `_call_soon` from a worker thread, a plain call on the loop itself."""
         rows = sum(r.rows for r in batch)
         if len(batch) == 1:
             feeds = batch[0].feeds
@@ -324,15 +328,11 @@ class DynamicBatcher:
             if len(batch) > 1:
                 # One request must not fail its neighbours: rerun each alone.
                 for request in batch:
-                    self._execute([request])
+                    self._execute([request], hand_back)
                 return
-            self._deliver_later([(batch[0], exc)])
+            hand_back(self._fail, [(batch[0], exc)])
             return
-        self._call_soon(self._deliver, batch, outputs, rows)
-
-    def _deliver_later(self, failures: list[tuple[_Request, BaseException]]) -> None:
-        if failures:
-            self._call_soon(self._fail, failures)
+        hand_back(self._deliver, batch, outputs, rows)
 
     def _call_soon(self, callback: Callable[..., object], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody is waiting
