@@ -106,3 +106,40 @@ def test_resume_without_a_checkpoint_says_so(data_dir: Path, tmp_path: Path) -> 
                 str(tmp_path / "empty"),
             ]
         )
+
+
+def test_the_weights_of_the_best_validation_estimate_are_exported(data_dir: Path, tmp_path: Path) -> None:
+    """A run that gets worse after its best evaluation exports the best weights, not the last ones."""
+    common = ["--dry-run", "--data-dir", str(data_dir), "--repository", str(tmp_path / "r")]
+    run_dir = tmp_path / "run"
+    train_main([*common, "--run-dir", str(run_dir), "--max-iters", "20"])
+    # Resumed with a learning rate far too high: the later evaluations are worse than iteration 20's.
+    train_main([*common, "--run-dir", str(run_dir), "--max-iters", "40", "--lr", "10", "--resume"])
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    best = min(records, key=lambda r: r["val_loss"])
+    assert best["iter"] == 20 and records[-1]["iter"] == 40 and records[-1]["val_loss"] > best["val_loss"]
+    manifest = json.loads((tmp_path / "r" / "generator-gpt-shakespeare" / "2" / "model.json").read_text())
+    assert manifest["training"]["iterations"] == 40 and manifest["training"]["exported_iteration"] == 20
+    # The exported graph computes what the best weights compute, and not what the last ones do.
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    config = GPTConfig(**checkpoint["model_config"])
+    ids = torch.randint(0, config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(
+        str(tmp_path / "r" / "generator-gpt-shakespeare" / "2" / "step.onnx"), providers=["CPUExecutionProvider"]
+    )
+    head_dim = config.n_embd // config.n_head
+    empty = {
+        f"past.{i}.{kind}": np.zeros(
+            (1, config.n_head, head_dim, 0) if kind == "key" else (1, config.n_head, 0, head_dim), np.float32
+        )
+        for i in range(config.n_layer)
+        for kind in ("key", "value")
+    }
+    feeds = {"input_ids": ids.numpy(), "padding": np.zeros(1, np.int64), "length": np.array(0), **empty}
+    exported = session.run(["logits"], feeds)[0][0]
+    for weights, same in ((checkpoint["best"]["model"], True), (checkpoint["model"], False)):
+        model = GPT(config).eval()
+        model.load_state_dict(weights)
+        with torch.no_grad():
+            logits = model(ids)[0, -1].numpy()
+        assert np.allclose(exported, logits, atol=1e-3) is same

@@ -6,8 +6,9 @@
 nanoGPT-style: random windows of block_size tokens from the training split, AdamW with linear
 warm-up then cosine decay to min_lr, validation loss estimated every eval_interval iterations,
 a checkpoint at each evaluation (--resume continues from it), metrics.jsonl and curves.png. The
-final validation loss is measured on the WHOLE validation split, in consecutive windows of
-block_size tokens, and recorded in the manifest.
+weights exported are those of the evaluation with the lowest validation estimate (nanoGPT keeps
+its best checkpoint the same way), and their validation loss is measured on the WHOLE validation
+split, in consecutive windows of block_size tokens, and recorded in the manifest.
 
 A config may set a time budget (`time_budget_s`): the cosine schedule then follows the fraction
 of the budget used (or of max_iters, whichever is further). On CPU the budget counts this
@@ -341,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
         betas=(0.9, train.beta2),
     )
     start_iter, elapsed_before, budget_before = 0, 0.0, 0.0
+    # The weights of the lowest validation estimate so far: they are what gets exported (nanoGPT keeps
+    # its best checkpoint the same way). A CPU config runs on a time budget, so a faster machine runs
+    # more iterations of the same schedule, and without dropout the last ones can overfit.
+    best: dict[str, Any] = {"val_loss": float("inf"), "iter": 0, "model": None}
     g = torch.Generator().manual_seed(args.seed)
     log = MetricsLog(run_dir / "metrics.jsonl", append=resume is not None)
     if resume is not None:
@@ -349,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         g.set_state(resume["generator"])
         start_iter, elapsed_before = resume["iter"], resume["elapsed"]
         budget_before = resume.get("budget_elapsed", elapsed_before)
+        best = resume.get("best", best)
         print(f"resumed from {checkpoint_path} at iteration {start_iter} ({elapsed_before:.0f} s trained)")
     forward = torch.compile(model) if train.compile else model
 
@@ -365,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
                 "train_config": dataclasses.asdict(train),
                 "tokenizer": tokenizer.to_str(),
                 "arch": args.arch,
+                "best": best,
             },
             run_dir / (CHECKPOINT + ".tmp"),
         )
@@ -400,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
             f"iter {it}: train loss {record['train_loss']:.4f}, val loss {val:.4f}, lr {lr:.2e}, {elapsed:.0f} s"
         )
         loss_sum, loss_n = 0.0, 0
+        if val < best["val_loss"]:
+            best.update(val_loss=val, iter=it, model={k: v.detach().clone() for k, v in model.state_dict().items()})
         save(it, elapsed)
 
     bar = tqdm(total=train.max_iters, initial=start_iter, desc=args.name, unit="it")
@@ -425,15 +434,23 @@ def main(argv: list[str] | None = None) -> None:
         evaluate(it, lr)
     bar.close()
     wall, budget_used = clock.wall(), clock.budget()
+    if best["model"] is not None:
+        model.load_state_dict(best["model"])
+        print(
+            f"{args.name}: exporting the weights of iteration {best['iter']}"
+            f" (validation estimate {best['val_loss']:.4f})"
+        )
     val_loss = full_loss(model, val_ids, train, device)
     train_loss = log.records[-1]["train_loss"] if log.records else float("nan")
-    print(f"{args.name}: validation loss {val_loss:.4f} (whole split) after {it} iterations, {wall:.0f} s")
+    print(
+        f"{args.name}: validation loss {val_loss:.4f} (whole split) at iteration {best['iter']} of {it}, {wall:.0f} s"
+    )
     plot = plot_curves(
         log.records,
         run_dir / "curves.png",
         x="iter",
         panels={"loss": ["train_loss", "val_loss"]},
-        title=f"{args.name}: validation loss {val_loss:.4f}",
+        title=f"{args.name}: validation loss {val_loss:.4f} (iteration {best['iter']})",
     )
     version_dir = export_model(
         model,
@@ -449,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
                 "config": config_name,
                 "train_config": dataclasses.asdict(train),
                 "iterations": it,
+                "exported_iteration": best["iter"],  # the lowest validation estimate (see `best`)
                 "tokens_seen": it * train.batch_size * train.block_size,
                 "parameters": n_params,
                 "seed": args.seed,
