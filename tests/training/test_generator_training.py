@@ -120,6 +120,7 @@ def test_the_weights_of_the_best_validation_estimate_are_exported(data_dir: Path
     assert best["iter"] == 20 and records[-1]["iter"] == 40 and records[-1]["val_loss"] > best["val_loss"]
     manifest = json.loads((tmp_path / "r" / "generator-gpt-shakespeare" / "2" / "model.json").read_text())
     assert manifest["training"]["iterations"] == 40 and manifest["training"]["exported_iteration"] == 20
+    assert manifest["evaluation"]["train_loss"] == best["train_loss"]  # the exported iteration's, not the last
     # The exported graph computes what the best weights compute, and not what the last ones do.
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     config = GPTConfig(**checkpoint["model_config"])

@@ -441,7 +441,8 @@ def main(argv: list[str] | None = None) -> None:
             f" (validation estimate {best['val_loss']:.4f})"
         )
     val_loss = full_loss(model, val_ids, train, device)
-    train_loss = log.records[-1]["train_loss"] if log.records else float("nan")
+    # the training-loss estimate of the exported iteration, beside its validation loss
+    train_loss = next((r["train_loss"] for r in log.records if r["iter"] == best["iter"]), float("nan"))
     print(
         f"{args.name}: validation loss {val_loss:.4f} (whole split) at iteration {best['iter']} of {it}, {wall:.0f} s"
     )
