@@ -179,14 +179,21 @@ def budget(results: dict[str, Any], model: str = "mnist-cnn", concurrency: int =
             continue
         limit = _limit(results, model, run["notes"]["in_process_batch"])
         compute = limit["cpu_us_per_row"]
-        overhead = run["server_cpu_us"] + run["client_cpu_us"] - compute
+        per_request = run["server_cpu_us"] + run["client_cpu_us"]  # us of CPU, both processes
+        overhead = per_request - compute
+        # Server and load generator share the machine's cores: at these per-request costs, all of
+        # them busy all the time would serve at most this many requests a second.
+        cores = results["machine"]["cores"]
+        ceiling, reference = cores * 1e6 / per_request, limit["rows_per_s"]
         lines.append(
             f"- {run['api']}: per request the server process used {run['server_cpu_us']:.0f} us of CPU "
             f"(onnxruntime included) and the load generator {run['client_cpu_us']:.0f} us. onnxruntime alone "
             f"needs {compute:.0f} us of CPU per row at batch {limit['batch']} (in-process), so serving cost "
             f"about {overhead:.0f} us per request on top of the model, {overhead / compute:.1f}x its compute. "
-            f"On a machine whose cores are all busy, reaching 0.7x of the in-process rate needs that "
-            f"overhead under {compute * (1 / 0.7 - 1):.0f} us per request."
+            f"With all {cores} cores busy all the time, {per_request:.0f} us per request would allow at most "
+            f"{ceiling:.0f} req/s, {ceiling / reference:.2f}x the in-process rate ({reference:.0f} rows/s); "
+            f"this run served {run['rps']:.0f} req/s, using {run['rps'] * per_request / 1e6:.2f} of the "
+            f"{cores} cores."
         )
     return "\n".join(lines)
 
@@ -335,6 +342,15 @@ def write(results: dict[str, Any], folder: Path) -> None:
         "use about 1.6 of the 2 cores at concurrency 32, so a second process has no core of its own. "
         "On machines with spare cores, run "
         "more replicas behind a load balancer (deploy/k8s) or one process per model family.",
+        "- Why not all of both cores (2026-12-03, CNN ModelInfer at concurrency 32, per-thread CPU from "
+        "/proc over 8 s, ad-hoc): the event loop thread used 0.61 of a core, the onnxruntime thread 0.51, "
+        "gRPC's threads 0.06, the load generator 0.28. onnxruntime was inside `run()` 74% of the time "
+        "(4.3 ms per 10.6-row batch against 2.6 ms in-process) but on a core only 51%: the closed loop "
+        "alternates between moments when the event loop, the model and the load generator all want a "
+        "core (three threads, two cores) and moments when each waits for another. A GIL switch interval "
+        "of 100, 500 or 2,000 us (1,826 / 1,840 / 1,859 req/s), a queue delay of 0 or 1,000 us, and a "
+        "higher scheduling priority for the worker threads (nice -10: 1,641 and 1,784 against 1,950 "
+        "req/s) did not change that.",
         "",
         "Reproduce: `make bench` (trains the quick models into .bench/ and builds .bench/mlserver-venv on "
         "first use; holds /tmp/myelin-cpu.lock for the whole run). Raw figures: .bench/results.json.",
