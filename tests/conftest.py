@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from myelin_testkit import REPO_ROOT, ServerThread, settings_for
+from myelin_testkit import LONG_GENERATION, REPO_ROOT, ServerThread, settings_for
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +124,7 @@ def word2vec_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Path
 @pytest.fixture(scope="module")
 def generator_server(generator_repository: Path) -> Iterator[ServerThread]:
     """One generator service for a test module: loopback, port 0."""
-    with ServerThread(settings_for(generator_repository, service="generator")) as server:
+    with ServerThread(settings_for(generator_repository, service="generator", generation=LONG_GENERATION)) as server:
         yield server
 
 

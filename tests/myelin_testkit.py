@@ -32,6 +32,13 @@ TRITONCLIENT_PYTHON = REPO_ROOT / ".venv-tritonclient" / "bin" / "python"
 TRITONCLIENT_PROBE = REPO_ROOT / "tests" / "serving" / "tritonclient_probe.py"
 
 
+# New tokens for a generation that must still be running when a test acts on it (cancels it, lets its
+# deadline pass, unloads its model): the dry-run GRU decodes 4,000 tokens in under 0.3 s on a fast
+# machine, so the tests ask for far more, on generator servers whose context allows it.
+ENDLESS_TOKENS = 1_000_000
+LONG_GENERATION = {"max_context_tokens": ENDLESS_TOKENS + 64}
+
+
 def settings_for(repository: Path, **overrides: Any) -> Settings:
     """Loopback, port 0, no metrics endpoint unless asked for, no background rescans unless asked for."""
     values: dict[str, Any] = {
