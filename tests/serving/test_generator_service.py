@@ -33,8 +33,7 @@ from myelin_client import (
 )
 from myelin_client.cli import main as cli_main
 from myelin_serving.generator.sampling import Sampler, SamplingParams
-from myelin_testkit import ENDLESS_TOKENS as ENDLESS
-from myelin_testkit import LONG_GENERATION, ServerThread, settings_for
+from myelin_testkit import ENDLESS_TOKENS, LONG_GENERATION, ServerThread, settings_for
 from myelin_training.generator.reexport import main as reexport_main
 
 GPT, GRU = "generator-gpt-shakespeare", "generator-gru-shakespeare"
@@ -224,7 +223,7 @@ def test_cancelling_a_stream_stops_its_work(generator_server: ServerThread) -> N
     with Client(generator_server.target, timeout=60) as client:
         wait_for(lambda: sample(generator_server, "myelin_generator_active_sequences", GRU) == 0)
         cancelled_before = sample(generator_server, "myelin_generator_sequences_total", GRU, outcome="cancelled")
-        with client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS) as stream:
+        with client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS_TOKENS) as stream:
             for i, _ in enumerate(stream):
                 if i == 3:
                     break
@@ -249,7 +248,7 @@ def test_deadline_ends_a_long_generation(generator_server: ServerThread) -> None
             for o in ("deadline", "cancelled")
         )
         with pytest.raises(DeadlineExceededError):
-            client.complete("ROMEO:", model=GRU, max_new_tokens=ENDLESS, timeout=0.3)
+            client.complete("ROMEO:", model=GRU, max_new_tokens=ENDLESS_TOKENS, timeout=0.3)
         wait_for(
             lambda: (
                 sum(
@@ -363,7 +362,7 @@ def test_sequence_limit_gives_resource_exhausted(generator_repository: Path) -> 
         generator_repository, service="generator", generation={**LONG_GENERATION, "max_sequences": 2}
     )
     with ServerThread(settings, CollectorRegistry()) as server, Client(server.target, timeout=60) as client:
-        streams = [client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS) for _ in range(2)]
+        streams = [client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS_TOKENS) for _ in range(2)]
         iterators = [iter(s) for s in streams]
         for it in iterators:
             next(it)  # both are admitted and generating
@@ -398,7 +397,7 @@ def test_unloading_a_version_cancels_its_streams_after_the_drain_timeout(
     shutil.copytree(generator_repository, repository)
     settings = settings_for(repository, service="generator", generation={**LONG_GENERATION, "drain_timeout_s": 0.2})
     with ServerThread(settings, CollectorRegistry()) as server, Client(server.target, timeout=60) as client:
-        with client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS) as stream:
+        with client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS_TOKENS) as stream:
             chunks = iter(stream)
             first = next(chunks)
             shutil.rmtree(repository / GRU)
@@ -406,7 +405,7 @@ def test_unloading_a_version_cancels_its_streams_after_the_drain_timeout(
             rest = list(chunks)  # the stream ends with a last message instead of an error
         assert stream.completion is not None and stream.completion.finish_reason == "cancelled"
         received = len(first.token_ids) + sum(len(c.token_ids) for c in rest)
-        assert stream.completion.generated_tokens == received < ENDLESS
+        assert stream.completion.generated_tokens == received < ENDLESS_TOKENS
         with pytest.raises(NotFoundError):
             client.complete("ROMEO:", model=GRU, max_new_tokens=5)
 

@@ -13,7 +13,7 @@ import torch
 
 from myelin_training import export
 from myelin_training.data.files import DatasetNotFoundError
-from myelin_training.generator.export import gpt_graph
+from myelin_training.generator.export import cache_names, gpt_graph
 from myelin_training.generator.model import GPT, GPTConfig
 from myelin_training.generator.train import main as train_main
 
@@ -129,12 +129,12 @@ def test_the_weights_of_the_best_validation_estimate_are_exported(data_dir: Path
         str(tmp_path / "r" / "generator-gpt-shakespeare" / "2" / "step.onnx"), providers=["CPUExecutionProvider"]
     )
     head_dim = config.n_embd // config.n_head
+    # an empty cache: keys (B, H, D, 0), values (B, H, 0, D)
     empty = {
-        f"past.{i}.{kind}": np.zeros(
-            (1, config.n_head, head_dim, 0) if kind == "key" else (1, config.n_head, 0, head_dim), np.float32
+        name: np.zeros(
+            (1, config.n_head, head_dim, 0) if name.endswith(".key") else (1, config.n_head, 0, head_dim), np.float32
         )
-        for i in range(config.n_layer)
-        for kind in ("key", "value")
+        for name in cache_names(config.n_layer, "past")
     }
     feeds = {"input_ids": ids.numpy(), "padding": np.zeros(1, np.int64), "length": np.array(0), **empty}
     exported = session.run(["logits"], feeds)[0][0]

@@ -345,9 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         betas=(0.9, train.beta2),
     )
     start_iter, elapsed_before, budget_before = 0, 0.0, 0.0
-    # The weights of the lowest validation estimate so far: they are what gets exported (nanoGPT keeps
-    # its best checkpoint the same way). A CPU config runs on a time budget, so a faster machine runs
-    # more iterations of the same schedule, and without dropout the last ones can overfit.
+    # the weights of the lowest validation estimate so far: the ones exported (see the module docstring)
     best: dict[str, Any] = {"val_loss": float("inf"), "iter": 0, "model": None}
     g = torch.Generator().manual_seed(args.seed)
     log = MetricsLog(run_dir / "metrics.jsonl", append=resume is not None)
@@ -437,24 +435,23 @@ def main(argv: list[str] | None = None) -> None:
         evaluate(it, lr)
     bar.close()
     wall, budget_used = clock.wall(), clock.budget()
+    exported = it  # a checkpoint written before best weights were kept has only its last ones
     if best["model"] is not None:
         model.load_state_dict(best["model"])
+        exported = best["iter"]
         print(
-            f"{args.name}: exporting the weights of iteration {best['iter']}"
-            f" (validation estimate {best['val_loss']:.4f})"
+            f"{args.name}: exporting the weights of iteration {exported} (validation estimate {best['val_loss']:.4f})"
         )
     val_loss = full_loss(model, val_ids, train, device)
     # the training-loss estimate of the exported iteration, beside its validation loss
-    train_loss = next((r["train_loss"] for r in log.records if r["iter"] == best["iter"]), float("nan"))
-    print(
-        f"{args.name}: validation loss {val_loss:.4f} (whole split) at iteration {best['iter']} of {it}, {wall:.0f} s"
-    )
+    train_loss = next((r["train_loss"] for r in log.records if r["iter"] == exported), float("nan"))
+    print(f"{args.name}: validation loss {val_loss:.4f} (whole split) at iteration {exported} of {it}, {wall:.0f} s")
     plot = plot_curves(
         log.records,
         run_dir / "curves.png",
         x="iter",
         panels={"loss": ["train_loss", "val_loss"]},
-        title=f"{args.name}: validation loss {val_loss:.4f} (iteration {best['iter']})",
+        title=f"{args.name}: validation loss {val_loss:.4f} (iteration {exported})",
     )
     version_dir = export_model(
         model,
@@ -470,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
                 "config": config_name,
                 "train_config": dataclasses.asdict(train),
                 "iterations": it,
-                "exported_iteration": best["iter"],  # the lowest validation estimate (see `best`)
+                "exported_iteration": exported,  # the lowest validation estimate (see `best`)
                 "tokens_seen": it * train.batch_size * train.block_size,
                 "parameters": n_params,
                 "seed": args.seed,
