@@ -19,7 +19,8 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 CPU_LOCK ?=
 LOCKED := $(if $(CPU_LOCK),flock $(CPU_LOCK))
 VARIANT ?= cpu
-REPOSITORY ?= model_repository
+# Unset: `make up` serves ./model_repository, else the models `make demo` left in .demo/repository.
+REPOSITORY ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # `make bench` holds this lock for its whole run so its timings are not shared with other heavy
 # jobs; BENCH_LOCK= runs it without (RESULTS.md then says so).
@@ -69,7 +70,7 @@ compose-test: setup
 
 # The services as local processes on an existing model repository (and Prometheus, when installed).
 up: setup
-	$(BIN)/python scripts/myelin_stack.py up --repository $(REPOSITORY)
+	$(BIN)/python scripts/myelin_stack.py up $(if $(REPOSITORY),--repository $(REPOSITORY))
 
 down: setup
 	$(BIN)/python scripts/myelin_stack.py down
@@ -108,7 +109,7 @@ protos-check: setup
 # five minutes (SOAK_ARGS="--duration 600" for longer), under BENCH_LOCK like the benchmark; the report
 # also goes to .soak/report.json.
 soak: setup
-	$(if $(BENCH_LOCK),flock $(BENCH_LOCK) env MYELIN_SOAK_LOCKED=1) $(BIN)/python scripts/soak.py --repository $(REPOSITORY) --json .soak/report.json $(SOAK_ARGS)
+	$(if $(BENCH_LOCK),flock $(BENCH_LOCK) env MYELIN_SOAK_LOCKED=1) $(BIN)/python scripts/soak.py --repository $(or $(REPOSITORY),model_repository) --json .soak/report.json $(SOAK_ARGS)
 
 # Re-pin every dependency from a fresh environment.
 lock:

@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from myelin_client import Client
+from myelin_serving.server import load_family
 from myelin_training.data import mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,7 +278,7 @@ SMOKE: dict[str, Callable[[Client, Path], str]] = {
 def call_services(compose: list[str], families: list[str], data_dir: Path) -> None:
     """Call each service through the SDK on its published port: health, the Models service, its own call."""
     for family in families:
-        target = published(compose, family, 50051)
+        target = published(compose, family, load_family(family).default_port)
         with Client(target, timeout=60) as client:
             client.wait_ready(timeout=60)
             models = client.list_models()

@@ -13,14 +13,16 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from myelin_serving.server import load_family
 from myelin_serving.settings import Settings
 
 
 def main() -> int:
     settings = Settings()
+    port = settings.port if settings.port is not None else load_family(settings.service).default_port
     # The service may bind 0.0.0.0 or a specific address; loopback reaches it in both cases.
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "[::]", "::") else settings.host
-    target = f"{host}:{settings.port}"
+    target = f"{host}:{port}"
     # Plaintext only: with MYELIN_TLS_* set, override the HEALTHCHECK (or use Kubernetes' gRPC probes).
     with grpc.insecure_channel(target) as channel:
         try:

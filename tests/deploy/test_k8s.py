@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from myelin_serving.server import load_family
+from myelin_serving.settings import METRICS_PORT_OFFSET
 from myelin_testkit import BIN, REPO_ROOT
 
 pytestmark = pytest.mark.deploy
@@ -59,8 +61,13 @@ def test_each_family_has_what_scale_out_needs(kubectl: str, family: str) -> None
     assert selector["app.kubernetes.io/component"] == family
     assert container["args"] == [family]
     # gRPC health (grpc.health.v1) decides readiness and liveness; startup allows for loading models.
+    # The family's default gRPC port (its .proto's), metrics on that + 1000: listened, probed and served on.
+    port, metrics = load_family(family).default_port, load_family(family).default_port + METRICS_PORT_OFFSET
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert container[probe]["grpc"] == {"port": 50051}, probe
+        assert container[probe]["grpc"] == {"port": port}, probe
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": port, "metrics": metrics}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": port, "metrics": metrics}
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     env = {e["name"]: e["value"] for e in container["env"]}
     assert float(env["MYELIN_MAX_CONNECTION_AGE_S"]) > 0

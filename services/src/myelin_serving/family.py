@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from google.protobuf import descriptor_pool
+
+from myelin_api.v1 import common_pb2
 from myelin_serving.interceptors import HandlerRegistry
 from myelin_serving.metrics import Metrics
 from myelin_serving.repository import Loader, ModelManager
@@ -27,3 +30,14 @@ class Family:
     service_names: tuple[str, ...]
     load: Loader
     add_servicers: Callable[[HandlerRegistry, ServingContext], None]
+
+    @property
+    def default_port(self) -> int:
+        """The gRPC port its proto names (`option (default_port)` on its service): one table for
+        myelin-serve, the `myelin` CLI, compose, Kubernetes and `make up`."""
+        option = common_pb2.DESCRIPTOR.extensions_by_name["default_port"]
+        for name in self.service_names:
+            for field, value in descriptor_pool.Default().FindServiceByName(name).GetOptions().ListFields():
+                if field is option:
+                    return int(value)
+        raise ValueError(f"no service of the {self.name} family names its default_port in its .proto")

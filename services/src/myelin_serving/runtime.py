@@ -35,8 +35,22 @@ ORT_TO_KSERVE = {
 }
 
 
+# What a version's load error says when `--device cuda` cannot be honoured (the server looks for it).
+CUDA_UNUSABLE = "device 'cuda' was asked for but onnxruntime could not use CUDA"
+
+
 class GraphLoadError(RuntimeError):
     """An ONNX file is missing, corrupt, or cannot run on the requested device."""
+
+
+def check_device(device: str) -> None:
+    """Refuse `cuda` at start when this onnxruntime has no CUDA provider at all (the CPU package)."""
+    if device == "cuda" and CUDA not in ort.get_available_providers():
+        raise GraphLoadError(
+            f"--device cuda (MYELIN_DEVICE) was asked for, but this onnxruntime {ort.__version__} has no CUDA "
+            f"provider (it has {', '.join(ort.get_available_providers())}): install onnxruntime-gpu (the GPU "
+            "image has it), or serve with --device auto or cpu"
+        )
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ class OnnxGraph:
             raise GraphLoadError(f"{path}: onnxruntime cannot load it: {exc}") from exc
         self.provider = self.session.get_providers()[0]
         if options.device == "cuda" and self.provider != CUDA:
-            raise GraphLoadError(f"{path}: device 'cuda' was asked for but onnxruntime could not use CUDA")
+            raise GraphLoadError(f"{path}: {CUDA_UNUSABLE}")
         self.path = path
         self.inputs = [_info(i) for i in self.session.get_inputs()]
         self.outputs = [_info(o) for o in self.session.get_outputs()]

@@ -29,7 +29,7 @@ from myelin_serving.kserve import add_to_server as add_kserve
 from myelin_serving.metrics import Metrics
 from myelin_serving.models_service import ModelsServicer
 from myelin_serving.repository import LoadContext, ModelManager
-from myelin_serving.runtime import RuntimeOptions
+from myelin_serving.runtime import CUDA_UNUSABLE, RuntimeOptions, check_device
 from myelin_serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ class MyelinServer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._http: Any = None
         self._ready = asyncio.Event()
+        # Set when the service cannot do what it was asked to (see `failure`): the process should end.
+        self.failed = asyncio.Event()
+        self.failure = ""
         manager.on_change(self._update_health)
 
     @property
@@ -85,14 +88,22 @@ class MyelinServer:
         return self._serving is True and not self._stopping
 
     async def start(self) -> None:
-        """Listen now; load and warm up the models in the background (health says when)."""
+        """Listen now; load and warm up the models in the background (health says when).
+
+        OSError when the metrics port cannot be bound, naming it and the setting that moves it."""
         await self._set_health(False)
-        await self.grpc_server.start()
-        if self.settings.metrics_port >= 0:
-            self._http, _ = start_http_server(
-                self.settings.metrics_port, addr=self.settings.metrics_host, registry=self.metrics.registry
-            )
+        port = self.settings.metrics_port
+        if port is not None and port >= 0:
+            try:
+                self._http, _ = start_http_server(port, addr=self.settings.metrics_host, registry=self.metrics.registry)
+            except OSError as exc:
+                await self.grpc_server.stop(0)  # bound, never started: release its port now
+                raise OSError(
+                    f"could not listen on {self.settings.metrics_host}:{port} for metrics: {exc.strerror or exc}; "
+                    "choose another port with --metrics-port (MYELIN_METRICS_PORT), or -1 for no metrics endpoint"
+                ) from None
             self.metrics_port = self._http.server_port
+        await self.grpc_server.start()
         self._spawn(self._load_models())
 
     async def wait_ready(self, timeout: float | None = None) -> None:
@@ -129,12 +140,32 @@ class MyelinServer:
                 len(report.failed),
                 self.manager.root,
             )
+            if self.settings.device == "cuda" and report.failed and not report.loaded:
+                self._fail_without_cuda()
+            if not report.loaded and not report.failed:
+                log.warning(
+                    "no %s model in %s: NOT_SERVING until one is exported there (%s)",
+                    self.family.name,
+                    self.manager.root,
+                    f"rescanned every {self.settings.reload_interval_s:g} s"
+                    if self.settings.reload_interval_s > 0
+                    else "ReloadModels rescans it",
+                )
         except Exception:
             log.exception("loading models from %s failed", self.manager.root)
         await self._update_health()
         self._ready.set()
         if self.settings.reload_interval_s > 0:
             self._spawn(self.manager.watch(self.settings.reload_interval_s))
+
+    def _fail_without_cuda(self) -> None:
+        """`--device cuda` and no version could use CUDA (onnxruntime-gpu without a usable GPU): fail, as
+        compose.gpu.yml and the GPU overlay promise, rather than stay up NOT_SERVING."""
+        reasons = [s.reason for name in self.manager.names() for s in self.manager.statuses(name)]
+        if reasons and all(CUDA_UNUSABLE in reason for reason in reasons):
+            self.failure = f"{CUDA_UNUSABLE} for any model version: is a GPU visible to this process?"
+            log.error("%s", self.failure)
+            self.failed.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -218,8 +249,16 @@ def health_names(family: Family) -> tuple[str, ...]:
 
 def create_server(settings: Settings, *, registry: CollectorRegistry | None = None) -> tuple[MyelinServer, int]:
     """Build and bind the server for `settings.service`; call inside a running event loop."""
+    if not settings.repository.is_dir():
+        # Triton refuses to start on a missing repository too; an empty one is fine (models may come).
+        raise OSError(
+            f"no model repository at {settings.repository} (--repository, MYELIN_REPOSITORY): train a model into "
+            "it first (myelin-train FAMILY --repository DIR), or point at an existing one"
+        )
+    check_device(settings.device)
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     family = load_family(settings.service)
+    settings = settings.with_ports(family.default_port)
     context = LoadContext(
         RuntimeOptions(settings.device, settings.intra_op_threads, settings.intra_op_spinning),
         settings.batching,
@@ -249,8 +288,12 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     credentials = _server_credentials(settings)
     try:
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpc's way of saying the address cannot be bound
-        raise OSError(f"could not listen on {address}: {exc}") from exc
+    except RuntimeError:  # grpc's way of saying the address cannot be bound; it says no more
+        raise OSError(
+            f"could not listen on {address} for gRPC: the port is taken (another service?) or the host is not "
+            "an address of this machine; choose another port with --port (MYELIN_PORT), or another host with "
+            "--host (MYELIN_HOST)"
+        ) from None
     metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
     myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics)
     protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)

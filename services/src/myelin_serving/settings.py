@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Family = Literal["classifier", "translator", "generator", "embedder"]
+# The metrics port, unless set, is the gRPC port + this (51051 for the classifier's 50051).
+METRICS_PORT_OFFSET = 1000
 
 
 class BatchingSettings(BaseModel):
@@ -89,11 +91,13 @@ class Settings(BaseSettings):
     service: Family = "classifier"
     repository: Path = Path("model_repository")
     host: str = "127.0.0.1"
-    # 0 picks a free port; the log (and --port-file) says which.
-    port: int = Field(50051, ge=0, le=65535)
+    # Unset: the family's default port (its proto's `default_port`: classifier 50051, translator
+    # 50052, generator 50053, embedder 50054). 0 picks a free port; the log (and --port-file) says which.
+    port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
-    # Prometheus metrics over HTTP at /metrics; 0 picks a free port, -1 turns the endpoint off.
-    metrics_port: int = Field(9464, ge=-1, le=65535)
+    # Prometheus metrics over HTTP at /metrics. Unset: the gRPC port + 1000 (51051 for the
+    # classifier), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns it off.
+    metrics_port: int | None = Field(None, ge=-1, le=65535)
 
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Requests without a deadline get this one.
@@ -154,6 +158,20 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
         return self
+
+    def with_ports(self, default_port: int) -> Settings:
+        """These settings with both ports decided: `port` unset takes `default_port` (the family's),
+        `metrics_port` unset follows the gRPC port (+ 1000, or 0 for 0)."""
+        port = default_port if self.port is None else self.port
+        metrics_port = self.metrics_port
+        if metrics_port is None:
+            metrics_port = port + METRICS_PORT_OFFSET if port else 0
+            if metrics_port > 65535:
+                raise ValueError(
+                    f"the metrics port defaults to the gRPC port + {METRICS_PORT_OFFSET} = {metrics_port}, "
+                    "which is not a port: set --metrics-port (MYELIN_METRICS_PORT), -1 for none"
+                )
+        return self.model_copy(update={"port": port, "metrics_port": metrics_port})
 
     def tokens(self) -> frozenset[str]:
         """Accepted bearer tokens: the list plus one token per line of auth_tokens_file."""

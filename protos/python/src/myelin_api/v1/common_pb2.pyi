@@ -1,3 +1,4 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -28,6 +29,8 @@ MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 MODEL_STATE_UNLOADED: ModelState
+DEFAULT_PORT_FIELD_NUMBER: _ClassVar[int]
+default_port: _descriptor.FieldDescriptor
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version")

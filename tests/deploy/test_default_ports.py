@@ -1,0 +1,35 @@
+"""Every deployment artifact uses each family's default port, as its .proto names it (D1): compose
+publishes it unchanged and Prometheus scrapes the port + 1000 (test_k8s checks Kubernetes). A family's
+port changes in its .proto, and these tests name every line left to change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from myelin_serving.server import FAMILIES, load_family
+from myelin_serving.settings import METRICS_PORT_OFFSET
+from myelin_testkit import REPO_ROOT
+
+pytestmark = pytest.mark.deploy
+PORTS = {family: load_family(family).default_port for family in FAMILIES}
+
+
+def test_compose_publishes_each_family_on_its_own_ports() -> None:
+    services: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    for family, port in PORTS.items():
+        metrics = port + METRICS_PORT_OFFSET
+        assert services[family]["ports"] == [
+            f"${{MYELIN_BIND:-127.0.0.1}}:{port}:{port}",
+            f"${{MYELIN_BIND:-127.0.0.1}}:{metrics}:{metrics}",
+        ], f"docker-compose.yml: {family} publishes {port} (gRPC) and {metrics} (metrics), host and container"
+        assert "MYELIN_PORT" not in str(services[family].get("environment", "")), family
+
+
+def test_prometheus_scrapes_each_family_on_its_metrics_port() -> None:
+    config = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "myelin"]
+    scraped = {name: sd["port"] for sd in job["dns_sd_configs"] for name in sd["names"]}
+    assert scraped == {family: port + METRICS_PORT_OFFSET for family, port in PORTS.items()}
