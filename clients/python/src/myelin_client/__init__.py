@@ -16,6 +16,7 @@ from myelin_client.aio import AsyncClient
 from myelin_client.client import Client
 from myelin_client.errors import (
     CancelledError,
+    ClientClosedError,
     DeadlineExceededError,
     InvalidArgumentError,
     MyelinError,
@@ -60,6 +61,7 @@ __all__ = [
     "Classification",
     "ClassifyResult",
     "Client",
+    "ClientClosedError",
     "Completion",
     "DeadlineExceededError",
     "DoesntMatchResult",

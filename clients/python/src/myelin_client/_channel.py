@@ -9,7 +9,9 @@ from typing import Any, ClassVar
 
 import grpc
 
+from myelin_client import _diagnosis
 from myelin_client._protocol import Call, StreamCall
+from myelin_client.errors import ClientClosedError, MyelinError, from_rpc_error
 
 Pem = bytes | str | Path | None
 
@@ -107,10 +109,14 @@ class Connection:
             self._channel = self._channels.insecure_channel(target, options=config.options())
         self.target = target
         self.timeout = timeout
+        self._config = config
         self._metadata = auth_metadata(token)
         self._callables: dict[str, Any] = {}
+        self._closed = False
 
     def _callable(self, call: Call[Any]) -> Any:
+        if self._closed:
+            raise ClientClosedError(self.target)
         fn = self._callables.get(call.method)
         if fn is None:
             fn = self._channel.unary_unary(
@@ -122,6 +128,8 @@ class Connection:
         return fn
 
     def _stream_callable(self, call: StreamCall) -> Any:
+        if self._closed:
+            raise ClientClosedError(self.target)
         fn = self._callables.get(call.method)
         if fn is None:
             fn = self._channel.unary_stream(
@@ -134,3 +142,15 @@ class Connection:
 
     def _timeout(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
+
+    def _error(self, error: grpc.RpcError, method: str, served: list[str] | None = None) -> MyelinError:
+        """The MyelinError for a failed call of `method`, with what the client can add: the services
+        the server does serve (`served`, asked for after UNIMPLEMENTED), or the likely TLS problem."""
+        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        if code is grpc.StatusCode.UNIMPLEMENTED:
+            return from_rpc_error(error, hint=_diagnosis.wrong_service(self.target, method, served))
+        details = (error.details() if hasattr(error, "details") else None) or ""
+        hint = _diagnosis.tls_hint(
+            code, details, tls=self._config.tls, client_certificate=self._config.certificate_chain is not None
+        )
+        return from_rpc_error(error, hint=hint)

@@ -355,6 +355,16 @@ def health(service: str) -> Call[str]:
     )
 
 
+def health_list() -> Call[list[str]]:
+    """The services the server reports health for: what it serves ("" is the whole server: left out)."""
+    return Call(
+        _health.LIST,
+        _health.HealthListRequest(),
+        _health.HealthListResponse,
+        lambda r: sorted(name for name in r.statuses if name),
+    )
+
+
 def model_info(m: common_pb2.ModelMetadata) -> ModelInfo:
     def specs(values: Any) -> list[TensorSpec]:
         return [TensorSpec(v.name, v.datatype, list(v.shape)) for v in values]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -9,9 +10,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from myelin_client import _protocol
+from myelin_client import _health, _protocol
 from myelin_client._channel import DEFAULT_EMBEDDER, Connection
-from myelin_client.errors import DeadlineExceededError, UnavailableError, from_rpc_error
+from myelin_client.errors import DeadlineExceededError, MyelinError, UnavailableError
 from myelin_client.streams import GenerationStream
 from myelin_client.types import (
     AnalogyAnswer,
@@ -83,7 +84,8 @@ class Client(Connection):
         )
         call = _protocol.generate(request)
         return GenerationStream(
-            self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
+            self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata),
+            lambda error: self._explain(error, call.method),
         )
 
     def complete(
@@ -261,6 +263,8 @@ class Client(Connection):
         )
 
     def close(self) -> None:
+        """Close the channel; calls after this raise ClientClosedError."""
+        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> Client:
@@ -273,5 +277,13 @@ class Client(Connection):
         try:
             response = self._callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise self._explain(exc, call.method) from None
         return call.parse(response)
+
+    def _explain(self, error: grpc.RpcError, method: str) -> MyelinError:
+        served = None
+        if error.code() is grpc.StatusCode.UNIMPLEMENTED and method != _health.LIST:
+            # The wrong address, most likely: ask the server what it does serve.
+            with contextlib.suppress(MyelinError):
+                served = self._invoke(_protocol.health_list(), min(self.timeout, 5.0))
+        return self._error(error, method, served)
