@@ -43,7 +43,7 @@ def test_healthcheck_passes_when_serving_and_fails_when_not(classifier_repositor
 def test_train_all_trains_each_family_once(data_dir: Path, tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     env = {**os.environ, "MYELIN_DATA_DIR": str(data_dir), "MYELIN_REPOSITORY": str(repository)}
-    command = [sys.executable, str(IMAGES / "train_all.py"), "--dry-run"]
+    command = [sys.executable, str(IMAGES / "train_all.py"), "--dry-run", "--publish"]
     first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     manifests = {p.parent.parent.name: json.loads(p.read_text()) for p in repository.glob("*/*/model.json")}

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from myelin_training import export
-from myelin_training.args import add_common_arguments, require_paths
+from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data import mnist
 from myelin_training.device import resolve_device
 from myelin_training.reporting import MetricsLog, plot_curves
@@ -136,6 +136,7 @@ def parse_args(recipe: DigitsRecipe, argv: list[str] | None) -> argparse.Namespa
     parser.add_argument("--no-augment", action="store_true")
     args = parser.parse_args(argv)
     require_paths(parser, args, "data_dir", "repository")
+    dry_run_name(args)
     return args
 
 

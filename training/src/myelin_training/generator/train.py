@@ -37,7 +37,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm import tqdm
 
-from myelin_training.args import add_common_arguments, require_paths
+from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data import text as text_data
 from myelin_training.device import resolve_device
 from myelin_training.generator.export import export_model
@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         args.name = f"generator-{args.arch}-{corpus.name}" + (
             "-bpe" if kind == "bpe" and corpus.name != "wikitext2" else ""
         )
+    dry_run_name(args)
     run_dir = args.run_dir or Path("runs") / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT

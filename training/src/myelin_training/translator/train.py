@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from myelin_training.args import add_common_arguments, require_paths
+from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data.pairs import CORPORA, Pair, load_corpus, references_by_source
 from myelin_training.device import resolve_device
 from myelin_training.reporting import MetricsLog, plot_curves
@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     require_paths(parser, args, "data_dir", "repository")
     if args.name == NAME_FROM_CORPUS:
         args.name = f"translator-{args.corpus}"
+    dry_run_name(args)
     return args
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from myelin_training.args import add_common_arguments, require_paths
+from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data import corpus
 from myelin_training.device import resolve_device
 from myelin_training.reporting import MetricsLog, plot_curves
@@ -296,6 +296,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.name = f"word2vec-{args.arch}" + ("-hs" if args.loss == "hs" else "")
     if not args.name.startswith("word2vec-"):
         args.name = f"word2vec-{args.name}"
+    dry_run_name(args)
     return args
 
 
