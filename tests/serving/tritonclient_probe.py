@@ -8,7 +8,10 @@ script makes no judgement of its own.
 
 Job: {"target", "ssl": {"root_certificates", "private_key", "certificate_chain": PEM paths} | null,
       "headers": {...}, "models": [{"name", "version", "inputs": [{"name", "datatype", "shape",
-      "data": base64 raw little-endian bytes}], "outputs": [names]}]}
+      "data": base64 raw little-endian bytes}], "outputs": [names]}],
+      "repository": [{"op": "index" | "config" | "load" | "unload", "name", "version", "ready"}]}
+The repository steps (the model repository extension) run in order after the models, each answer
+in report["repository"].
 """
 
 from __future__ import annotations
@@ -75,6 +78,16 @@ def infer(client: triton.InferenceServerClient, model: dict[str, Any], headers: 
     }
 
 
+def repository_step(client: triton.InferenceServerClient, step: dict[str, Any], headers: dict[str, str]) -> Any:
+    if step["op"] == "index":
+        return client.get_model_repository_index(headers=headers, as_json=True)
+    if step["op"] == "config":
+        return client.get_model_config(step["name"], step.get("version", ""), headers=headers, as_json=True)
+    if step["op"] == "load":
+        return client.load_model(step["name"], headers=headers)
+    return client.unload_model(step["name"], headers=headers)
+
+
 def main() -> None:
     job = json.load(sys.stdin)
     ssl = job.get("ssl")
@@ -102,6 +115,9 @@ def main() -> None:
                 "infer": attempt(lambda m=model: infer(client, m, headers)) if model.get("inputs") else None,
             }
         )
+    report["repository"] = [
+        attempt(lambda s=step: repository_step(client, s, headers)) for step in job.get("repository", [])
+    ]
     client.close()
     json.dump(report, sys.stdout)
 

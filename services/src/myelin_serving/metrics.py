@@ -6,6 +6,8 @@ are few and bounded: method, code, model, version.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -59,6 +61,32 @@ class Metrics:
             ["model", "code"],
             registry=registry,
         )
+        # The batching settings in force, per loaded model version (what GetModel and ModelConfig show).
+        self.batcher_max_batch_size = Gauge(
+            "myelin_batcher_max_batch_size",
+            "Rows one onnxruntime execution may take (1: batching off)",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.batcher_max_queue_delay = Gauge(
+            "myelin_batcher_max_queue_delay_seconds",
+            "How long the oldest queued request may wait for others to join its batch",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.batcher_max_queue_size = Gauge(
+            "myelin_batcher_max_queue_size",
+            "Requests that may wait at once; more are refused",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.batcher_instances = Gauge(
+            "myelin_batcher_instances",
+            "onnxruntime executions in flight at once",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.batchers_configured: dict[tuple[str, str], int] = {}  # open batchers per (model, version)
         # Step loops of sequence models (translator): one decoder call per step for every request.
         self.decode_steps = Counter(
             "myelin_decode_steps",
@@ -191,7 +219,7 @@ class BatcherMetrics:
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
         self._metrics = metrics
-        self.model = model
+        self.model, self.version = model, version
         self.queue_duration = metrics.queue_duration.labels(model)
         self.queue_depth = metrics.queue_depth.labels(model)
         self.batch_size = metrics.batch_size.labels(model)
@@ -201,3 +229,25 @@ class BatcherMetrics:
 
     def rejected(self, reason: str) -> None:
         self._metrics.rejections.labels(self.model, reason).inc()
+
+    def configured(self, max_rows: int, delay_s: float, max_queue_size: int, instances: int) -> None:
+        """The settings this version's batchers run with (every batcher of a version has the same)."""
+        key = (self.model, self.version)
+        self._metrics.batchers_configured[key] = self._metrics.batchers_configured.get(key, 0) + 1
+        for gauge, value in zip(self._config_gauges(), (max_rows, delay_s, max_queue_size, instances), strict=True):
+            gauge.labels(self.model, self.version).set(value)
+
+    def forget(self) -> None:
+        """A batcher closed: when it was the version's last (not a reload's old one), so go its settings."""
+        key = (self.model, self.version)
+        left = self._metrics.batchers_configured[key] = self._metrics.batchers_configured.get(key, 1) - 1
+        if left > 0:
+            return
+        del self._metrics.batchers_configured[key]
+        for gauge in self._config_gauges():
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.model, self.version)
+
+    def _config_gauges(self) -> tuple[Gauge, ...]:
+        m = self._metrics
+        return (m.batcher_max_batch_size, m.batcher_max_queue_delay, m.batcher_max_queue_size, m.batcher_instances)

@@ -239,6 +239,9 @@ class ModelManager:
         self._latest = latest
         self._metrics = metrics
         self._models: dict[str, dict[int, VersionStatus]] = {}
+        # Unloaded on request (UnloadModel, RepositoryModelUnload): rescans leave them out until loaded.
+        self._held: set[str] = set()
+        self._on_disk: dict[str, dict[int, ModelVersion]] = {}  # what the last rescan found
         self._lock = asyncio.Lock()
         self._closing: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[], Awaitable[None]]] = []
@@ -293,8 +296,8 @@ class ModelManager:
         """Bring the loaded set in line with the repository on disk."""
         async with self._lock:
             report = ReloadReport()
-            on_disk = await asyncio.to_thread(scan, self.root, self.family)
-            wanted = {name: self._apply_policy(versions) for name, versions in on_disk.items()}
+            on_disk = self._on_disk = await asyncio.to_thread(scan, self.root, self.family)
+            wanted = {name: self._apply_policy(v) for name, v in on_disk.items() if name not in self._held}
             for name in list(self._models):
                 for number in list(self._models[name]):
                     if number not in wanted.get(name, {}):
@@ -313,6 +316,42 @@ class ModelManager:
             for listener in self._listeners:
                 await listener()
         return report
+
+    def on_disk(self) -> dict[str, dict[int, ModelVersion]]:
+        """The models of this family in the repository at the last rescan, loaded or not."""
+        return self._on_disk
+
+    def unloaded(self, name: str) -> bool:
+        """Whether `name` was unloaded on request (and stays so until `load_model`)."""
+        return name in self._held
+
+    async def load_model(self, name: str) -> ReloadReport:
+        """Serve `name` again if it was unloaded, and rescan now. NotFound when the repository lacks it."""
+        check_name(name)
+        self._held.discard(name)
+        report = await self.refresh()
+        if name not in self._on_disk:
+            raise NotFound(f"model {name!r} is not in the repository; {self._holds()}")
+        return report
+
+    async def unload_model(self, name: str) -> list[str]:
+        """Stop serving every version of `name` until `load_model`; calls holding it finish first."""
+        check_name(name)
+        async with self._lock:
+            if name not in self._models and name not in self._on_disk:
+                raise NotFound(f"model {name!r} is not in the repository; {self._holds()}")
+            self._held.add(name)
+            unloaded = [f"{name}/{number}" for number in sorted(self._models.get(name, {}))]
+            for number in list(self._models.get(name, {})):
+                self._unload(name, number)
+            self._models.pop(name, None)
+        for listener in self._listeners:
+            await listener()
+        return unloaded
+
+    def _holds(self) -> str:
+        names = sorted(set(self._on_disk) | set(self._models))
+        return f"its {self.family} models are: {', '.join(names) or 'none'}"
 
     async def watch(self, interval: float) -> None:
         """Refresh every `interval` seconds until cancelled."""

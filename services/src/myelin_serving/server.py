@@ -296,7 +296,9 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         ) from None
     metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
     myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics)
-    protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)
+    protocol = InferenceProtocol(
+        manager, max_request_batch=settings.max_request_batch, version_policy_latest=settings.version_policy_latest
+    )
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
     return myelin_server, port
 

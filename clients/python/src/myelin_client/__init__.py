@@ -30,6 +30,7 @@ from myelin_client.streams import AsyncGenerationStream, GenerationStream
 from myelin_client.types import (
     AnalogyAnswer,
     AnalogyResult,
+    Batching,
     Classification,
     ClassifyResult,
     Completion,
@@ -57,6 +58,7 @@ __all__ = [
     "AnalogyResult",
     "AsyncClient",
     "AsyncGenerationStream",
+    "Batching",
     "CancelledError",
     "Classification",
     "ClassifyResult",

@@ -18,6 +18,7 @@ from myelin_client.images import to_images
 from myelin_client.types import (
     AnalogyAnswer,
     AnalogyResult,
+    Batching,
     Classification,
     ClassifyResult,
     Completion,
@@ -346,6 +347,20 @@ def reload_models() -> Call[ReloadResult]:
     )
 
 
+def load_model(name: str) -> Call[ModelInfo]:
+    request = models_pb2.LoadModelRequest(name=name)
+    return Call("/myelin_api.v1.Models/LoadModel", request, common_pb2.ModelMetadata, model_info)
+
+
+def unload_model(name: str) -> Call[list[str]]:
+    return Call(
+        "/myelin_api.v1.Models/UnloadModel",
+        models_pb2.UnloadModelRequest(name=name),
+        models_pb2.UnloadModelResponse,
+        lambda r: list(r.unloaded),
+    )
+
+
 def health(service: str) -> Call[str]:
     return Call(
         _health.CHECK,
@@ -381,4 +396,17 @@ def model_info(m: common_pb2.ModelMetadata) -> ModelInfo:
         inputs={name: specs(g.inputs) for name, g in m.graphs.items()},
         outputs={name: specs(g.outputs) for name, g in m.graphs.items()},
         manifest_json=m.manifest_json,
+        batching={name: _batching(g.batching) for name, g in m.graphs.items() if g.HasField("batching")},
+    )
+
+
+def _batching(b: common_pb2.BatchingConfig) -> Batching:
+    return Batching(
+        b.enabled,
+        b.max_batch_size,
+        b.max_queue_delay_us,
+        b.adaptive_delay,
+        b.max_queue_size,
+        b.queue_timeout_s,
+        b.instances,
     )

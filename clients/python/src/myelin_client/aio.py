@@ -226,6 +226,14 @@ class AsyncClient(Connection):
     async def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
         return await self._invoke(_protocol.reload_models(), timeout)
 
+    async def load_model(self, name: str, *, timeout: float | None = None) -> ModelInfo:
+        """Load (or load again) `name` from the service's repository, e.g. after unload_model."""
+        return await self._invoke(_protocol.load_model(name), timeout)
+
+    async def unload_model(self, name: str, *, timeout: float | None = None) -> list[str]:
+        """Stop serving every version of `name` until load_model; returns them as "name/version"."""
+        return await self._invoke(_protocol.unload_model(name), timeout)
+
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         return await self._invoke(_protocol.health(service), timeout)
 

@@ -9,6 +9,7 @@
     myelin doesnt-match breakfast lunch dinner car
     myelin embed king queen
     myelin models
+    myelin unload mnist-mlp; myelin load mnist-mlp
     myelin health
 
 --target defaults to $MYELIN_TARGET, else to 127.0.0.1 and the port of the family the command calls
@@ -164,6 +165,20 @@ def _models(client: Client, args: argparse.Namespace) -> int:
         versions = ", ".join(f"{v.version}:{v.state.lower()}" for v in m.versions)
         figures = ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.evaluation.items()))
         print(f"{m.name}  {m.family}/{m.architecture}  versions [{versions}]  {m.execution_provider}  {figures}")
+        for graph, b in sorted(m.batching.items()):
+            batching = f"up to {b.max_batch_size} rows, {b.max_queue_delay_us} us delay" if b.enabled else "off"
+            print(f"  {graph}: batching {batching}, queue {b.max_queue_size}, {b.instances} instance(s)")
+    return 0
+
+
+def _load(client: Client, args: argparse.Namespace) -> int:
+    info = client.load_model(args.name)
+    print(f"{info.name} loaded: " + ", ".join(f"{v.version}:{v.state.lower()}" for v in info.versions))
+    return 0
+
+
+def _unload(client: Client, args: argparse.Namespace) -> int:
+    print(f"{args.name} unloaded: {', '.join(client.unload_model(args.name)) or 'nothing was loaded'}")
     return 0
 
 
@@ -247,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the models a service serves")
     models.add_argument("--json", action="store_true")
     models.set_defaults(run=_models)
+
+    load = commands.add_parser("load", help="load a model from the service's repository (again, after unload)")
+    load.add_argument("name")
+    load.set_defaults(run=_load)
+    unload = commands.add_parser("unload", help="stop serving a model until `myelin load` (rescans leave it out)")
+    unload.add_argument("name")
+    unload.set_defaults(run=_unload)
 
     health = commands.add_parser("health", help="print the health status; exit 1 unless SERVING")
     health.add_argument("--service", default="", help="a gRPC service name; empty for the whole server")

@@ -242,6 +242,14 @@ class Client(Connection):
     def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
         return self._invoke(_protocol.reload_models(), timeout)
 
+    def load_model(self, name: str, *, timeout: float | None = None) -> ModelInfo:
+        """Load (or load again) `name` from the service's repository, e.g. after unload_model."""
+        return self._invoke(_protocol.load_model(name), timeout)
+
+    def unload_model(self, name: str, *, timeout: float | None = None) -> list[str]:
+        """Stop serving every version of `name` until load_model; returns them as "name/version"."""
+        return self._invoke(_protocol.unload_model(name), timeout)
+
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """SERVING, NOT_SERVING or SERVICE_UNKNOWN for `service` ("" is the whole server)."""
         return self._invoke(_protocol.health(service), timeout)

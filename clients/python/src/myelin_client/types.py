@@ -113,6 +113,21 @@ class ModelInfo:
     inputs: dict[str, list[TensorSpec]] = field(default_factory=dict)  # graph name -> inputs
     outputs: dict[str, list[TensorSpec]] = field(default_factory=dict)
     manifest_json: str = ""
+    # graph name -> the dynamic batcher in force; graphs the service runs without one are absent
+    batching: dict[str, Batching] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a graph's concurrent requests are batched (the service's settings, then the manifest's)."""
+
+    enabled: bool
+    max_batch_size: int  # rows per onnxruntime execution
+    max_queue_delay_us: int  # how long the oldest request may wait for others
+    adaptive_delay: bool  # wait only when another request is expected inside the delay
+    max_queue_size: int  # requests waiting at once; more are refused
+    queue_timeout_s: float
+    instances: int  # executions in flight at once
 
 
 @dataclass(frozen=True)
