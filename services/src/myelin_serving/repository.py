@@ -387,6 +387,9 @@ class ModelManager:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load: %s", label, reason)
+            # Callers read the reason (GetModel, errors): files by their place in the repository, never
+            # by the server's own paths.
+            reason = reason.replace(str(version.path), label).replace(str(self.root), "the repository")
             status.fingerprint = version.fingerprint
             if status.model is None:
                 status.state, status.reason, status.source = "FAILED", reason, version

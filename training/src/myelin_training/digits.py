@@ -177,7 +177,12 @@ def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
         net.train()
         order = torch.randperm(len(y_train), generator=generator).to(device)
         seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"{recipe.name} epoch {epoch}/{config.epochs}", unit="batch")
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"{recipe.name} epoch {epoch}/{config.epochs}",
+            unit="batch",
+            disable=None,  # a terminal only: no carriage returns in logs
+        )
         for step in bar:
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             inputs, targets = batch_inputs(x_train[idx], config.augment, generator), y_train[idx]

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data import corpus
 from myelin_training.device import resolve_device
-from myelin_training.reporting import MetricsLog, plot_curves
+from myelin_training.reporting import MetricsLog, figures, plot_curves
 from myelin_training.word2vec import evaluate, pairs, stream
 from myelin_training.word2vec.export import export_model
 from myelin_training.word2vec.model import Word2Vec, Word2VecConfig
@@ -329,7 +329,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     started = time.perf_counter()
     min_count = 1 if args.dry_run else args.min_count
-    vocab = Vocabulary.build(tqdm(text(), desc="vocabulary", unit=" sentences"), min_count, args.max_vocab)
+    vocab = Vocabulary.build(
+        tqdm(text(), desc="vocabulary", unit=" sentences", disable=None), min_count, args.max_vocab
+    )
     encoded = stream.encode(text(), vocab, run_dir)
     prepare = time.perf_counter() - started
     print(
@@ -356,7 +358,14 @@ def main(argv: list[str] | None = None) -> Path:
     log = MetricsLog(run_dir / "metrics.jsonl")
     train_seconds = cpu_seconds = 0.0
     report: dict[str, Any] = {}
-    bar = tqdm(total=config.epochs * vocab.corpus_words, desc=args.name, unit=" words", unit_scale=True, smoothing=0.1)
+    bar = tqdm(
+        total=config.epochs * vocab.corpus_words,
+        desc=args.name,
+        unit=" words",
+        unit_scale=True,
+        smoothing=0.1,
+        disable=None,  # a terminal only: no carriage returns in logs
+    )
     for epoch in range(1, config.epochs + 1):
         tick, cpu_tick = time.perf_counter(), cpu_time()
         trainer.epoch(epoch, bar)
@@ -376,8 +385,7 @@ def main(argv: list[str] | None = None) -> Path:
             report = evaluate.evaluate_all(eval_paths, vocab.words, scorer)
             record.update(evaluate.headline(report))
         log.write(record)
-        figures = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "lr")
-        tqdm.write(f"epoch {epoch}: {figures}")
+        tqdm.write(f"epoch {epoch}: {figures(record, skip=('lr',))}")
     bar.close()
     words_per_second = config.epochs * vocab.corpus_words / train_seconds
     print(
