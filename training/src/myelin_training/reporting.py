@@ -51,6 +51,11 @@ class MetricsLog:
         else:
             path.write_text("")
 
+    def keep_until(self, key: str, last: float) -> None:
+        """Drop the records after `last` (a resumed run repeats what its checkpoint had not kept)."""
+        self.records = [r for r in self.records if r[key] <= last]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
     def write(self, record: Mapping[str, Any]) -> None:
         self.records.append(dict(record))
         with self.path.open("a") as f:
