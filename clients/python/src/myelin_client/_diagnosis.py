@@ -33,11 +33,25 @@ def family_of(service: str) -> tuple[str, int] | None:
     return (PurePosixPath(descriptor.file.name).stem, int(ports[0])) if ports else None
 
 
-def default_target(service: str, host: str = "127.0.0.1") -> str:
+def service_target(service: str, host: str = "127.0.0.1") -> str:
     """Where a family's service listens by default; the classifier's port for the shared services."""
     known = family_of(service) or family_of("myelin_api.v1.Classifier")
     assert known is not None, "classifier.proto names its default_port"
     return f"{host}:{known[1]}"
+
+
+def default_target(family: str, host: str = "127.0.0.1") -> str:
+    """`host` and the default port of a family's service ("translator" -> "127.0.0.1:50052"), as its
+    .proto names it."""
+    try:
+        file = descriptor_pool.Default().FindFileByName(f"myelin_api/v1/{family}.proto")
+    except KeyError:
+        raise ValueError(f"no model family {family!r} in myelin_api.v1") from None
+    for service in file.services_by_name.values():
+        known = family_of(service.full_name)
+        if known is not None:
+            return f"{host}:{known[1]}"
+    raise ValueError(f"myelin_api/v1/{family}.proto names no default_port")
 
 
 def wrong_service(target: str, method: str, served: list[str] | None) -> str:

@@ -31,6 +31,7 @@ from myelin_client.types import (
     NeighboursResult,
     PairSimilarity,
     ReloadResult,
+    ScoreResult,
     SimilarityResult,
     TensorSpec,
     TranslateResult,
@@ -133,6 +134,16 @@ def complete(request: generator_pb2.GenerateRequest) -> Call[Completion]:
         request,
         generator_pb2.CompleteResponse,
         lambda r: completion(r.model, r.text, list(r.token_ids), r.finish),
+    )
+
+
+def score(text: str, *, model: str, version: int) -> Call[ScoreResult]:
+    request = generator_pb2.ScoreRequest(model=common_pb2.ModelRef(name=model, version=version), text=text)
+    return Call(
+        "/myelin_api.v1.Generator/Score",
+        request,
+        generator_pb2.ScoreResponse,
+        lambda r: ScoreResult(r.model.name, r.model.version, list(r.token_ids), list(r.logprobs)),
     )
 
 

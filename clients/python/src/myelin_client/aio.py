@@ -25,6 +25,7 @@ from myelin_client.types import (
     ModelInfo,
     NeighboursResult,
     ReloadResult,
+    ScoreResult,
     SimilarityResult,
     TranslateResult,
 )
@@ -106,6 +107,13 @@ class AsyncClient(Connection):
             stop=stop,
         )
         return await self._invoke(_protocol.complete(request), timeout)
+
+    async def score(
+        self, text: str, *, model: str = DEFAULT_GENERATOR, version: int = 0, timeout: float | None = None
+    ) -> ScoreResult:
+        """The log-probability the model gives each token of `text` after the ones before it (the first is
+        context only); `.perplexity` sums them up. At most the model's context + 1 tokens per call."""
+        return await self._invoke(_protocol.score(text, model=model, version=version), timeout)
 
     async def translate(
         self,

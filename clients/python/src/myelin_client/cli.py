@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    target = args.target or _diagnosis.default_target(getattr(args, "service", CLASSIFIER))
+    target = args.target or _diagnosis.service_target(getattr(args, "service", CLASSIFIER))
     try:
         if args.token_file is not None:
             args.token = next(iter(args.token_file.read_text().splitlines()), "").strip() or None

@@ -24,6 +24,7 @@ from myelin_client.types import (
     ModelInfo,
     NeighboursResult,
     ReloadResult,
+    ScoreResult,
     SimilarityResult,
     TranslateResult,
 )
@@ -117,6 +118,13 @@ class Client(Connection):
             stop=stop,
         )
         return self._invoke(_protocol.complete(request), timeout)
+
+    def score(
+        self, text: str, *, model: str = DEFAULT_GENERATOR, version: int = 0, timeout: float | None = None
+    ) -> ScoreResult:
+        """The log-probability the model gives each token of `text` after the ones before it (the first is
+        context only); `.perplexity` sums them up. At most the model's context + 1 tokens per call."""
+        return self._invoke(_protocol.score(text, model=model, version=version), timeout)
 
     def translate(
         self,

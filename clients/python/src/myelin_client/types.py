@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -135,6 +136,21 @@ class ReloadResult:
     loaded: list[str]
     unloaded: list[str]
     failed: list[str]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """A text's tokens and the log-probability (natural log) of each after the ones before it."""
+
+    model: str
+    version: int
+    token_ids: list[int]
+    logprobs: list[float]  # one fewer than token_ids: the first token is context only
+
+    @property
+    def perplexity(self) -> float:
+        """exp of the mean negative log-probability per predicted token."""
+        return math.exp(-sum(self.logprobs) / len(self.logprobs))
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from myelin_serving.errors import InvalidArgument
+from myelin_serving.errors import InvalidArgument, Unavailable
 from myelin_serving.generator.cache import CacheBatch, KVCacheBatch, StateBatch
-from myelin_serving.generator.sampling import Sampler, SamplingParams
+from myelin_serving.generator.sampling import ForcedTokens, Sampler, SamplingParams
 from myelin_serving.generator.scheduler import Chunk, DecodeLoop, Sequence
 from myelin_serving.generator.text import IncrementalDecoder, StopMatcher, TextCodec
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
@@ -113,6 +113,36 @@ class GeneratorModel(LoadedModel):
             if chunk.finish is not None:
                 return Chunk("".join(text), tokens, chunk.finish)
         raise AssertionError("a sequence always ends with a finish chunk")  # pragma: no cover
+
+    async def score(self, text: str, *, timeout: float | None) -> tuple[list[int], list[float]]:
+        """The text's tokens and, for each after the first, its log-probability after those before it."""
+        tokens = self.codec.encode_text(text)
+        # The last token is predicted, never fed: the context holds one fewer.
+        limit = min(self.limits.max_prompt_tokens, self.max_context) + 1
+        if not 2 <= len(tokens) <= limit:
+            raise InvalidArgument(
+                f"the text is {len(tokens)} tokens; scoring takes 2 (the first is context only) to {limit} "
+                "(the model's context + 1): split it into windows"
+            )
+        if timeout is not None and timeout <= 0:
+            raise InvalidArgument("the deadline has already passed")
+        forced = ForcedTokens(tokens[1:])
+        sequence = Sequence(
+            prompt=tokens[:1],
+            max_new_tokens=len(tokens) - 1,
+            seed=0,
+            sampler=forced,
+            emit=lambda token: ("", None),
+            finish_text=lambda: "",
+            deadline=None if timeout is None else time.monotonic() + timeout,
+        )
+        self.loop.submit(sequence)
+        async for chunk in self.stream(sequence):
+            if chunk.finish is not None:
+                break
+        if len(forced.logprobs) != len(tokens) - 1:  # stopped early: the version is being unloaded
+            raise Unavailable(f"model {self.name} version {self.version} stopped scoring (it is being unloaded); retry")
+        return tokens, forced.logprobs
 
     def _check_stops(self, stops: list[str]) -> list[str]:
         if len(stops) > self.limits.max_stop_sequences:

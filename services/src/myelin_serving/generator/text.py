@@ -36,6 +36,10 @@ class TextCodec:
             raise InvalidArgument("the prompt encodes to no tokens; send some text")
         return ids
 
+    def encode_text(self, text: str) -> list[int]:
+        """Every token of `text`, unknown characters included (as the training's evaluation counts them)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
