@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,16 @@ def settings_for(repository: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def broken_version(repository: Path, model: str, version: int = 2) -> Path:
+    """A copy of `model`'s version 1 as `version` whose ONNX graph is not a graph: a version that fails to load."""
+    broken = repository / model / str(version)
+    shutil.copytree(repository / model / "1", broken)
+    manifest = json.loads((broken / "model.json").read_text())
+    (broken / "model.json").write_text(json.dumps({**manifest, "version": version}))
+    (broken / "model.onnx").write_bytes(b"not a graph")
+    return broken
 
 
 class ServerThread:

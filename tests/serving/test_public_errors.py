@@ -3,23 +3,17 @@ repository (`mnist-mlp/2/model.onnx`), never by the server's own paths."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from myelin_client import Client, UnavailableError
-from myelin_testkit import ServerThread, settings_for
+from myelin_testkit import ServerThread, broken_version, settings_for
 
 
 def test_a_failed_version_is_explained_without_server_paths(fresh_repository: Path) -> None:
-    broken = fresh_repository / "mnist-mlp" / "2"
-    shutil.copytree(fresh_repository / "mnist-mlp" / "1", broken)
-    manifest = json.loads((broken / "model.json").read_text())
-    (broken / "model.json").write_text(json.dumps({**manifest, "version": 2}))
-    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    broken_version(fresh_repository, "mnist-mlp")
     with ServerThread(settings_for(fresh_repository)) as server, Client(server.target) as client:
         (failed,) = [v for v in client.get_model("mnist-mlp").versions if v.version == 2]
         with pytest.raises(UnavailableError) as info:
