@@ -415,6 +415,7 @@ TRANSLATOR = ServiceCase(
 
 GENERATE = "/myelin_api.v1.Generator/Generate"
 COMPLETE = "/myelin_api.v1.Generator/Complete"
+SCORE = "/myelin_api.v1.Generator/Score"
 GENERATOR_MODEL = "generator-gpt-shakespeare"
 
 
@@ -454,7 +455,21 @@ def generator_bad() -> tuple[Bad, ...]:
         ]
         bad += [Bad(f"{kind} {case_id}", method, _generate(model=name), INVALID, "not a valid model name")
                 for case_id, name in invalid_names(GENERATOR_MODEL)]  # fmt: skip
+    bad += [
+        Bad("Score empty", SCORE, _score(""), INVALID, "scoring takes 2 tokens"),
+        Bad("Score one token", SCORE, _score("R"), INVALID, "scoring takes 2 tokens"),
+        Bad("Score over the context", SCORE, _score("a" * 200), INVALID, "split it into windows"),
+        Bad("Score huge", SCORE, _score("a" * 500_000), INVALID, "500,000 characters"),
+        Bad("Score unknown model", SCORE, _score(model="mnist-cnn"), NOT_FOUND, "mnist-cnn"),
+        Bad("Score undecodable", SCORE, UNDECODABLE, INVALID, "not a valid message"),
+        Bad("Score over the size limit", SCORE, _score("a" * MESSAGE_LIMIT), TOO_BIG, "larger than max"),
+    ]
     return tuple(bad)
+
+
+def _score(text: str = "ROMEO: hello", **fields: Any) -> generator_pb2.ScoreRequest:
+    model = common_pb2.ModelRef(name=fields.pop("model", GENERATOR_MODEL))
+    return generator_pb2.ScoreRequest(model=model, text=text)
 
 
 def generate_requests() -> st.SearchStrategy[Message]:
@@ -512,6 +527,7 @@ GENERATOR = ServiceCase(
     good=(
         (COMPLETE, _generate(max_new_tokens=8, seed=1)),
         (GENERATE, _generate(max_new_tokens=8, seed=2, temperature=0.8, top_k=5, top_p=0.9, stop=["\n\n"])),
+        (SCORE, _score()),
     ),
     bad=generator_bad(),
     fuzz=((GENERATE, generate_requests()), (COMPLETE, generate_requests())),

@@ -39,6 +39,15 @@ def test_healthcheck_passes_when_serving_and_fails_when_not(classifier_repositor
     assert gone.returncode == 1 and "UNAVAILABLE" in gone.stdout
 
 
+def test_healthcheck_asks_the_family_port_when_no_port_is_set() -> None:
+    """Each family's container listens on its own default port; the health check asks that one."""
+    env = {k: v for k, v in os.environ.items() if k != "MYELIN_PORT"} | {"MYELIN_SERVICE": "translator"}
+    done = subprocess.run(
+        [sys.executable, str(IMAGES / "healthcheck.py")], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert done.stdout.startswith("127.0.0.1:50052: "), done.stdout + done.stderr
+
+
 @pytest.mark.slow
 def test_train_all_trains_each_family_once(data_dir: Path, tmp_path: Path) -> None:
     repository = tmp_path / "repository"

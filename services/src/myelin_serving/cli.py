@@ -72,7 +72,10 @@ async def serve(settings: Settings, port_file: Path | None) -> str | None:
     metrics = f"http://{settings.metrics_host}:{server.metrics_port}/metrics" if server.metrics_port else "off"
     log.info("%s service listening on %s:%d (metrics: %s)", settings.service, settings.host, port, metrics)
     if port_file is not None:
-        port_file.write_text(json.dumps({"port": port, "metrics_port": server.metrics_port}))  # noqa: ASYNC240 - once, tiny
+        # Written beside and renamed into place: whoever waits for the file never reads it half written.
+        staged = port_file.with_name(port_file.name + ".tmp")
+        staged.write_text(json.dumps({"port": port, "metrics_port": server.metrics_port}))
+        staged.replace(port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

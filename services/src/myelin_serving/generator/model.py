@@ -116,12 +116,14 @@ class GeneratorModel(LoadedModel):
 
     async def score(self, text: str, *, timeout: float | None) -> tuple[list[int], list[float]]:
         """The text's tokens and, for each after the first, its log-probability after those before it."""
-        tokens = self.codec.encode_text(text)
         # The last token is predicted, never fed: the context holds one fewer.
         limit = min(self.limits.max_prompt_tokens, self.max_context) + 1
-        if not 2 <= len(tokens) <= limit:
+        too_long = len(text) > limit * self.codec.longest_token  # known before tokenizing it
+        tokens = [] if too_long else self.codec.encode_text(text)
+        if too_long or not 2 <= len(tokens) <= limit:
+            size = f"{len(text):,} characters" if too_long else f"{len(tokens)} tokens"
             raise InvalidArgument(
-                f"the text is {len(tokens)} tokens; scoring takes 2 (the first is context only) to {limit} "
+                f"the text is {size}; scoring takes 2 tokens (the first is context only) to {limit} "
                 "(the model's context + 1): split it into windows"
             )
         if timeout is not None and timeout <= 0:

@@ -21,6 +21,8 @@ class TextCodec:
     def __init__(self, path: Path, *, unk_id: int | None, start_text: str) -> None:
         self.tokenizer = Tokenizer.from_file(str(path))
         self.vocab_size = self.tokenizer.get_vocab_size()
+        # A token covers at most this many characters: a text longer than N of them is more than N tokens.
+        self.longest_token = max(len(token) for token in self.tokenizer.get_vocab())
         self.unk_id = unk_id
         self.start_text = start_text
 
