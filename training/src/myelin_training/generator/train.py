@@ -448,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         bar.update(round(BAR_STEPS * done_fraction(it)) - bar.n)
         if it % train.eval_interval == 0:
             evaluate(it, lr)
+    bar.update(BAR_STEPS - bar.n)  # the budget or the iterations ran out: the run is done
     if loss_n:  # the last iterations since the last evaluation
         evaluate(it, lr)
     bar.close()
