@@ -101,15 +101,21 @@ class MyelinServer:
             await self._ready.wait()
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first, then refuse new calls, let calls in flight finish for `grace` seconds."""
+        """NOT_SERVING first, then refuse new calls, let calls in flight finish for `grace` seconds.
+
+        The first `drain_delay_s` of the grace period still serves new calls: clients watching health
+        see NOT_SERVING and send their next calls elsewhere before the server stops taking them."""
         if self._stopping:
             return
         self._stopping = True
+        grace = self.settings.grace_period_s if grace is None else grace
+        delay = min(self.settings.drain_delay_s, grace)
         await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.grpc_server.stop(self.settings.grace_period_s if grace is None else grace)
+        await asyncio.sleep(delay)
+        await self.grpc_server.stop(grace - delay)
         await self.manager.close()
         if self._http is not None:
             self._http.shutdown()

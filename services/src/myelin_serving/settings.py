@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     default_deadline_s: float = Field(30.0, gt=0)
     # On SIGTERM: NOT_SERVING at once, then this long for requests in flight to finish.
     grace_period_s: float = Field(10.0, ge=0)
+    # The first part of the grace period: NOT_SERVING but still taking calls, so that clients which
+    # watch health (the SDK on a replica target) move their calls to other replicas before the
+    # server stops taking them (gRPC cancels a call that arrives once it has stopped: CANCELLED).
+    drain_delay_s: float = Field(1.0, ge=0)
     # Close connections after this long so clients re-resolve and spread over new replicas (0: never).
     max_connection_age_s: float = Field(0, ge=0)
 
