@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         "calls answered in the second before the kill": "before",
         "calls answered in the second after the kill": "after",
         "failed calls": "failed",
-        "calls in flight at the kill (on either replica or still in the client; all answered)": "in_flight",
+        "calls in flight at the kill (every caller has one; all answered)": "in_flight",
         "the last of them answered, ms after the kill": "moved_ms",
         "attempts failed on the killed replica (channelz; its health-check stream is one)": "failed_attempts",
     }
