@@ -14,7 +14,9 @@ import contextlib
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,11 +40,21 @@ def served(replicas: ReplicaSet, method: str) -> list[float]:
     return [r.metric("myelin_requests_total", method=method, code="OK") if r.alive else 0.0 for r in replicas.replicas]
 
 
+def on_three_replicas(
+    family: str,
+    repository: Path,
+    state: Path,
+    env: dict[str, str],
+    scenario: Callable[[ReplicaSet], Coroutine[Any, Any, None]],
+) -> None:
+    with ReplicaSet(family, repository, state, 3, env) as replicas:
+        asyncio.run(scenario(replicas))
+
+
 def test_classifier_replicas_share_the_load_and_survive_sigterm_sigkill_and_a_restart(
     classifier_repository: Path, tmp_path: Path
 ) -> None:
-    with ReplicaSet("classifier", classifier_repository, tmp_path, 3, ENV) as replicas:
-        asyncio.run(classifier_scenario(replicas))
+    on_three_replicas("classifier", classifier_repository, tmp_path, ENV, classifier_scenario)
 
 
 async def classifier_scenario(replicas: ReplicaSet) -> None:
@@ -131,8 +143,7 @@ async def until(check: object, what: str, timeout: float = 60) -> None:
 def test_generator_streams_on_a_killed_replica_fail_with_unavailable_and_no_other_stream_notices(
     generator_repository: Path, tmp_path: Path
 ) -> None:
-    with ReplicaSet("generator", generator_repository, tmp_path, 3, GENERATOR_ENV) as replicas:
-        asyncio.run(generator_scenario(replicas))
+    on_three_replicas("generator", generator_repository, tmp_path, GENERATOR_ENV, generator_scenario)
 
 
 async def generator_scenario(replicas: ReplicaSet) -> None:
