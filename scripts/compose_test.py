@@ -393,11 +393,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="leave the stack up (compose down yourself)")
     parser.add_argument("--scale-family", default="classifier", help="the family run as several replicas")
     parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument(
+        "--families",
+        help="only these (comma-separated): the trainer runs first for them alone, then their services come "
+        "up without it (a quicker run on a busy machine); default every family docker-compose.yml enables",
+    )
     args = parser.parse_args(argv)
     data_dir = Path(os.environ.get("MYELIN_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
     started = time.monotonic()
-    families = enabled_families()
-    log(f"families enabled in docker-compose.yml: {', '.join(families)}")
+    families = args.families.split(",") if args.families else enabled_families()
+    log(f"families: {', '.join(families)}")
     with docker_engine():
         compose = [*compose_command(), "--project-name", PROJECT, "--project-directory", str(ROOT)]
         compose += ["--file", str(ROOT / "docker-compose.yml")]
@@ -415,14 +420,20 @@ def main(argv: list[str] | None = None) -> None:
             log(f"Grafana: no {GRAFANA_IMAGE} image here and no registry to pull it from; not started")
         try:
             up_started = time.monotonic()
-            with timed("compose up (trainer runs, then the services start)"):
-                scale = ["--scale", f"{args.scale_family}={args.replicas}"]
-                run(*compose, "up", "--detach", "--no-build", *scale, *services)
-            trainer = state(container(compose, "trainer"))
-            if trainer["ExitCode"] != 0:
-                run(*compose, "logs", "trainer", check=False)
-                raise SystemExit(f"trainer exited {trainer['ExitCode']}")
-            run(*compose, "logs", "--no-color", "trainer", check=False)
+            scale = ["--scale", f"{args.scale_family}={args.replicas}"]
+            if args.families:
+                with timed(f"trainer for {args.families} alone (compose run), then the services start"):
+                    train = ["myelin-train-all", "--config", "quick", "--families", args.families]
+                    run(*compose, "run", "--rm", "trainer", *train)
+                    run(*compose, "up", "--detach", "--no-build", "--no-deps", *scale, *services[1:])
+            else:
+                with timed("compose up (trainer runs, then the services start)"):
+                    run(*compose, "up", "--detach", "--no-build", *scale, *services)
+                trainer = state(container(compose, "trainer"))
+                if trainer["ExitCode"] != 0:
+                    run(*compose, "logs", "trainer", check=False)
+                    raise SystemExit(f"trainer exited {trainer['ExitCode']}")
+                run(*compose, "logs", "--no-color", "trainer", check=False)
             with timed("services healthy after the trainer finished"):
                 wait_healthy(compose, families, {args.scale_family: args.replicas})
             timings["up to all healthy (training included)"] = time.monotonic() - up_started
