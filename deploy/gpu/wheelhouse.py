@@ -20,7 +20,6 @@ deploy/gpu/install.py joins the parts on the host, checks every checksum and ins
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -30,10 +29,12 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+sys.path.insert(0, str(Path(__file__).parent))
+from install import DATA_TAR, sha256  # the host's installer: standard library only
+
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = ["protos/python", "clients/python", "services", "training"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
-DATA_TAR = "myelin-data.tar"
 
 
 def pins() -> dict[str, str]:
@@ -72,14 +73,6 @@ def download(files: Path, python_version: str) -> None:
 def pack_data(data_dir: Path, files: Path) -> None:
     with tarfile.open(files / DATA_TAR, "w") as tar:  # its files are gzip already, or small
         tar.add(data_dir, arcname="data")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split(path: Path, into: Path, size: int) -> list[Path]:

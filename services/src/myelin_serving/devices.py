@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -32,6 +33,27 @@ Outputs = tuple[dict[str, np.ndarray], dict[str, Any]]
 OPSET = 18
 # onnxruntime releases since 1.15 read IR 9; the helper would stamp the newest the onnx package knows.
 IR_VERSION = 9
+
+
+@dataclass(frozen=True)
+class Window:
+    """What `Tensors.window` makes: `rows` taken along `row_axis` (all when None), then
+    [start:stop] along `axis`, then `before` and `after` zero slots added on that axis."""
+
+    axis: int
+    start: int
+    stop: int
+    before: int
+    after: int
+    rows: np.ndarray | None
+    row_axis: int
+
+    def shape(self, shape: tuple[int, ...]) -> list[int]:
+        out = list(shape)
+        out[self.axis] = self.stop - self.start + self.before + self.after
+        if self.rows is not None:
+            out[self.row_axis] = len(self.rows)
+        return out
 
 
 class Tensors(Generic[T]):
@@ -66,6 +88,12 @@ class Tensors(Generic[T]):
         """`rows` taken along `row_axis` (all when None), then [start:stop] along `axis`, then
         `before` and `after` zero slots added on that axis: a new tensor (or `tensor` itself when
         nothing changes)."""
+        shape = self.shape(tensor)
+        if rows is None and start == 0 and stop == shape[axis] and before == 0 and after == 0:
+            return tensor
+        return self._window(tensor, Window(axis, start, stop, before, after, rows, row_axis))
+
+    def _window(self, tensor: T, window: Window) -> T:
         raise NotImplementedError
 
     def concat(self, tensors: Sequence[T], axis: int) -> T:
@@ -80,10 +108,6 @@ class Tensors(Generic[T]):
     ) -> Outputs:
         """Run a graph: `fetch`ed outputs come back as host arrays, `keep` ones as this kind's tensors."""
         raise NotImplementedError
-
-
-def _is_noop(shape: tuple[int, ...], axis: int, start: int, stop: int, before: int, after: int) -> bool:
-    return start == 0 and stop == shape[axis] and before == 0 and after == 0
 
 
 class HostTensors(Tensors[np.ndarray]):
@@ -101,31 +125,16 @@ class HostTensors(Tensors[np.ndarray]):
     def shape(self, tensor: np.ndarray) -> tuple[int, ...]:
         return tuple(tensor.shape)
 
-    def window(
-        self,
-        tensor: np.ndarray,
-        axis: int,
-        start: int,
-        stop: int,
-        *,
-        before: int = 0,
-        after: int = 0,
-        rows: np.ndarray | None = None,
-        row_axis: int = 0,
-    ) -> np.ndarray:
-        if rows is not None:
-            tensor = np.take(tensor, rows, axis=row_axis)  # a copy
-        elif _is_noop(tensor.shape, axis, start, stop, before, after):
-            return tensor
+    def _window(self, tensor: np.ndarray, window: Window) -> np.ndarray:
+        if window.rows is not None:
+            tensor = np.take(tensor, window.rows, axis=window.row_axis)  # a copy
         index: list[slice] = [slice(None)] * tensor.ndim
-        index[axis] = slice(start, stop)
+        index[window.axis] = slice(window.start, window.stop)
         part = tensor[tuple(index)]
-        if not before and not after:
+        if not window.before and not window.after:
             return np.ascontiguousarray(part)
-        shape = list(part.shape)
-        shape[axis] += before + after
-        out = np.zeros(shape, dtype=tensor.dtype)
-        index[axis] = slice(before, before + part.shape[axis])
+        out = np.zeros(window.shape(tensor.shape), dtype=tensor.dtype)
+        index[window.axis] = slice(window.before, window.before + part.shape[window.axis])
         out[tuple(index)] = part
         return out
 
@@ -202,38 +211,24 @@ class BoundTensors(Tensors[ort.OrtValue]):
             return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, self.device, self.device_id)
         return self._op(("zeros",), {"shape": np.asarray(shape, dtype=np.int64)})
 
-    def window(
-        self,
-        tensor: ort.OrtValue,
-        axis: int,
-        start: int,
-        stop: int,
-        *,
-        before: int = 0,
-        after: int = 0,
-        rows: np.ndarray | None = None,
-        row_axis: int = 0,
-    ) -> ort.OrtValue:
-        shape = self.shape(tensor)
-        if rows is None and _is_noop(shape, axis, start, stop, before, after):
-            return tensor
-        out_shape = list(shape)
-        out_shape[axis] = stop - start + before + after
-        if rows is not None:
-            out_shape[row_axis] = len(rows)
-        if 0 in out_shape:
-            return self.zeros(out_shape)
-        pads = np.zeros(2 * len(shape), dtype=np.int64)
-        pads[axis], pads[len(shape) + axis] = before, after
+    def _window(self, tensor: ort.OrtValue, window: Window) -> ort.OrtValue:
+        rank = len(tensor.shape())
+        shape = window.shape(tuple(tensor.shape()))
+        if 0 in shape:
+            return self.zeros(shape)
+        pads = np.zeros(2 * rank, dtype=np.int64)
+        pads[window.axis], pads[rank + window.axis] = window.before, window.after
         feeds: dict[str, Any] = {
             "x": tensor,
-            "starts": np.array([start], dtype=np.int64),
-            "ends": np.array([stop], dtype=np.int64),
+            "starts": np.array([window.start], dtype=np.int64),
+            "ends": np.array([window.stop], dtype=np.int64),
             "pads": pads,
         }
-        if rows is not None:
-            feeds["rows"] = np.asarray(rows, dtype=np.int64)
-        return self._op(("window", len(shape), axis, None if rows is None else row_axis), feeds)
+        row_axis = None
+        if window.rows is not None:
+            feeds["rows"] = np.asarray(window.rows, dtype=np.int64)
+            row_axis = window.row_axis
+        return self._op(("window", rank, window.axis, row_axis), feeds)
 
     def concat(self, tensors: Sequence[ort.OrtValue], axis: int) -> ort.OrtValue:
         shapes = [self.shape(t) for t in tensors]
