@@ -92,6 +92,9 @@ def environment(device: str) -> dict[str, Any]:
         info["torch_cuda"] = torch.version.cuda
         if device != "cpu" and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # a copy of the tree may have no .git
+        git = ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]
+        info["commit"] = subprocess.run(git, capture_output=True, text=True, timeout=20).stdout.strip() or None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         smi = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
         info["nvidia_smi"] = subprocess.run(smi, capture_output=True, text=True, timeout=20).stdout.strip()
