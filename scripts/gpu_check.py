@@ -148,6 +148,7 @@ class Service:
     port_file: Path
     log: Path
     target: str = ""
+    providers: dict[str, str] = field(default_factory=dict)  # model -> execution provider in use
 
     @property
     def label(self) -> str:
@@ -189,8 +190,7 @@ def services(
                 with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
                     service.target = f"127.0.0.1:{json.loads(service.port_file.read_text())['port']}"
                 time.sleep(0.1)
-            with Client(service.target) as client:
-                client.wait_ready(timeout=300)
+            service.providers = ready(service, Client, deadline=time.monotonic() + 300)
         yield started
     finally:
         for service in started:
@@ -203,11 +203,34 @@ def services(
                 service.process.kill()
 
 
+def ready(service: Service, client_type: Any, *, deadline: float) -> dict[str, str]:
+    """Wait until every model of the service is ready (a failed load ends the check, with its
+    reason); then each model's execution provider."""
+    with client_type(service.target) as client:
+        while True:
+            models = client.list_models()  # answered while models load
+            failed = [f"{m.name}/{v.version}: {v.reason}" for m in models for v in m.versions if v.state == "FAILED"]
+            if failed:
+                raise SystemExit(f"{service.label}: models failed to load: {'; '.join(failed)}")
+            if models and client.health() == "SERVING":
+                return {m.name: m.execution_provider for m in models}
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{service.label}: not ready in time; its log: {service.log}")
+            time.sleep(0.5)
+
+
 # --- 3. answers -------------------------------------------------------------------------------
 
 
 def check(family: str, what: str, value: float, tolerance: str, ok: bool, **detail: Any) -> dict[str, Any]:
     return {"family": family, "check": what, "value": round(value, 6), "tolerance": tolerance, "ok": ok, **detail}
+
+
+def on_device(service: Service) -> dict[str, Any]:
+    """Every model of a device service runs on the provider its device names (CUDA for cuda:N)."""
+    wanted = "CPUExecutionProvider" if service.device == "cpu" else "CUDAExecutionProvider"
+    share = sum(p == wanted for p in service.providers.values()) / len(service.providers)
+    return check(service.family, f"models on {wanted}", share, "= 1", share == 1.0, providers=service.providers)
 
 
 def classifier_answers(device: str, reference: str, data: Path, count: int) -> list[dict[str, Any]]:
@@ -418,21 +441,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)
         with services("classifier", repository, run, [device_setup, cpu_setup], args.threads) as (dev, cpu):
+            report.answers.append(on_device(dev))
             report.answers += classifier_answers(dev.target, cpu.target, args.data_dir, 4 * items)
             for service in (dev, cpu):
                 report.throughput += cnn_throughput(service, seconds)
         with services("translator", repository, run, [device_setup, cpu_setup], args.threads) as (dev, cpu):
+            report.answers.append(on_device(dev))
             report.answers += translator_answers(dev.target, cpu.target, args.data_dir, items)
             for service in (dev, cpu):
                 report.throughput += translator_throughput(service, seconds)
         setups = [device_setup, (args.device, "off"), cpu_setup, ("cpu", "on")]
         with services("generator", repository, run, setups, args.threads) as generators:
+            report.answers.append(on_device(generators[0]))
             device, cpu = generators[0].target, generators[2].target
             report.answers += generator_answers(device, cpu, args.data_dir, items, tokens // 2)
             prompt = prompts(args.data_dir, 1)[0]
             for service in generators:
                 report.throughput += generator_throughput(service, prompt, tokens, repeats)
         with services("embedder", repository, run, [device_setup, cpu_setup], args.threads) as (dev, cpu):
+            report.answers.append(on_device(dev))
             report.answers += embedder_answers(dev.target, cpu.target, items)
     report.seconds = round(time.monotonic() - started, 1)
     (args.out / "gpu-check.json").write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2) + "\n")

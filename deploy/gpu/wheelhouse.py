@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -65,9 +66,13 @@ def download(files: Path, python_version: str) -> None:
     command += ["--python-version", python_version, "--implementation", "cp", "--abi", abi, "--abi", "none"]
     command += [arg for platform in PLATFORMS for arg in ("--platform", platform)]
     subprocess.run([*command, *specs], check=True)
-    # our own distributions: pure Python, built here from this checkout
+    # our own distributions, pure Python, built from copies of this checkout's folders: setuptools
+    # leaves build/ behind, and a stale build/ would put modules deleted since into the wheel
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(files)]
-    subprocess.run([*build, *(str(ROOT / d) for d in DISTRIBUTIONS)], check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        skip = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+        copies = [shutil.copytree(ROOT / d, Path(tmp) / d, ignore=skip) for d in DISTRIBUTIONS]
+        subprocess.run([*build, *map(str, copies)], check=True)
 
 
 def pack_data(data_dir: Path, files: Path) -> None:

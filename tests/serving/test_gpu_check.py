@@ -48,6 +48,7 @@ def test_the_gpu_check_runs_on_the_cpu_and_both_paths_answer_alike(
         assert check["ok"], check
         expected = 0.0 if "difference" in name else 1.0
         assert check["value"] == expected, check
+    assert checks["models on CPUExecutionProvider"]["providers"]
 
     figures = {(t["measure"], t["device"], t["io_binding"]): t["value"] for t in report["throughput"]}
     expected_rows = {
