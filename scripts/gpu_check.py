@@ -67,11 +67,12 @@ class Report:
     training: list[dict[str, Any]] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)
     throughput: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # what stopped a step; the report is written anyway
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return bool(self.answers) and all(a["ok"] for a in self.answers)
+        return bool(self.answers) and all(a["ok"] for a in self.answers) and not self.errors
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -131,7 +132,11 @@ def train(repository: Path, data: Path, *, device: str, smoke: bool, generator_m
             line += ["--run-dir", str(repository.parent / "runs" / f"{family}-{len(runs)}")]
             print("myelin-train", " ".join(line), flush=True)
             started = time.monotonic()
-            train_main(line)
+            try:
+                train_main(line)
+            except (Exception, SystemExit) as exc:  # the other families still train, serve and measure
+                runs.append({"family": family, "command": line, "error": f"{type(exc).__name__}: {exc}"})
+                break
             runs.append({"family": family, "command": line, "seconds": round(time.monotonic() - started, 1)})
     return runs
 
@@ -394,6 +399,8 @@ def markdown(report: Report) -> str:
         f"torch {env.get('torch', '-')} (CUDA {env.get('torch_cuda') or '-'}); Python {env.get('python')}; "
         f"{env.get('cpus')} CPUs.",
         "",
+        *(f"- error: {e}" for e in report.errors),
+        *([""] if report.errors else []),
         "## Answers: the device against the CPU provider",
         "",
         "| family | check | value | tolerance | ok |",
@@ -410,8 +417,8 @@ def markdown(report: Report) -> str:
         "",
         "## Training",
         "",
-        *(f"- {r['family']}: {r.get('skipped') or str(r['seconds']) + ' s, myelin-train ' + ' '.join(r['command'])}"
-          for r in report.training),
+        *(f"- {r['family']}: {r.get('skipped') or r.get('error') or str(r['seconds']) + ' s'}"
+          + (f", myelin-train {' '.join(r['command'])}" if "command" in r else "") for r in report.training),
         "",
     ]  # fmt: skip
     return "\n".join(lines)
@@ -438,18 +445,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     items, tokens, repeats = (8, 16, 1) if args.smoke else (64, 200, 3)
     device_setup, cpu_setup = (args.device, "on"), ("cpu", "off")
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp)
+    untrained = {r["family"] for r in report.training if "error" in r}
+    report.errors += [f"training {r['family']}: {r['error']}" for r in report.training if "error" in r]
+
+    def classifier(run: Path) -> None:
         with services("classifier", repository, run, [device_setup, cpu_setup], args.threads) as (dev, cpu):
             report.answers.append(on_device(dev))
             report.answers += classifier_answers(dev.target, cpu.target, args.data_dir, 4 * items)
             for service in (dev, cpu):
                 report.throughput += cnn_throughput(service, seconds)
+
+    def translator(run: Path) -> None:
         with services("translator", repository, run, [device_setup, cpu_setup], args.threads) as (dev, cpu):
             report.answers.append(on_device(dev))
             report.answers += translator_answers(dev.target, cpu.target, args.data_dir, items)
             for service in (dev, cpu):
                 report.throughput += translator_throughput(service, seconds)
+
+    def generator(run: Path) -> None:
         setups = [device_setup, (args.device, "off"), cpu_setup, ("cpu", "on")]
         with services("generator", repository, run, setups, args.threads) as generators:
             report.answers.append(on_device(generators[0]))
@@ -458,9 +471,21 @@ def main(argv: list[str] | None = None) -> int:
             prompt = prompts(args.data_dir, 1)[0]
             for service in generators:
                 report.throughput += generator_throughput(service, prompt, tokens, repeats)
+
+    def embedder(run: Path) -> None:
         with services("embedder", repository, run, [device_setup, cpu_setup], args.threads) as (dev, cpu):
             report.answers.append(on_device(dev))
             report.answers += embedder_answers(dev.target, cpu.target, items)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, step in (("classifier", classifier), ("translator", translator), ("generator", generator),
+                             ("embedder", embedder)):  # fmt: skip
+            if family in untrained:
+                continue
+            try:
+                step(Path(tmp))
+            except (Exception, SystemExit) as exc:  # one family's failure must not lose the others' figures
+                report.errors.append(f"{family}: {type(exc).__name__}: {exc}")
     report.seconds = round(time.monotonic() - started, 1)
     (args.out / "gpu-check.json").write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2) + "\n")
     (args.out / "gpu-check.md").write_text(markdown(report))
