@@ -227,7 +227,13 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     family = load_family(settings.service)
     context = LoadContext(
-        RuntimeOptions(settings.device, settings.intra_op_threads, settings.intra_op_spinning),
+        RuntimeOptions(
+            settings.device,
+            settings.intra_op_threads,
+            settings.intra_op_spinning,
+            settings.io_binding,
+            settings.device_memory_limit_mb,
+        ),
         settings.batching,
         metrics,
         settings=settings,

@@ -15,6 +15,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Family = Literal["classifier", "translator", "generator", "embedder"]
 
 
+def parse_device(device: str) -> tuple[str, int]:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' -> (kind, device index)."""
+    kind, colon, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N (N a device index), not {device!r}")
+    return kind, int(index or 0)
+
+
 class BatchingSettings(BaseModel):
     """Defaults for every model's dynamic batcher; a manifest's `serving` section overrides them."""
 
@@ -107,7 +115,14 @@ class Settings(BaseSettings):
     # Close connections after this long so clients re-resolve and spread over new replicas (0: never).
     max_connection_age_s: float = Field(0, ge=0)
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto (CUDA when onnxruntime can use it, else CPU), cpu, cuda, or cuda:N for the N-th GPU.
+    device: str = "auto"
+    # IO binding (onnxruntime IOBinding + OrtValue): caches, states and batches stay on the device
+    # between runs and only what the host reads is copied back. auto: on for CUDA, off for the CPU
+    # provider, where numpy arrays are already the device's memory and the binding costs time.
+    io_binding: Literal["auto", "on", "off"] = "auto"
+    # MiB each onnxruntime session's CUDA arena may hold (gpu_mem_limit); 0: no limit.
+    device_memory_limit_mb: int = Field(0, ge=0)
     # onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core).
     intra_op_threads: int = Field(0, ge=0)
     # Let onnxruntime's threads busy-wait between runs: lower latency on dedicated cores, but on
@@ -142,6 +157,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Log every request (method, status, duration; never metadata or payloads).
     access_log: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        parse_device(value)  # ValueError with the accepted forms
+        return value
 
     @field_validator("auth_tokens", mode="before")
     @classmethod

@@ -45,26 +45,32 @@ class Limits:
 
 
 class OnnxStepGraphs:
-    """The two onnxruntime sessions behind the step loop, timed into the shared metrics."""
+    """The two onnxruntime sessions behind the step loop, timed into the shared metrics.
+
+    The encoder's outputs and the decoder's caches stay in the graphs' `tensors` (on the device,
+    with IO binding); only the log-probabilities come back to the host.
+    """
 
     def __init__(self, encoder: OnnxGraph, decoder: OnnxGraph, *, model: str, version: int, metrics: Metrics | None):
         self.encoder, self.decoder = encoder, decoder
+        self.tensors = decoder.tensors  # the encoder's too: one per device (runtime.bound_tensors)
         self._labels = (model, str(version))
         self._metrics = metrics
 
-    def encode(self, source_ids: np.ndarray, source_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self._run(
-            self.encoder, {"source_ids": source_ids, "source_mask": source_mask}, ["cross_keys", "cross_values"]
-        )
+    def encode(self, source_ids: np.ndarray, source_mask: np.ndarray) -> tuple[Any, Any]:
+        feeds = {"source_ids": source_ids, "source_mask": source_mask}
+        _, out = self._run(self.encoder, feeds, [], ["cross_keys", "cross_values"])
         return out["cross_keys"], out["cross_values"]
 
-    def decode(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self._run(self.decoder, feeds, ["log_probs", "present_keys", "present_values"])
-        return out["log_probs"], out["present_keys"], out["present_values"]
+    def decode(self, feeds: dict[str, Any]) -> tuple[np.ndarray, Any, Any]:
+        host, out = self._run(self.decoder, feeds, ["log_probs"], ["present_keys", "present_values"])
+        return host["log_probs"], out["present_keys"], out["present_values"]
 
-    def _run(self, graph: OnnxGraph, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    def _run(
+        self, graph: OnnxGraph, feeds: dict[str, Any], fetch: list[str], keep: list[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         started = time.perf_counter()
-        result = graph.run(feeds, outputs)
+        result = self.tensors.run(graph.session, feeds, fetch, keep)
         if self._metrics is not None:
             model, version = self._labels
             self._metrics.inference_duration.labels(model, version).observe(time.perf_counter() - started)
@@ -244,5 +250,5 @@ async def load(version: ModelVersion, context: LoadContext) -> TranslatorModel:
         "source_mask": ids > -1,
     }
     await asyncio.to_thread(graphs.decode, feeds)
-    loop = DecodeLoop(graphs, loop_config, model=version.name, metrics=context.metrics)
+    loop = DecodeLoop(graphs, loop_config, model=version.name, metrics=context.metrics, tensors=graphs.tensors)
     return TranslatorModel(version, graphs, tokenizer, limits, loop, special)
