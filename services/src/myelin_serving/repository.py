@@ -32,6 +32,7 @@ from myelin_serving.discovery import ModelVersion as ModelVersion
 from myelin_serving.discovery import TensorSpec as TensorSpec
 from myelin_serving.discovery import check_name as check_name
 from myelin_serving.errors import InvalidArgument, ModelNotReady, NotFound, Unavailable
+from myelin_serving.limits import GraphLimits
 from myelin_serving.metrics import Metrics
 from myelin_serving.runtime import OnnxGraph, RuntimeOptions
 from myelin_serving.settings import BatchingSettings, GenerationSettings, Settings
@@ -51,6 +52,8 @@ class LoadedModel:
         self.manifest = version.manifest
         self.graphs = graphs
         self.batchers = batchers
+        # What each graph takes from a KServe caller (limits.py); the manager fills in the defaults.
+        self.input_limits: dict[str, GraphLimits] = {}
 
     @property
     def provider(self) -> str:
@@ -81,6 +84,18 @@ class LoadContext:
     def batching_for(self, version: ModelVersion) -> BatchingSettings:
         overrides = version.manifest.serving.get("batching", {})
         return BatchingSettings.model_validate({**self.batching.model_dump(), **overrides})
+
+    def graph_limits(self, version: ModelVersion, **declared: Any) -> GraphLimits:
+        """A graph's KServe limits: the settings' rows and elements (the manifest's `serving.limits`
+        max_rows and max_elements override them), with what the family `declared` (axes, values...)."""
+        rows = self.settings.max_request_batch if self.settings is not None else 256
+        elements = self.settings.max_request_elements if self.settings is not None else 4 * 1024 * 1024
+        limits = version.manifest.serving.get("limits", {})
+        sizes = {
+            "max_rows": int(limits.get("max_rows", rows)),
+            "max_elements": int(limits.get("max_elements", elements)),
+        }
+        return GraphLimits(**{**sizes, **declared})
 
     def batcher(self, version: ModelVersion, graph: OnnxGraph) -> DynamicBatcher:
         return DynamicBatcher(
@@ -252,6 +267,8 @@ class ModelManager:
             model = await self._loader(version, self._context)
         except Exception as exc:
             return self._failed(version, status, f"{type(exc).__name__}: {exc}", started)
+        for graph in model.graphs:
+            model.input_limits.setdefault(graph, self._context.graph_limits(version))
         old = status.model
         status.model, status.state, status.reason = model, "READY", ""
         status.fingerprint, status.source = version.fingerprint, version

@@ -53,6 +53,7 @@ class TensorInfo:
     name: str
     datatype: str  # KServe name: FP32, INT64, ...
     shape: tuple[int, ...]  # -1 for dynamic dimensions
+    dims: tuple[str, ...] = ()  # the symbolic name of each axis ("batch", "sequence"), "" where none
 
 
 class OnnxGraph:
@@ -88,4 +89,5 @@ class OnnxGraph:
 
 def _info(arg: ort.NodeArg) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
-    return TensorInfo(name=arg.name, datatype=ORT_TO_KSERVE.get(arg.type, arg.type), shape=shape)
+    dims = tuple(d if isinstance(d, str) else "" for d in arg.shape)
+    return TensorInfo(name=arg.name, datatype=ORT_TO_KSERVE.get(arg.type, arg.type), shape=shape, dims=dims)

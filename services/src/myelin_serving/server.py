@@ -296,7 +296,12 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         raise OSError(f"could not listen on {address}: {exc}") from exc
     metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
     myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics, interceptor)
-    protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)
+    protocol = InferenceProtocol(
+        manager,
+        max_request_batch=settings.max_request_batch,
+        max_request_elements=settings.max_request_elements,
+        runs=settings.batching,
+    )
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
     return myelin_server, port
 
