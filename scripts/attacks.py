@@ -66,7 +66,7 @@ class Serve:
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
             )  # fmt: skip
         deadline = time.monotonic() + 120
-        while not self.port_file.exists():
+        while not self.port_file.exists() or not self.port_file.read_text().endswith("}"):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"myelin-serve {family} did not start:\n{self.log_path.read_text()}")
             time.sleep(0.05)

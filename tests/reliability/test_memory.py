@@ -10,8 +10,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.v1 import common_pb2, generator_pb2
-from myelin_cases import CLASSIFIER_GRAPHS, ENCODER, GENERATOR_MODEL, INFER, graph_request
+from myelin_cases import CLASSIFIER_GRAPHS, CLASSIFY, ENCODER, GENERATOR_MODEL, INFER, graph_request
 from myelin_client import Client
 from myelin_rpcs import call
 from myelin_testkit import ServerProcess
@@ -122,3 +123,31 @@ def test_oversize_kserve_and_prompt_requests_are_refused_before_work(
     assert huge.code is grpc.StatusCode.RESOURCE_EXHAUSTED and f"at most {MIB:,}" in huge.details
     assert long.code is grpc.StatusCode.INVALID_ARGUMENT and "the prompt is 1,000,000 characters" in long.details
     assert peak - idle < PEAK_MIB and after - idle < KEPT_MIB, (idle, peak, after)
+
+
+def test_messages_that_would_swell_when_parsed_are_refused_before_parsing(
+    tmp_path: Path, classifier_repository: Path
+) -> None:
+    """A zero in a packed INT64 array is one byte on the wire and eight parsed; an empty image two bytes
+    and an object. Before: each of these 60 MB messages took the classifier up by 1.1 to 1.5 GB, and
+    kept it. Now each is refused from its bytes (wire.py). Receiving 60 MB still costs about twice
+    that for a moment (gRPC's buffer, then Python's copy), and the allocator may keep some of it
+    (glibc's per-thread arenas: measured up to 120 MB here, bounded over many such messages)."""
+    typed = pb.ModelInferRequest(model_name="mnist-cnn")
+    typed.inputs.add(name="image", datatype="FP32", shape=[1, 28, 28]).contents.int64_contents.extend([0] * 60_000_000)
+    images = b"\x12\x00" * 30_000_000  # ClassifyRequest.images (field 2): thirty million empty images
+    server = ServerProcess("classifier", classifier_repository, tmp_path)
+    try:
+        with Client(server.target) as client:
+            client.wait_ready(timeout=60)
+        memory = Memory(server.process.pid)
+        with grpc.insecure_channel(server.target, options=[("grpc.max_send_message_length", -1)]) as channel:
+            idle = memory.reset_peak()
+            numbers = call(channel, INFER, typed.SerializeToString())
+            fields = call(channel, CLASSIFY, images)
+            peak, after = memory.peak(), memory.now()
+    finally:
+        server.kill()
+    assert numbers.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "4,194,304 numbers" in numbers.details
+    assert fields.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "16,384 fields" in fields.details
+    assert peak - idle < 400 and after - idle < 200, (idle, peak, after)

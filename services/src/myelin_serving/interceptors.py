@@ -6,8 +6,9 @@ server applies it when servicers are registered (`HandlerRegistry`), not as a gr
 grpc.aio runs its interceptor pipeline as extra coroutines on every call (serving the CNN at
 concurrency 32 without any interceptor was about 8% faster; that figure also held our own per-call
 work, which stays). Order inside a call: count and time it; refuse it with UNAVAILABLE if the server
-is draining; refuse a request over its method's size limit (RESOURCE_EXHAUSTED, before parsing) or
-whose bytes are not the method's message (INVALID_ARGUMENT, where grpc would answer UNKNOWN); give
+is draining; refuse a request over its method's size limit or that would cost far more to parse than
+its size (RESOURCE_EXHAUSTED, before parsing: wire.py) or whose bytes are not the method's message
+(INVALID_ARGUMENT, where grpc would answer UNKNOWN); give
 a unary answer the server's default deadline when the caller set none (streams have no default:
 a health Watch stays open as long as its caller wants); run the handler; map a MyelinError to its
 status from `errors.STATUS_CODES`; count a caller's cancel as CANCELLED (DEADLINE_EXCEEDED when its
@@ -36,6 +37,7 @@ import grpc
 
 from myelin_serving.errors import InvalidArgument, MyelinError, TooLarge, Unavailable, status_code
 from myelin_serving.metrics import MethodMetrics, Metrics
+from myelin_serving.wire import ParseLimits, check_parse_cost
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("myelin_serving.access")
@@ -72,12 +74,14 @@ class ServingInterceptor:
         default_deadline_s: float = 30.0,
         access_log_enabled: bool = False,
         max_request_bytes: Mapping[str, int] | None = None,
+        parse_limits: ParseLimits | None = None,
     ) -> None:
         self._metrics = metrics
         self._tokens = tuple(t.encode() for t in tokens)
         self._default_deadline = default_deadline_s
         self._access_log = access_log_enabled
         self._max_request_bytes = dict(max_request_bytes or {})  # method -> bytes, where lower than the server's
+        self._parse_limits = parse_limits
         self._errors = ErrorLog()
         self._draining = asyncio.Event()
         self._in_flight = 0  # calls inside a handler (refusals included, for the moment they take)
@@ -90,7 +94,9 @@ class ServingInterceptor:
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` of `method` ("/package.Service/Method") with everything above around each call."""
         kwargs = {
-            "request_deserializer": _tolerant(handler.request_deserializer, self._max_request_bytes.get(method)),
+            "request_deserializer": _tolerant(
+                handler.request_deserializer, self._max_request_bytes.get(method), self._parse_limits
+            ),
             "response_serializer": handler.response_serializer,
         }
         # Whether the request is a stream is known here, once, rather than looked up on every call.
@@ -149,6 +155,7 @@ class ServingInterceptor:
             except BaseException as exc:  # every outcome is counted, then mapped or re-raised
                 # Count it before aborting: the caller may see the status before this handler returns.
                 self._leave(series, method, _code_of(exc, context), started, context)
+                request = None  # the abort's traceback keeps this frame: it must not keep the request
                 await self._fail(exc, method, context)
             self._leave(series, method, grpc.StatusCode.OK, started, context)
             return response
@@ -174,6 +181,7 @@ class ServingInterceptor:
             except BaseException as exc:
                 # Count it before aborting: the caller may see the status before this handler returns.
                 self._leave(series, method, _code_of(exc, context), started, context)
+                request = None  # the abort's traceback keeps this frame: it must not keep the request
                 await self._fail(exc, method, context)
             else:
                 self._leave(series, method, grpc.StatusCode.OK, started, context)
@@ -236,6 +244,12 @@ class ServingInterceptor:
         """Abort with the status `exc` maps to (abort raises), or re-raise what gRPC must see itself."""
         if isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError) or context.cancelled():
             raise exc  # the handler chose its own status, or the caller cancelled or went away
+        if not isinstance(exc, MyelinError | TimeoutError):
+            self._errors.report(method, exc)
+        # The traceback's frames hold the request and what was made of it (a parsed 60 MB message,
+        # its arrays), and the handler's frame holds `exc`: a cycle only the garbage collector's rare
+        # full passes would free. Nothing needs the traceback now.
+        exc.__traceback__ = None
         if isinstance(exc, MyelinError):
             await context.abort(status_code(exc), str(exc))
         if isinstance(exc, TimeoutError):
@@ -243,7 +257,6 @@ class ServingInterceptor:
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"no deadline was set and the server default ({self._default_deadline} s) passed",
             )
-        self._errors.report(method, exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
         raise AssertionError("context.abort returned")  # it always raises
 
@@ -331,18 +344,27 @@ class _Refused:
     error: MyelinError
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None, limit: int | None) -> Callable[[bytes], Any] | None:
-    """`deserializer`, refusing more than `limit` bytes before parsing them, and returning _Refused
-    instead of raising (grpc would answer UNKNOWN)."""
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None, limit: int | None, parse_limits: ParseLimits | None
+) -> Callable[[bytes], Any] | None:
+    """`deserializer`, refusing more than `limit` bytes, and a message that would cost more than
+    `parse_limits` to parse, before parsing; returning _Refused instead of raising (grpc would
+    answer UNKNOWN)."""
     if deserializer is None:
         return None
+    message_type = getattr(deserializer, "__self__", None)  # generated code passes Message.FromString
+    descriptor = getattr(message_type, "DESCRIPTOR", None) if parse_limits is not None else None
 
     def deserialize(data: bytes) -> Any:
         if limit is not None and len(data) > limit:
             return _Refused(TooLarge(f"the request is {len(data):,} bytes; this method takes at most {limit:,}"))
         try:
+            if descriptor is not None and parse_limits is not None:
+                check_parse_cost(data, descriptor, parse_limits)
             return deserializer(data)
-        except Exception as exc:  # protobuf's DecodeError, or whatever a custom deserializer raises
+        except MyelinError as exc:
+            return _Refused(exc.with_traceback(None))  # its frame holds `data`
+        except Exception as exc:  # protobuf's DecodeError, MalformedMessage, or a custom deserializer's error
             return _Refused(
                 InvalidArgument(
                     f"the request bytes are not a valid message for this method ({str(exc) or type(exc).__name__}): "

@@ -38,6 +38,7 @@ from myelin_serving.models_service import ModelsServicer
 from myelin_serving.repository import LoadContext, ModelManager
 from myelin_serving.runtime import RuntimeOptions
 from myelin_serving.settings import Settings
+from myelin_serving.wire import ParseLimits
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,8 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         default_deadline_s=settings.default_deadline_s,
         access_log_enabled=settings.access_log,
         max_request_bytes=request_limits(family, settings),
+        # Generous for any well-formed request: a Classify of 256 raw images holds about 1,500 fields.
+        parse_limits=ParseLimits(max_fields=64 * settings.max_request_batch, max_numbers=settings.max_request_elements),
     )
     server = grpc.aio.server(options=_channel_options(settings), interceptors=interceptor.aio_interceptors())
     # Every servicer registers through the interceptor, which wraps its handlers once, here.
