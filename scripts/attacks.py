@@ -10,7 +10,8 @@ a few seconds after, log lines written, seconds to exit after SIGTERM. docs/reli
 figures; tests/reliability/ holds the guarantees as tests. Memory-heavy attacks are sized so that a
 server without the limits swells by gigabytes: run it on a machine that has them.
 
-Attacks (--only): huge-prompt, kserve-rows, repository, kserve-values, streams, shutdown, auth.
+Attacks (--only): huge-prompt, kserve-rows, repository, kserve-values, streams, shutdown, auth,
+largest (not an attack: the largest request each graph's limits allow, for the per-request figure).
 """
 
 from __future__ import annotations
@@ -462,7 +463,9 @@ def attack_streams(repository: Path, tmp: Path, args: argparse.Namespace) -> dic
         except grpc.RpcError as error:
             ended = error.code().name
         timer.cancel()
-        out["Watch, no deadline, server default 3 s"] = f"{ended} after {time.monotonic() - started:.1f} s"
+        lasted = time.monotonic() - started
+        fate = "still open when the probe left at 8 s" if lasted >= 8 else f"{ended} after {lasted:.1f} s"
+        out["Watch, no deadline, server default 3 s"] = fate
     with serve("classifier", repository, tmp, {"MYELIN_GRACE_PERIOD_S": "10"}) as server:
         server.wait_serving()
         watch = server.channel.unary_stream(HEALTH_WATCH)(health_pb2.HealthCheckRequest().SerializeToString())
@@ -551,6 +554,58 @@ def attack_auth(repository: Path, tmp: Path, args: argparse.Namespace) -> dict[s
     return result
 
 
+def attack_largest(repository: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The largest KServe request each graph's default limits allow (256 rows, every axis as long as
+    the model and max_request_elements let it be): what one such request costs the server."""
+    rng = np.random.default_rng(0)
+    w2v = w2v_model(repository)
+    requests: dict[str, list[tuple[str, Any]]] = {
+        "classifier": [
+            ("mnist-cnn 256 x 28 x 28", infer("mnist-cnn", ("image", "FP32", rng.random((256, 28, 28), "f4")))),
+        ],
+        "embedder": [
+            ("lookup 256 ids", infer(f"{w2v}.lookup", ("ids", "INT64", rng.integers(0, 3000, 256)))),
+            ("neighbours 256 x 1,024 excluded", infer(
+                f"{w2v}.neighbours", ("queries", "FP32", rng.random((256, 100), "f4")),
+                ("exclude", "INT64", rng.integers(-1, 3000, (256, 1024))), ("limit", "INT64", np.full(256, 3000)))),
+        ],
+        "translator": [
+            ("encoder 256 x 128 tokens", encoder(rng.integers(4, 400, (256, 128)))),
+            ("decoder 256 rows, 128 new, 100 past, 128 source", _largest_decoder(rng)),
+        ],
+        "generator": [
+            ("gpt step 256 x 128 tokens, 120 slots", gpt_step(rng.integers(0, 59, (256, 128)), slots=120)),
+            ("gru step 256 x 1,024 tokens", infer(
+                f"{GRU}.step", ("input_ids", "INT64", rng.integers(0, 59, (256, 1024))),
+                ("state", "FP32", np.zeros((1, 256, 32), "<f4")))),
+        ],
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    for family, cases in requests.items():
+        with serve(family, repository, tmp) as server:
+            server.wait_serving()
+            for name, request in cases:
+                data = request.SerializeToString()
+                figures = under_attack(server, lambda data=data: call(server.channel, INFER, data)[:2], settle=1)
+                out[name] = {"message_mb": round(len(data) / 1e6, 1), **figures}
+    return out
+
+
+def _largest_decoder(rng: np.random.Generator) -> Any:
+    rows, new, past, source = 256, 128, 100, 128
+    return infer(
+        f"{TRANSLATOR}.decoder",
+        ("input_ids", "INT64", rng.integers(4, 400, (rows, new))),
+        ("position_ids", "INT64", np.tile(np.arange(past, past + new) % 128, (rows, 1))),
+        ("past_keys", "FP32", rng.random((rows, 1, 4, past, 8), "f4")),
+        ("past_values", "FP32", rng.random((rows, 1, 4, past, 8), "f4")),
+        ("past_mask", "BOOL", np.ones((rows, past), "?")),
+        ("cross_keys", "FP32", rng.random((rows, 1, 4, source, 8), "f4")),
+        ("cross_values", "FP32", rng.random((rows, 1, 4, source, 8), "f4")),
+        ("source_mask", "BOOL", np.ones((rows, source), "?")),
+    )
+
+
 ATTACKS: dict[str, Callable[[Path, Path, argparse.Namespace], dict[str, Any]]] = {
     "huge-prompt": attack_huge_prompt,
     "kserve-rows": attack_kserve_rows,
@@ -559,6 +614,7 @@ ATTACKS: dict[str, Callable[[Path, Path, argparse.Namespace], dict[str, Any]]] =
     "streams": attack_streams,
     "shutdown": attack_shutdown,
     "auth": attack_auth,
+    "largest": attack_largest,
 }
 
 

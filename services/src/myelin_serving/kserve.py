@@ -138,7 +138,8 @@ class InferenceProtocol:
             self._check_rows(feeds)
             results = await batcher.infer(feeds, timeout=timeout)
         else:
-            results = await self._gate(endpoint).run(lambda: graph.run(feeds, wanted), timeout)
+            # The caller chose this run's size: its memory goes back once it is done.
+            results = await self._gate(endpoint).run(lambda: graph.run(feeds, wanted, release_memory=True), timeout)
         return InferResult(endpoint, {out: results[out] for out in wanted})
 
     def _gate(self, endpoint: Endpoint) -> RunGate:
