@@ -230,17 +230,28 @@ def encoder(ids: np.ndarray) -> Any:
     return infer(f"{TRANSLATOR}.encoder", ("source_ids", "INT64", ids.astype("<i8")), ("source_mask", "BOOL", ids > -1))
 
 
-def decoder(rows: int, *, positions: int = 0, ids: int = 1, source: int = 3, past: int = 0) -> Any:
+def decoder(
+    rows: int,
+    *,
+    new: int = 1,
+    past: int = 0,
+    source: int = 3,
+    ids: int | np.ndarray = 1,
+    positions: int | np.ndarray = 0,
+    values: Callable[[tuple[int, ...]], np.ndarray] = np.zeros,
+) -> Any:
     """A KServe request for the dry-run translator's decoder step (1 layer, 4 heads of 8)."""
+    cache = (rows, 1, 4, past, 8)
+    cross = (rows, 1, 4, source, 8)
     return infer(
         f"{TRANSLATOR}.decoder",
-        ("input_ids", "INT64", np.full((rows, 1), ids, "<i8")),
-        ("position_ids", "INT64", np.full((rows, 1), positions, "<i8")),
-        ("past_keys", "FP32", np.zeros((rows, 1, 4, past, 8), "<f4")),
-        ("past_values", "FP32", np.zeros((rows, 1, 4, past, 8), "<f4")),
+        ("input_ids", "INT64", np.broadcast_to(ids, (rows, new)).astype("<i8")),
+        ("position_ids", "INT64", np.broadcast_to(positions, (rows, new)).astype("<i8")),
+        ("past_keys", "FP32", values(cache).astype("<f4")),
+        ("past_values", "FP32", values(cache).astype("<f4")),
         ("past_mask", "BOOL", np.ones((rows, past), "?")),
-        ("cross_keys", "FP32", np.zeros((rows, 1, 4, source, 8), "<f4")),
-        ("cross_values", "FP32", np.zeros((rows, 1, 4, source, 8), "<f4")),
+        ("cross_keys", "FP32", values(cross).astype("<f4")),
+        ("cross_values", "FP32", values(cross).astype("<f4")),
         ("source_mask", "BOOL", np.ones((rows, source), "?")),
     )
 
@@ -515,16 +526,21 @@ def attack_shutdown(repository: Path, tmp: Path, args: argparse.Namespace) -> di
     for _ in range(args.runs):
         with serve("classifier", repository, tmp, {"MYELIN_GRACE_PERIOD_S": "5"}) as server:
             server.wait_serving()
-            codes = asyncio.run(_shutdown_run(server, request))
+            codes, _ = asyncio.run(burst_then_sigterm(server.target, server.process, request, calls=600, delay=0.05))
             totals.update(codes)
             runs_with_other += bool(set(codes) - {"OK", "UNAVAILABLE"})
     return {"runs": args.runs, "codes": dict(totals), "runs with another status": runs_with_other}
 
 
-async def _shutdown_run(server: Serve, request: bytes) -> Counter[str]:
+async def burst_then_sigterm(
+    target: str, process: subprocess.Popen[bytes], request: bytes, *, calls: int, delay: float
+) -> tuple[Counter[str], float]:
+    """`calls` concurrent ModelInfer calls of `request`, SIGTERM to `process` `delay` s after they start:
+    the statuses they ended with, and the seconds the process took to exit."""
     codes: Counter[str] = Counter()
-    async with grpc.aio.insecure_channel(server.target) as channel:
+    async with grpc.aio.insecure_channel(target) as channel:
         method = channel.unary_unary(INFER)
+        await method(request, timeout=30)  # connected and warm
 
         async def one() -> None:
             try:
@@ -533,12 +549,13 @@ async def _shutdown_run(server: Serve, request: bytes) -> Counter[str]:
             except grpc.aio.AioRpcError as error:
                 codes[error.code().name] += 1
 
-        tasks = [asyncio.create_task(one()) for _ in range(600)]
-        await asyncio.sleep(0.05)
-        server.process.send_signal(signal.SIGTERM)
+        tasks = [asyncio.create_task(one()) for _ in range(calls)]
+        await asyncio.sleep(delay)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
         await asyncio.gather(*tasks)
-    server.process.wait(timeout=60)
-    return codes
+    await asyncio.to_thread(process.wait, 60)
+    return codes, time.monotonic() - signalled
 
 
 def attack_auth(repository: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -592,17 +609,15 @@ def attack_largest(repository: Path, tmp: Path, args: argparse.Namespace) -> dic
 
 
 def _largest_decoder(rng: np.random.Generator) -> Any:
-    rows, new, past, source = 256, 128, 100, 128
-    return infer(
-        f"{TRANSLATOR}.decoder",
-        ("input_ids", "INT64", rng.integers(4, 400, (rows, new))),
-        ("position_ids", "INT64", np.tile(np.arange(past, past + new) % 128, (rows, 1))),
-        ("past_keys", "FP32", rng.random((rows, 1, 4, past, 8), "f4")),
-        ("past_values", "FP32", rng.random((rows, 1, 4, past, 8), "f4")),
-        ("past_mask", "BOOL", np.ones((rows, past), "?")),
-        ("cross_keys", "FP32", rng.random((rows, 1, 4, source, 8), "f4")),
-        ("cross_values", "FP32", rng.random((rows, 1, 4, source, 8), "f4")),
-        ("source_mask", "BOOL", np.ones((rows, source), "?")),
+    rows, new, past = 256, 128, 100
+    return decoder(
+        rows,
+        new=new,
+        past=past,
+        source=128,
+        ids=rng.integers(4, 400, (rows, new)),
+        positions=np.arange(past, past + new) % 128,
+        values=lambda shape: rng.random(shape, "f4"),
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -14,9 +16,10 @@ from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.v1 import common_pb2, generator_pb2
 from myelin_cases import CLASSIFIER_GRAPHS, CLASSIFY, ENCODER, GENERATOR_MODEL, INFER, graph_request
 from myelin_client import Client
-from myelin_rpcs import call
+from myelin_rpcs import Outcome, call
 from myelin_testkit import ServerProcess
 
+T = TypeVar("T")
 TOKEN = "memory-test-token"
 COMPLETE = "/myelin_api.v1.Generator/Complete"
 MIB = 1024 * 1024
@@ -63,24 +66,29 @@ def at_once(count: int, channel: grpc.Channel, method: str, payload: bytes) -> C
     return codes
 
 
+def measured(server: ServerProcess, send: Callable[[grpc.Channel], T]) -> tuple[T, float, float, float]:
+    """`send` on a channel to `server` once it is ready: what it returned, and the server's resident
+    memory (MiB) before, at the peak during, and right after."""
+    try:
+        with Client(server.target) as client:
+            client.wait_ready(timeout=120)
+        memory = Memory(server.process.pid)
+        with grpc.insecure_channel(server.target, options=[("grpc.max_send_message_length", -1)]) as channel:
+            call(channel, "/grpc.health.v1.Health/Check", b"")  # connected before the measure starts
+            idle = memory.reset_peak()
+            result = send(channel)
+            return result, idle, memory.peak(), memory.now()
+    finally:
+        server.kill()
+
+
 def test_messages_without_a_token_are_refused_before_they_are_read(tmp_path: Path, classifier_repository: Path) -> None:
     """Before: sixteen 60 MB messages without a token took the server from 135 MB to a 1,890 MB peak
     and left it at 1,104 MB; now gRPC never reads them."""
     rows = 60_000_000 // (28 * 28 * 4)
     payload = graph_request(CLASSIFIER_GRAPHS[0], {"batch": rows}).SerializeToString()
     server = ServerProcess("classifier", classifier_repository, tmp_path, env={"MYELIN_AUTH_TOKENS": TOKEN})
-    try:
-        with Client(server.target) as client:
-            client.wait_ready(timeout=60)
-        memory = Memory(server.process.pid)
-        options = [("grpc.max_send_message_length", -1)]
-        with grpc.insecure_channel(server.target, options=options) as channel:
-            call(channel, INFER, b"")  # the channel is up before the measure starts
-            idle = memory.reset_peak()
-            codes = at_once(16, channel, INFER, payload)
-            peak, after = memory.peak(), memory.now()
-    finally:
-        server.kill()
+    codes, idle, peak, after = measured(server, lambda channel: at_once(16, channel, INFER, payload))
     assert codes == Counter({"UNAUTHENTICATED": 16})
     assert peak - idle < PEAK_MIB and after - idle < KEPT_MIB, (idle, peak, after)
 
@@ -92,34 +100,18 @@ def test_oversize_kserve_and_prompt_requests_are_refused_before_work(
     left 5.1 GB; an 8 MB prompt took the generator to 3.2 GB and blocked every call for 11 s."""
     rows = graph_request(ENCODER, {"batch": 8000, "source": 125}, source_ids=np.full((8000, 125), 5))
     translator = ServerProcess("translator", translator_repository, tmp_path)
-    try:
-        with Client(translator.target) as client:
-            client.wait_ready(timeout=120)
-        memory = Memory(translator.process.pid)
-        with grpc.insecure_channel(translator.target) as channel:
-            idle = memory.reset_peak()
-            outcome = call(channel, INFER, rows)
-            peak, after = memory.peak(), memory.now()
-    finally:
-        translator.kill()
+    outcome, idle, peak, after = measured(translator, lambda channel: call(channel, INFER, rows))
     assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT and "8000 rows" in outcome.details
     assert peak - idle < PEAK_MIB and after - idle < KEPT_MIB, (idle, peak, after)
 
-    def prompt(text: str) -> generator_pb2.GenerateRequest:
-        return generator_pb2.GenerateRequest(model=common_pb2.ModelRef(name=GENERATOR_MODEL), prompt=text)
+    def prompts(channel: grpc.Channel) -> tuple[Outcome, Outcome]:
+        def prompt(text: str) -> generator_pb2.GenerateRequest:
+            return generator_pb2.GenerateRequest(model=common_pb2.ModelRef(name=GENERATOR_MODEL), prompt=text)
+
+        return call(channel, COMPLETE, prompt("a" * 8_000_000)), call(channel, COMPLETE, prompt("a" * 1_000_000))
 
     generator = ServerProcess("generator", generator_repository, tmp_path)
-    try:
-        with Client(generator.target) as client:
-            client.wait_ready(timeout=120)
-        memory = Memory(generator.process.pid)
-        with grpc.insecure_channel(generator.target, options=[("grpc.max_send_message_length", -1)]) as channel:
-            idle = memory.reset_peak()
-            huge = call(channel, COMPLETE, prompt("a" * 8_000_000))
-            long = call(channel, COMPLETE, prompt("a" * 1_000_000))
-            peak, after = memory.peak(), memory.now()
-    finally:
-        generator.kill()
+    (huge, long), idle, peak, after = measured(generator, prompts)
     assert huge.code is grpc.StatusCode.RESOURCE_EXHAUSTED and f"at most {MIB:,}" in huge.details
     assert long.code is grpc.StatusCode.INVALID_ARGUMENT and "the prompt is 1,000,000 characters" in long.details
     assert peak - idle < PEAK_MIB and after - idle < KEPT_MIB, (idle, peak, after)
@@ -135,19 +127,12 @@ def test_messages_that_would_swell_when_parsed_are_refused_before_parsing(
     (glibc's per-thread arenas: measured up to 120 MB here, bounded over many such messages)."""
     typed = pb.ModelInferRequest(model_name="mnist-cnn")
     typed.inputs.add(name="image", datatype="FP32", shape=[1, 28, 28]).contents.int64_contents.extend([0] * 60_000_000)
+    numbers_bomb = typed.SerializeToString()
     images = b"\x12\x00" * 30_000_000  # ClassifyRequest.images (field 2): thirty million empty images
     server = ServerProcess("classifier", classifier_repository, tmp_path)
-    try:
-        with Client(server.target) as client:
-            client.wait_ready(timeout=60)
-        memory = Memory(server.process.pid)
-        with grpc.insecure_channel(server.target, options=[("grpc.max_send_message_length", -1)]) as channel:
-            idle = memory.reset_peak()
-            numbers = call(channel, INFER, typed.SerializeToString())
-            fields = call(channel, CLASSIFY, images)
-            peak, after = memory.peak(), memory.now()
-    finally:
-        server.kill()
+    (numbers, fields), idle, peak, after = measured(
+        server, lambda channel: (call(channel, INFER, numbers_bomb), call(channel, CLASSIFY, images))
+    )
     assert numbers.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "4,194,304 numbers" in numbers.details
     assert fields.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "16,384 fields" in fields.details
     assert peak - idle < 400 and after - idle < 200, (idle, peak, after)

@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -19,18 +18,10 @@ from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_client import Client
 from myelin_rpcs import KSERVE, call
 from myelin_serving.discovery import MAX_MANIFEST_BYTES
-from myelin_testkit import ServerThread, settings_for
+from myelin_testkit import ServerThread, eventually, settings_for
 
 ZEROS = np.zeros((1, 28, 28), np.uint8)
 SKIPPED = "myelin_serving.repository"
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def copy_version(repository: Path, model: str, source: int, target: str, **manifest: object) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import threading
 import time
 from collections import Counter
@@ -17,7 +16,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from myelin_cases import CLASSIFIER_GRAPHS, INFER, graph_request
+from attacks import burst_then_sigterm
+from myelin_cases import CLASSIFIER_GRAPHS, graph_request
 from myelin_client import Client, DeadlineExceededError
 from myelin_rpcs import TALLY
 from myelin_testkit import ENDLESS_TOKENS, LONG_GENERATION, ServerProcess, ServerThread, settings_for
@@ -116,42 +116,20 @@ def test_a_stream_whose_deadline_passes_counts_as_deadline_exceeded(generator_re
         assert sample("myelin_requests_total", {"method": GENERATE, "code": "CANCELLED"}) is None
 
 
-async def burst_then_sigterm(server: ServerProcess, calls: int, delay: float) -> tuple[Counter[str], float]:
-    """`calls` concurrent KServe calls; SIGTERM `delay` s after they start. Their statuses, and the exit time."""
-    request = graph_request(CLASSIFIER_GRAPHS[0], {"batch": 1}).SerializeToString()
-    codes: Counter[str] = Counter()
-    async with grpc.aio.insecure_channel(server.target) as channel:
-        method = channel.unary_unary(INFER)
-        await method(request, timeout=30)  # connected and warm
-
-        async def one() -> None:
-            try:
-                await method(request, timeout=60)
-                codes["OK"] += 1
-            except grpc.aio.AioRpcError as error:
-                codes[error.code().name] += 1
-
-        tasks = [asyncio.create_task(one()) for _ in range(calls)]
-        await asyncio.sleep(delay)
-        signalled = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        await asyncio.gather(*tasks)
-    await asyncio.to_thread(server.process.wait, 60)
-    return codes, time.monotonic() - signalled
-
-
 def test_sigterm_during_a_burst_ends_every_call_ok_or_unavailable_run_after_run(
     tmp_path: Path, classifier_repository: Path
 ) -> None:
     """600 KServe calls in flight or arriving: the accepted ones answered, the others UNAVAILABLE (a retry
     policy retries those), never CANCELLED, which gRPC gave the calls it still held when it stopped."""
+    request = graph_request(CLASSIFIER_GRAPHS[0], {"batch": 1}).SerializeToString()
     totals: Counter[str] = Counter()
     for run in range(SHUTDOWN_RUNS):
         server = ServerProcess("classifier", classifier_repository, tmp_path, env={"MYELIN_GRACE_PERIOD_S": "10"})
         try:
             with Client(server.target) as client:
                 client.wait_ready(timeout=60)
-            codes, exit_s = asyncio.run(burst_then_sigterm(server, 600, delay=0.02 * (run % 5)))
+            burst = burst_then_sigterm(server.target, server.process, request, calls=600, delay=0.02 * (run % 5))
+            codes, exit_s = asyncio.run(burst)
             TALLY["faults"] += 1
         finally:
             server.kill()

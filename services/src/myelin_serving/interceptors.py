@@ -119,15 +119,20 @@ class ServingInterceptor:
         elsewhere; calls already running go on, and streams waiting for the caller's next message end."""
         self._draining.set()
 
-    async def drained(self, deadline: float, quiet: float = 0.1) -> None:
-        """Until no call is running and none arrived for `quiet` seconds (gRPC has handed over every
-        call it had received: one it still held when the server stops would end CANCELLED), or until
-        `deadline` (time.monotonic())."""
-        while time.monotonic() < deadline:
-            idle = time.monotonic() - self._last_call
-            if self._in_flight == 0 and idle >= quiet:
+    async def drained(self, deadline: float, quiet: float = 0.2, tick: float = 0.01) -> None:
+        """Until no call is running and none arrived for `quiet` seconds of a responsive event loop
+        (gRPC has then handed over every call it had received: one it still held when the server
+        stops would end CANCELLED), or until `deadline` (time.monotonic()). Time the loop spent
+        stalled (a starved process: our `tick` sleeps coming back late) does not count as quiet,
+        since gRPC could not hand calls over meanwhile either."""
+        calm = 0.0
+        while (now := time.monotonic()) < deadline:
+            await asyncio.sleep(min(tick, max(deadline - now, 0)))
+            slept = time.monotonic() - now
+            idle = self._in_flight == 0 and self._last_call < now
+            calm = calm + slept if idle and slept < 5 * tick else 0.0
+            if calm >= quiet:
                 return
-            await asyncio.sleep(min(quiet, max(deadline - time.monotonic(), 0)))
 
     # --- the wrappers ---------------------------------------------------------------------------
 
