@@ -279,8 +279,11 @@ def embedder_bad() -> tuple[Bad, ...]:
     vec = embedder_pb2.Vector
     bad = [
         Bad("Embed no words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v()), INVALID, "words is empty"),
-        Bad("Embed 100k words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(), words=["the"] * 100_000),
+        Bad("Embed 1,000 words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(), words=["the"] * 1000),
             INVALID, "the limit is"),
+        # refused from its bytes, before parsing (wire.py): 64 x max_request_batch fields at most
+        Bad("Embed 100k words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(), words=["the"] * 100_000),
+            TOO_BIG, "more than 16,384 fields"),
         Bad("Embed unknown model", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(name="mnist-cnn"), words=["the"]),
             NOT_FOUND, "embedder service serves"),
         Bad("MostSimilar nothing", _e("MostSimilar"), embedder_pb2.MostSimilarRequest(model=_w2v()), INVALID,
