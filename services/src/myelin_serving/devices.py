@@ -104,7 +104,12 @@ class Tensors(Generic[T]):
         raise NotImplementedError
 
     def run(
-        self, session: ort.InferenceSession, feeds: Mapping[str, Any], fetch: Sequence[str], keep: Sequence[str] = ()
+        self,
+        session: ort.InferenceSession,
+        feeds: Mapping[str, Any],
+        fetch: Sequence[str],
+        keep: Sequence[str] = (),
+        options: ort.RunOptions | None = None,
     ) -> Outputs:
         """Run a graph: `fetch`ed outputs come back as host arrays, `keep` ones as this kind's tensors."""
         raise NotImplementedError
@@ -148,10 +153,15 @@ class HostTensors(Tensors[np.ndarray]):
             target[tuple(index)] = update
 
     def run(
-        self, session: ort.InferenceSession, feeds: Mapping[str, Any], fetch: Sequence[str], keep: Sequence[str] = ()
+        self,
+        session: ort.InferenceSession,
+        feeds: Mapping[str, Any],
+        fetch: Sequence[str],
+        keep: Sequence[str] = (),
+        options: ort.RunOptions | None = None,
     ) -> Outputs:
         names = [*fetch, *keep]
-        values = session.run(names, dict(feeds))
+        values = session.run(names, dict(feeds), options)
         return dict(zip(fetch, values[: len(fetch)], strict=True)), dict(zip(keep, values[len(fetch) :], strict=True))
 
 
@@ -187,7 +197,12 @@ class BoundTensors(Tensors[ort.OrtValue]):
         return tuple(tensor.shape())
 
     def run(
-        self, session: ort.InferenceSession, feeds: Mapping[str, Any], fetch: Sequence[str], keep: Sequence[str] = ()
+        self,
+        session: ort.InferenceSession,
+        feeds: Mapping[str, Any],
+        fetch: Sequence[str],
+        keep: Sequence[str] = (),
+        options: ort.RunOptions | None = None,
     ) -> Outputs:
         binding = session.io_binding()
         for name, value in feeds.items():
@@ -199,7 +214,7 @@ class BoundTensors(Tensors[ort.OrtValue]):
             binding.bind_output(name, "cpu")
         for name in keep:
             binding.bind_output(name, self.device, self.device_id)
-        session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding, options)
         values = binding.get_outputs()
         host = {name: value.numpy() for name, value in zip(fetch, values[: len(fetch)], strict=True)}
         return host, dict(zip(keep, values[len(fetch) :], strict=True))

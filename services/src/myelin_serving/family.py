@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from myelin_serving.interceptors import HandlerRegistry
 from myelin_serving.metrics import Metrics
@@ -27,3 +27,6 @@ class Family:
     service_names: tuple[str, ...]
     load: Loader
     add_servicers: Callable[[HandlerRegistry, ServingContext], None]
+    # Request sizes (bytes) the family's methods take at most, where lower than max_message_bytes:
+    # refused with RESOURCE_EXHAUSTED before parsing. Keys are method names ("Generate").
+    max_request_bytes: Mapping[str, int] = field(default_factory=dict)

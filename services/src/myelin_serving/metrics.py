@@ -6,7 +6,11 @@ are few and bounded: method, code, model, version.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -160,6 +164,27 @@ class Metrics:
             registry=registry,
         )
         self.server_info = Info("myelin_server", "Service family, version and execution provider", registry=registry)
+
+    def forget(self, model: str, version: str | None = None, names: Iterable[str] = ()) -> None:
+        """Drop the series of one `version` of `model`, or with no version every series of the model
+        (its last version went): removed models and versions do not stay on /metrics. `names`
+        limits it to those metric families."""
+        wanted = set(names)
+        for metric in vars(self).values():
+            if not isinstance(metric, MetricWrapperBase):
+                continue
+            gone: set[tuple[str, ...]] = set()
+            for family in metric.collect():
+                if wanted and family.name not in wanted:
+                    continue
+                for sample in family.samples:
+                    labels = {k: v for k, v in sample.labels.items() if k not in ("le", "quantile")}
+                    if labels.get("model") != model or (version is not None and labels.get("version") != version):
+                        continue
+                    gone.add(tuple(labels.values()))  # label values, in the metric's label order
+            for values in gone:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
 
     def for_method(self, method: str) -> MethodMetrics:
         return MethodMetrics(self, method)

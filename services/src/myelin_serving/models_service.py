@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import grpc
 
 from myelin_api.v1 import common_pb2, models_pb2, models_pb2_grpc
@@ -62,7 +60,7 @@ def describe(manager: ModelManager, name: str, version: int) -> common_pb2.Model
         for key, value in source.manifest.evaluation.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metadata.evaluation[key] = float(value)
-        metadata.manifest_json = json.dumps(json.loads(source.manifest_text), separators=(",", ":"))
+        metadata.manifest_json = source.manifest_json  # compacted once, when the manifest was read
     if chosen.model is not None:
         metadata.execution_provider = chosen.model.provider
         for graph_name, graph in chosen.model.graphs.items():

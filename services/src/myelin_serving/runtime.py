@@ -42,6 +42,12 @@ ORT_TO_KSERVE = {
 }
 
 
+# Shrinks the CPU arena after a run: measured on the GRU step graph, a 256 x 4,096-token run left
+# the process at 720 MB without it and back at its idle 56 MB with it; small runs cost ~10 us more.
+_RELEASE = ort.RunOptions()
+_RELEASE.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+
 class GraphLoadError(RuntimeError):
     """An ONNX file is missing, corrupt, or cannot run on the requested device."""
 
@@ -78,6 +84,7 @@ class TensorInfo:
     name: str
     datatype: str  # KServe name: FP32, INT64, ...
     shape: tuple[int, ...]  # -1 for dynamic dimensions
+    dims: tuple[str, ...] = ()  # the symbolic name of each axis ("batch", "sequence"), "" where none
 
 
 class OnnxGraph:
@@ -118,12 +125,19 @@ class OnnxGraph:
         self.outputs = [_info(o) for o in self.session.get_outputs()]
         self.output_names = [o.name for o in self.outputs]
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Host arrays in, host arrays out (bound: inputs copied to the device once, outputs back once)."""
+    def run(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, *, release_memory: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Host arrays in, host arrays out (bound: inputs copied to the device once, outputs back once).
+
+        `release_memory` hands the memory the run took back after it (onnxruntime's CPU arena otherwise
+        keeps its high-water mark for later runs): for runs whose size a caller chose, such as KServe
+        requests on graphs without a batcher."""
         names = list(outputs) if outputs is not None else self.output_names
-        return self.tensors.run(self.session, feeds, names)[0]
+        return self.tensors.run(self.session, feeds, names, options=_RELEASE if release_memory else None)[0]
 
 
 def _info(arg: ort.NodeArg) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
-    return TensorInfo(name=arg.name, datatype=ORT_TO_KSERVE.get(arg.type, arg.type), shape=shape)
+    dims = tuple(d if isinstance(d, str) else "" for d in arg.shape)
+    return TensorInfo(name=arg.name, datatype=ORT_TO_KSERVE.get(arg.type, arg.type), shape=shape, dims=dims)

@@ -4,6 +4,12 @@ One process serves one family. Besides the family's own service it always expose
 service, the Open Inference Protocol (KServe v2, `inference.GRPCInferenceService`) over the same
 models and batchers, `grpc.health.v1` (NOT_SERVING until a model is loaded and warmed up, NOT_SERVING again as
 soon as shutdown starts), server reflection, and Prometheus metrics over HTTP.
+
+Shutdown (`MyelinServer.stop`): NOT_SERVING and the end of every health Watch at once; new calls are
+refused with UNAVAILABLE (a retry goes elsewhere) while the calls already running finish; once none
+runs and gRPC has handed over every call it received, or when the grace period ends, the gRPC server
+stops. Every call therefore ends as answered or as UNAVAILABLE, never CANCELLED, unless it was still
+running when the grace period ended.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -31,6 +38,7 @@ from myelin_serving.models_service import ModelsServicer
 from myelin_serving.repository import LoadContext, ModelManager
 from myelin_serving.runtime import RuntimeOptions
 from myelin_serving.settings import Settings
+from myelin_serving.wire import ParseLimits
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,16 @@ FAMILIES = {
     "embedder": "myelin_serving.embedder",
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
+# Requests that carry names, versions and little else (the Models service, health, KServe's metadata
+# calls, reflection) are refused above this many bytes, before parsing; the rest get max_message_bytes
+# or what their family says (`Family.max_request_bytes`).
+CONTROL_REQUEST_BYTES = 64 * 1024
+CONTROL_METHODS = (
+    *(f"/{MODELS_SERVICE}/{m}" for m in ("ListModels", "GetModel", "ReloadModels")),
+    *(f"/{health.SERVICE_NAME}/{m}" for m in ("Check", "Watch", "List")),
+    *(f"/{KSERVE_SERVICE}/{m}" for m in ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata")),
+    f"/{reflection.SERVICE_NAME}/ServerReflectionInfo",
+)
 
 
 def load_family(name: str) -> Family:
@@ -62,6 +80,7 @@ class MyelinServer:
         family: Family,
         health_servicer: HealthServicer,
         metrics: Metrics,
+        interceptor: ServingInterceptor,
     ) -> None:
         self.settings = settings
         self.grpc_server = server
@@ -70,6 +89,7 @@ class MyelinServer:
         self.family = family
         self.health = health_servicer
         self.metrics = metrics
+        self.interceptor = interceptor
         self.metrics_port: int | None = None
         self._health_names = health_names(family)
         self._stopping = False
@@ -108,14 +128,17 @@ class MyelinServer:
         if self._stopping:
             return
         self._stopping = True
-        grace = self.settings.grace_period_s if grace is None else grace
-        delay = min(self.settings.drain_delay_s, grace)
-        await self.health.enter_graceful_shutdown()
+        deadline = time.monotonic() + (self.settings.grace_period_s if grace is None else grace)
+        await self.health.enter_graceful_shutdown()  # ends every Watch, after NOT_SERVING
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.sleep(delay)
-        await self.grpc_server.stop(grace - delay)
+        # Still serving for the drain delay, so that health-checking clients move away; then new
+        # calls are refused with UNAVAILABLE (retried elsewhere) until no call arrives.
+        await asyncio.sleep(min(self.settings.drain_delay_s, max(deadline - time.monotonic(), 0)))
+        self.interceptor.drain()
+        await self.interceptor.drained(deadline)
+        await self.grpc_server.stop(max(deadline - time.monotonic(), 0))
         await self.manager.close()
         if self._http is not None:
             self._http.shutdown()
@@ -163,35 +186,37 @@ class MyelinServer:
 class HealthServicer(health.aio.HealthServicer):
     """grpc.health.v1 for a fixed set of service names.
 
-    The stock servicer answers an unknown name with a bare NOT_FOUND, and keeps a condition for every
-    name anyone ever watched; this one says which names it knows, and answers a Watch of an unknown
-    name with SERVICE_UNKNOWN without keeping anything for it."""
+    The stock servicer answers an unknown name with a bare NOT_FOUND, keeps a condition for every
+    name anyone ever watched, and keeps every Watch open through shutdown; this one says which names
+    it knows, answers a Watch of an unknown name with SERVICE_UNKNOWN without keeping anything for
+    it, and ends every Watch (after NOT_SERVING) as soon as shutdown starts."""
 
     def __init__(self, names: tuple[str, ...]) -> None:
         super().__init__()
         self._names = frozenset(names)
         self._known = ", ".join(repr(n) for n in names)
         self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {}
+        self._changed = asyncio.Condition()
         self._shutting_down = False
 
     async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        self._statuses[service] = status
         await super().set(service, status)
+        async with self._changed:
+            self._statuses[service] = status
+            self._changed.notify_all()
 
     async def enter_graceful_shutdown(self) -> None:
-        self._shutting_down = True
         await super().enter_graceful_shutdown()
+        async with self._changed:
+            self._shutting_down = True
+            self._changed.notify_all()
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthListResponse:
         """Every name and its status (the stock aio servicer does not implement List: INTERNAL)."""
-        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthListResponse(
-            statuses={
-                name: health_pb2.HealthCheckResponse(status=not_serving if self._shutting_down else status)
-                for name, status in self._statuses.items()
-            }
+            statuses={name: health_pb2.HealthCheckResponse(status=self._status(name)) for name in self._statuses}
         )
 
     async def Check(
@@ -205,11 +230,29 @@ class HealthServicer(health.aio.HealthServicer):
         return await super().Check(request, context)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
-        if request.service in self._names:
-            await super().Watch(request, context)
-            return
-        await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN))
-        await asyncio.Event().wait()  # the name never becomes known: hold the stream until the caller leaves
+        """The status now, then every change, until the caller leaves or shutdown starts."""
+
+        def now() -> health_pb2.HealthCheckResponse.ServingStatus:
+            if request.service in self._names:
+                return self._status(request.service)
+            return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+        sent = None
+        while True:
+            status = now()
+            if status != sent:  # written outside the lock: a slow reader must not hold up set()
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                sent = status
+            if self._shutting_down:
+                return
+            async with self._changed:
+                if now() == sent and not self._shutting_down:
+                    await self._changed.wait()
+
+    def _status(self, service: str) -> health_pb2.HealthCheckResponse.ServingStatus:
+        if self._shutting_down:
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return self._statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -246,8 +289,11 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         tokens=settings.tokens(),
         default_deadline_s=settings.default_deadline_s,
         access_log_enabled=settings.access_log,
+        max_request_bytes=request_limits(family, settings),
+        # Generous for any well-formed request: a Classify of 256 raw images holds about 1,500 fields.
+        parse_limits=ParseLimits(max_fields=64 * settings.max_request_batch, max_numbers=settings.max_request_elements),
     )
-    server = grpc.aio.server(options=_channel_options(settings))
+    server = grpc.aio.server(options=_channel_options(settings), interceptors=interceptor.aio_interceptors())
     # Every servicer registers through the interceptor, which wraps its handlers once, here.
     handlers = HandlerRegistry(server, interceptor)
     family.add_servicers(handlers, ServingContext(manager, settings, metrics))
@@ -264,10 +310,24 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     except RuntimeError as exc:  # grpc's way of saying the address cannot be bound
         raise OSError(f"could not listen on {address}: {exc}") from exc
     metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
-    myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics)
-    protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)
+    myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics, interceptor)
+    protocol = InferenceProtocol(
+        manager,
+        max_request_batch=settings.max_request_batch,
+        max_request_elements=settings.max_request_elements,
+        runs=settings.batching,
+    )
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
     return myelin_server, port
+
+
+def request_limits(family: Family, settings: Settings) -> dict[str, int]:
+    """Methods whose requests are refused at a size below max_message_bytes, and that size."""
+    limits = dict.fromkeys(CONTROL_METHODS, CONTROL_REQUEST_BYTES)
+    for service in family.service_names:
+        for method, size in family.max_request_bytes.items():
+            limits[f"/{service}/{method}"] = size
+    return {method: size for method, size in limits.items() if size < settings.max_message_bytes}
 
 
 def _channel_options(settings: Settings) -> list[tuple[str, int]]:

@@ -138,8 +138,12 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     batching: BatchingSettings = BatchingSettings()
     generation: GenerationSettings = GenerationSettings()
-    # Items (images, sentences...) one request may carry.
+    # Items (images, sentences...) one request may carry; for KServe ModelInfer, rows of any graph.
     max_request_batch: int = Field(256, ge=1)
+    # Numbers (tensor elements) of all the inputs of one KServe ModelInfer together, counted from the
+    # declared shapes before anything is decoded: typed contents carry a zero in one byte, so the
+    # message size alone does not bound the decoded arrays (4 Mi: 32 MiB as INT64).
+    max_request_elements: int = Field(4 * 1024 * 1024, ge=1)
     translator: TranslatorSettings = TranslatorSettings()
     # Rescan the repository this often to load new versions and unload removed ones (0: never).
     reload_interval_s: float = Field(2.0, ge=0)

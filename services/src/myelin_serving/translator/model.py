@@ -22,6 +22,8 @@ from myelin_serving.translator.search import SearchOptions
 
 ENCODER, DECODER = "encoder", "decoder"
 DEFAULT_LENGTH_PENALTY = 0.6
+# Requests with more characters than this are tokenized on a worker thread, not on the event loop.
+INLINE_TOKENIZE_CHARS = 16 * 1024
 MAX_LENGTH_PENALTY = 2.0
 
 
@@ -108,7 +110,10 @@ class TranslatorModel(LoadedModel):
         timeout: float | None,
     ) -> list[TranslationResult]:
         options = self._options(len(sentences), beam_size, length_penalty)
-        sources, truncated = self._tokenize(sentences, truncate)
+        if sum(map(len, sentences)) > INLINE_TOKENIZE_CHARS:  # 256 long sentences take ~0.1 s
+            sources, truncated = await asyncio.to_thread(self._tokenize, sentences, truncate)
+        else:
+            sources, truncated = self._tokenize(sentences, truncate)
         eos = self.special["eos_id"]
         if max_length is not None and not 1 <= max_length <= self.limits.max_output_tokens:
             raise InvalidArgument(
@@ -251,4 +256,16 @@ async def load(version: ModelVersion, context: LoadContext) -> TranslatorModel:
     }
     await asyncio.to_thread(graphs.decode, feeds)
     loop = DecodeLoop(graphs, loop_config, model=version.name, metrics=context.metrics, tensors=graphs.tensors)
-    return TranslatorModel(version, graphs, tokenizer, limits, loop, special)
+    model = TranslatorModel(version, graphs, tokenizer, limits, loop, special)
+    # What a KServe caller may feed each graph: ids in the vocabulary, positions in the position table.
+    positions = int(decoding.get("max_positions") or max(limits.max_source_tokens, limits.max_output_tokens) + 1)
+    target_vocabulary = int(decoder.outputs[0].shape[-1])  # log_probs (B, vocab)
+    model.input_limits[ENCODER] = context.graph_limits(
+        version, axes={"source": (1, positions)}, values={"source_ids": (0, tokenizer.get_vocab_size() - 1)}
+    )
+    model.input_limits[DECODER] = context.graph_limits(
+        version,
+        axes={"new": (1, positions), "past": (0, positions - 1), "source": (1, positions)},
+        values={"input_ids": (0, target_vocabulary - 1), "position_ids": (0, positions - 1)},
+    )
+    return model
