@@ -124,7 +124,9 @@ def test_sigterm_during_a_burst_ends_every_call_ok_or_unavailable_run_after_run(
     request = graph_request(CLASSIFIER_GRAPHS[0], {"batch": 1}).SerializeToString()
     totals: Counter[str] = Counter()
     for run in range(SHUTDOWN_RUNS):
-        server = ServerProcess("classifier", classifier_repository, tmp_path, env={"MYELIN_GRACE_PERIOD_S": "10"})
+        # No drain delay: the burst must meet the refusal itself, not only the delay's last calls served.
+        env = {"MYELIN_GRACE_PERIOD_S": "10", "MYELIN_DRAIN_DELAY_S": "0"}
+        server = ServerProcess("classifier", classifier_repository, tmp_path, env=env)
         try:
             with Client(server.target) as client:
                 client.wait_ready(timeout=60)
