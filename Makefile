@@ -12,7 +12,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down
+.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down wheelhouse
 
 # Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
 # long jobs (image builds, compose-test) one at a time under flock; unset by default.
@@ -104,6 +104,11 @@ protos-check: setup
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(BIN)/python protos/python/generate.py --out $$tmp && \
 	diff -r -x __pycache__ $$tmp/myelin_api protos/python/src/myelin_api && echo "generated code matches protos/"
+
+# What an offline GPU host lacks (deploy/gpu/README.md): wheels for Python 3.12, the datasets, in
+# parts of at most 50 MB under .wheelhouse/carry/NN; WHEELHOUSE_ARGS="--part-mb 40" and the like.
+wheelhouse: setup
+	$(BIN)/python deploy/gpu/wheelhouse.py $(WHEELHOUSE_ARGS)
 
 # The soak test's long form (docs/reliability.md): concurrency 64 across the services of REPOSITORY for
 # five minutes (SOAK_ARGS="--duration 600" for longer), under BENCH_LOCK like the benchmark; the report

@@ -4,13 +4,13 @@
     python scripts/myelin_stack.py down [--state-dir .run]
 
 `up` starts one `myelin-serve` per family that both the installed services know and the repository
-holds models for, each on its family's default port (the one its .proto names and docker-compose.yml
-publishes: classifier 50051, translator 50052, generator 50053, embedder 50054; metrics on the gRPC
-port + 1000; `--free-ports` lets each pick free ones), waits until each says SERVING over
-grpc.health.v1, and, when a
-`prometheus` binary is on PATH, starts Prometheus on 127.0.0.1:9090 with a generated scrape config
-and the suite's alert rules. Pid files, port files, logs and Prometheus' data go to the state
-directory; `down` stops what they name (SIGTERM: the services drain, then exit).
+holds models for, each on its family's default port (the one its .proto names, which compose's
+containers listen on too: classifier 50051, translator 50052, generator 50053, embedder 50054;
+metrics on the gRPC port + 1000; `--free-ports` lets each pick free ones), waits until each says
+SERVING over grpc.health.v1, and, when a `prometheus` binary is on PATH, starts Prometheus on
+127.0.0.1:9090 with a generated scrape config and the suite's alert rules. Pid files, port files,
+logs and Prometheus' data go to the state directory; `down` stops what they name (SIGTERM: the
+services drain, then exit).
 """
 
 from __future__ import annotations

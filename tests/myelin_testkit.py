@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +62,15 @@ def broken_version(repository: Path, model: str, version: int = 2) -> Path:
     (broken / "model.json").write_text(json.dumps({**manifest, "version": version}))
     (broken / "model.onnx").write_bytes(b"not a graph")
     return broken
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Until `check()` is true; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
 
 
 class ServerThread:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from myelin_serving.server import FAMILIES
+from myelin_serving.server import FAMILIES, load_family
 from myelin_testkit import REPO_ROOT
 
 pytestmark = pytest.mark.deploy
@@ -64,6 +64,16 @@ def test_every_family_service_is_wired_alike(compose: list[str]) -> None:
     resolved = config(compose, "docker-compose.yml", profiles=ALL_PROFILES)
     host_ports: list[str] = []
     for name, service in family_services(resolved).items():
+        # Scalable: its gRPC port (its family's) published on a free port of loopback, never on a fixed one.
+        port = load_family(name).default_port
+        (published,) = service["ports"]
+        text = (
+            published
+            if isinstance(published, str)
+            else f"{published['host_ip']}:{published.get('published', '')}:{published['target']}"
+        )
+        assert text in (f"127.0.0.1::{port}", f"127.0.0.1::{port}/tcp"), f"{name} publishes {text}"
+        assert float(service["environment"]["MYELIN_MAX_CONNECTION_AGE_S"]) > 0, name
         assert service["command"] == [name]
         assert service["depends_on"] == {"trainer": {"condition": "service_completed_successfully"}}
         assert any(
@@ -71,11 +81,6 @@ def test_every_family_service_is_wired_alike(compose: list[str]) -> None:
             or v == {"type": "volume", "source": "models", "target": "/models", "read_only": True}
             for v in service["volumes"]
         ), name
-        for port in service["ports"]:
-            text = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}:{port['target']}"
-            assert text.startswith("127.0.0.1:"), f"{name} publishes {text} beyond loopback"
-            host_ports.append(text.split(":")[1])
-    assert len(host_ports) == len(set(host_ports)), f"two services publish the same host port: {sorted(host_ports)}"
     trainer = resolved["services"]["trainer"]
     assert trainer["command"][0] == "myelin-train-all"
     assert any(
@@ -86,6 +91,12 @@ def test_every_family_service_is_wired_alike(compose: list[str]) -> None:
         for port in resolved["services"][name]["ports"]:
             text = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}"
             assert text.startswith("127.0.0.1:"), name
+            host_ports.append(text.split(":")[1])
+    assert len(host_ports) == len(set(host_ports)), f"two services publish the same host port: {sorted(host_ports)}"
+    # The SDK inside the network (docker compose run client ...): a tool, off `up`.
+    client = config(compose, "docker-compose.yml", profiles="tools")["services"]["client"]
+    assert client["entrypoint"] == ["myelin"] and client["image"].startswith("myelin-training:")
+    assert raw_compose()["services"]["client"]["profiles"] == ["tools"]
 
 
 def test_every_family_the_services_know_is_enabled_everywhere() -> None:

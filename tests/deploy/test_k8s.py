@@ -68,9 +68,14 @@ def test_each_family_has_what_scale_out_needs(kubectl: str, family: str) -> None
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": port, "metrics": metrics}
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": port, "metrics": metrics}
     assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
+    # Warm-up takes seconds: a warm replica joins within 2 s; five minutes allowed before a restart.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] <= 2 and startup["periodSeconds"] * startup["failureThreshold"] >= 300
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     env = {e["name"]: e["value"] for e in container["env"]}
     assert float(env["MYELIN_MAX_CONNECTION_AGE_S"]) > 0
+    # SIGTERM: NOT_SERVING, still serving for the drain delay, then draining within the grace period.
+    assert 0 < float(env["MYELIN_DRAIN_DELAY_S"]) < float(env["MYELIN_GRACE_PERIOD_S"])
     assert env["MYELIN_REPOSITORY"] == "/models"
     models = next(v for v in pod["volumes"] if v["name"] == "models")
     assert models["persistentVolumeClaim"] == {"claimName": "myelin-models", "readOnly": True}

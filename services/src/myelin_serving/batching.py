@@ -177,8 +177,6 @@ class DynamicBatcher:
             self._closing = True
             self._arrived.notify_all()
         await self._all_stopped
-        if self._metrics is not None:
-            self._metrics.forget()
 
     @property
     def queue_depth(self) -> int:

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, An
         type=int,
         help="Prometheus port, -1 for none (MYELIN_METRICS_PORT; default: the gRPC port + 1000)",
     )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="MYELIN_DEVICE, default auto")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (MYELIN_DEVICE, default auto)")
     parser.add_argument("--port-file", type=Path, help="write the bound ports here as JSON once listening")
     args = parser.parse_args(argv)
     overrides = {

@@ -29,6 +29,10 @@ class Overloaded(MyelinError):
     """A queue or concurrency limit is full; retry later."""
 
 
+class TooLarge(MyelinError):
+    """The request is larger than the method takes (its size is refused before any work on it)."""
+
+
 class DeadlineExceeded(MyelinError):
     """The request's deadline passed before its work was done."""
 
@@ -50,6 +54,7 @@ STATUS_CODES: dict[type[MyelinError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,

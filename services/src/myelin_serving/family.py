@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from google.protobuf import descriptor_pool
 
@@ -30,6 +30,9 @@ class Family:
     service_names: tuple[str, ...]
     load: Loader
     add_servicers: Callable[[HandlerRegistry, ServingContext], None]
+    # Request sizes (bytes) the family's methods take at most, where lower than max_message_bytes:
+    # refused with RESOURCE_EXHAUSTED before parsing. Keys are method names ("Generate").
+    max_request_bytes: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def default_port(self) -> int:
@@ -37,7 +40,7 @@ class Family:
         myelin-serve, the `myelin` CLI, compose, Kubernetes and `make up`."""
         option = common_pb2.DESCRIPTOR.extensions_by_name["default_port"]
         for name in self.service_names:
-            for field, value in descriptor_pool.Default().FindServiceByName(name).GetOptions().ListFields():
-                if field is option:
+            for described, value in descriptor_pool.Default().FindServiceByName(name).GetOptions().ListFields():
+                if described is option:
                     return int(value)
         raise ValueError(f"no service of the {self.name} family names its default_port in its .proto")

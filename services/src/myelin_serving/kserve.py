@@ -9,6 +9,11 @@ graph, `<model>.<graph>`. `<model>.<graph>` also works for single-graph versions
 name wins over the split, so a model called `a.b` is never read as graph `b` of model `a`. The
 version is a decimal string; empty means the newest ready version.
 
+Before anything runs, every input is checked against the graph (tensors.py: names, datatypes,
+shapes, payload sizes) and against its limits (limits.py: numbers in the request, rows, axes that must
+agree, their lengths, the values of integer inputs such as token ids and positions), in that order,
+so that a request is refused before it is decoded and nothing a caller sends makes onnxruntime raise.
+
 The model repository extension follows Triton: ModelConfig describes an endpoint in Triton's
 ModelConfig form (max_batch_size and dynamic_batching from the batcher in force, inputs and outputs
 without the batch dimension when batched, instances, version policy); RepositoryIndex lists every
@@ -17,13 +22,16 @@ RepositoryModelUnload load and unload a whole model (a graph's endpoint name sta
 and an unloaded model stays so across rescans until it is loaded again.
 
 ModelInfer runs through the graph's dynamic batcher when the family built one for it (so KServe
-calls and the family's own API share batches), otherwise on a worker thread. Responses answer in
-the form the request used: raw tensors get `raw_output_contents`, typed ones typed contents.
+calls and the family's own API share batches), otherwise on a worker thread behind a `RunGate`
+(at most `batching.instances` runs of the graph at once, `batching.max_queue_size` waiting), so that
+the memory KServe calls take is bounded by the gate, not by how many callers come. Responses answer
+in the form the request used: raw tensors get `raw_output_contents`, typed ones typed contents.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,11 +42,13 @@ from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from myelin_api.kserve.v2 import model_config_pb2 as mc
 from myelin_serving import __version__
-from myelin_serving.errors import DeadlineExceeded, InvalidArgument, ModelNotReady, NotFound
+from myelin_serving.errors import DeadlineExceeded, InvalidArgument, ModelNotReady, NotFound, Overloaded
 from myelin_serving.interceptors import HandlerRegistry, time_left
-from myelin_serving.repository import LoadedModel, ModelManager, check_name
+from myelin_serving.limits import GraphLimits, check_shapes, check_values
+from myelin_serving.repository import LoadedModel, ModelManager, ModelVersion, check_name
 from myelin_serving.runtime import CUDA, OnnxGraph, TensorInfo
-from myelin_serving.tensors import RequestTensor, datatype_of, decode, encode_raw, fill_contents
+from myelin_serving.settings import BatchingSettings
+from myelin_serving.tensors import RequestTensor, check_header, datatype_of, decode, encode_raw, fill_contents
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 PLATFORM = "onnxruntime_onnx"
@@ -82,10 +92,21 @@ class InferResult:
 class InferenceProtocol:
     """What the servicer calls: naming, readiness, metadata and inference. No gRPC here."""
 
-    def __init__(self, manager: ModelManager, *, max_request_batch: int, version_policy_latest: int = 0) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        *,
+        max_request_batch: int,
+        max_request_elements: int = 4 * 1024 * 1024,
+        runs: BatchingSettings | None = None,
+        version_policy_latest: int = 0,
+    ) -> None:
         self.manager = manager
         self._manager = manager
-        self._max_rows = max_request_batch
+        # For graphs whose model declares no limits (the manager gives every loaded one its defaults).
+        self._default_limits = GraphLimits(max_rows=max_request_batch, max_elements=max_request_elements)
+        self.runs = runs or BatchingSettings()
+        self._gates: weakref.WeakKeyDictionary[LoadedModel, dict[str, RunGate]] = weakref.WeakKeyDictionary()
         self.version_policy_latest = version_policy_latest
 
     def endpoint_names(self) -> list[str]:
@@ -133,16 +154,16 @@ class InferenceProtocol:
     ) -> InferResult:
         """Check `inputs` and `outputs` against the endpoint's graph, then run it within `timeout` seconds."""
         graph = endpoint.graph
-        feeds = self._feeds(graph, inputs)
+        limits = endpoint.model.input_limits.get(endpoint.graph_name, self._default_limits)
+        feeds = self._feeds(graph, inputs, limits)
         wanted = self._wanted_outputs(graph, outputs)
         batcher = endpoint.model.batchers.get(endpoint.graph_name)
         if batcher is not None:
             self._check_rows(feeds)
             results = await batcher.infer(feeds, timeout=timeout)
         else:
-            if timeout is not None and timeout <= 0:
-                raise DeadlineExceeded("the request's deadline passed before inference started")
-            results = await asyncio.to_thread(graph.run, feeds, wanted)
+            # The caller chose this run's size: its memory goes back once it is done.
+            results = await self._gate(endpoint).run(lambda: graph.run(feeds, wanted, release_memory=True), timeout)
         return InferResult(endpoint, {out: results[out] for out in wanted})
 
     def index(self, *, ready_only: bool) -> list[IndexEntry]:
@@ -163,7 +184,7 @@ class InferenceProtocol:
                 if ready_only and state != "READY":
                     continue
                 files = disk.get(model, {}).get(number) or (status.source if status else None)
-                graphs = list(files.manifest.graphs) if files is not None else []
+                graphs = list(files.manifest.graphs) if isinstance(files, ModelVersion) else []
                 names = [model] if len(graphs) <= 1 else [f"{model}.{graph}" for graph in graphs]
                 entries.extend(IndexEntry(name, str(number), state, reason) for name in names)
         return entries
@@ -174,6 +195,14 @@ class InferenceProtocol:
         known = set(self._manager.names()) | set(self._manager.on_disk())
         model, dot, _ = name.rpartition(".")
         return model if name not in known and dot and model in known else name
+
+    def _gate(self, endpoint: Endpoint) -> RunGate:
+        gates = self._gates.setdefault(endpoint.model, {})
+        gate = gates.get(endpoint.graph_name)
+        if gate is None:
+            label = f"{endpoint.model.name}/{endpoint.model.version} graph {endpoint.graph_name!r}"
+            gate = gates[endpoint.graph_name] = RunGate(label, self.runs.instances, self.runs.max_queue_size)
+        return gate
 
     def _split(self, name: str) -> tuple[str, str | None]:
         """(model, graph or None) for an endpoint name; NOT_FOUND listing what is served."""
@@ -186,33 +215,36 @@ class InferenceProtocol:
         served = ", ".join(self.endpoint_names()) or "none yet"
         raise NotFound(f"model {name!r} not found; this {self._manager.family} service serves: {served}")
 
-    def _feeds(self, graph: OnnxGraph, inputs: Sequence[RequestTensor]) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _feeds(graph: OnnxGraph, inputs: Sequence[RequestTensor], limits: GraphLimits) -> dict[str, np.ndarray]:
         specs = {spec.name: spec for spec in graph.inputs}
-        feeds: dict[str, np.ndarray] = {}
+        given: dict[str, tuple[int, RequestTensor]] = {}
         for index, tensor in enumerate(inputs):
             spec = specs.get(tensor.name)
             if spec is None:
                 raise InvalidArgument(
                     f"inputs[{index}] is named {tensor.name!r}; the graph's inputs are: {', '.join(specs)}"
                 )
-            if tensor.name in feeds:
+            if tensor.name in given:
                 raise InvalidArgument(f"input {tensor.name!r} is given twice")
-            feeds[tensor.name] = decode(tensor, spec, index)
-        missing = [name for name in specs if name not in feeds]
+            check_header(tensor, spec, index)
+            given[tensor.name] = (index, tensor)
+        missing = [name for name in specs if name not in given]
         if missing:
             raise InvalidArgument(f"missing input(s) {', '.join(map(repr, missing))}; the graph needs all of them")
+        check_shapes(graph.inputs, {name: tensor.shape for name, (_, tensor) in given.items()}, limits)
+        feeds = {name: decode(tensor, specs[name], index) for name, (index, tensor) in given.items()}
+        check_values(feeds, limits)
         return feeds
 
-    def _check_rows(self, feeds: dict[str, np.ndarray]) -> None:
+    @staticmethod
+    def _check_rows(feeds: dict[str, np.ndarray]) -> None:
         # The batcher joins requests along axis 0, so every input must agree on it.
         rows = {a.shape[0] if a.ndim else 0 for a in feeds.values()}
         if len(rows) != 1:
             raise InvalidArgument(f"all inputs must have the same size on axis 0 (the batch), got {sorted(rows)}")
-        count = rows.pop()
-        if count < 1:
+        if rows.pop() < 1:
             raise InvalidArgument("the batch (axis 0) is empty: send at least one row")
-        if count > self._max_rows:
-            raise InvalidArgument(f"{count} rows in one request; the limit is {self._max_rows}: split the batch")
 
     @staticmethod
     def _wanted_outputs(graph: OnnxGraph, outputs: Sequence[str]) -> list[str]:
@@ -226,6 +258,40 @@ class InferenceProtocol:
         if len(set(outputs)) != len(outputs):
             raise InvalidArgument("an output is requested twice")
         return list(outputs)
+
+
+class RunGate:
+    """At most `instances` KServe runs of one graph at once, at most `queue` more waiting (more are
+    refused with RESOURCE_EXHAUSTED). A run counts until its thread finishes, even when its caller
+    left (cancelled, or its deadline passed while the graph ran)."""
+
+    def __init__(self, label: str, instances: int, queue: int) -> None:
+        self._label = label
+        self._free = asyncio.Semaphore(instances)
+        self._queue = queue
+        self._waiting = 0
+
+    async def run(self, work: Callable[[], dict[str, np.ndarray]], timeout: float | None) -> dict[str, np.ndarray]:
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded("the request's deadline passed before inference started")
+        if self._waiting >= self._queue:
+            raise Overloaded(f"{self._label} has {self._waiting} requests waiting (max_queue_size); retry with backoff")
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await self._free.acquire()
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed while it waited for the graph") from None
+        finally:
+            self._waiting -= 1
+        running = asyncio.get_running_loop().run_in_executor(None, work)
+        running.add_done_callback(self._finished)
+        return await asyncio.shield(running)
+
+    def _finished(self, running: asyncio.Future[dict[str, np.ndarray]]) -> None:
+        self._free.release()
+        if not running.cancelled():
+            running.exception()  # retrieved here: a caller that left no longer awaits it
 
 
 def parse_version(version: str) -> int:
@@ -338,7 +404,8 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
         endpoint = self._protocol.resolve(request.name, request.version)
-        return pb.ModelConfigResponse(config=model_config(endpoint, self._protocol.version_policy_latest))
+        protocol = self._protocol
+        return pb.ModelConfigResponse(config=model_config(endpoint, protocol.version_policy_latest, protocol.runs))
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
@@ -381,8 +448,9 @@ def check_repository(name: str, parameters: Mapping[str, object] | None = None) 
         )
 
 
-def model_config(endpoint: Endpoint, version_policy_latest: int) -> mc.ModelConfig:
-    """The endpoint in Triton's ModelConfig form; batched graphs leave the batch dimension out of dims."""
+def model_config(endpoint: Endpoint, version_policy_latest: int, runs: BatchingSettings) -> mc.ModelConfig:
+    """The endpoint in Triton's ModelConfig form; batched graphs leave the batch dimension out of dims.
+    A graph without a batcher runs `runs.instances` KServe calls at once (its RunGate)."""
     graph, model = endpoint.graph, endpoint.model
     batcher = model.batchers.get(endpoint.graph_name)
     batched = batcher is not None
@@ -406,7 +474,7 @@ def model_config(endpoint: Endpoint, version_policy_latest: int) -> mc.ModelConf
         config.output.add(name=t.name, data_type=data_type(t.datatype), dims=dims(t, batched))
     config.instance_group.add(
         name=endpoint.name,
-        count=batcher.config.instances if batcher is not None else 1,
+        count=(batcher.config if batcher is not None else runs).instances,
         kind=mc.ModelInstanceGroup.KIND_GPU if model.provider == CUDA else mc.ModelInstanceGroup.KIND_CPU,
     )
     if version_policy_latest:

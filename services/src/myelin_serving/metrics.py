@@ -7,8 +7,10 @@ are few and bounded: method, code, model, version.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -16,6 +18,17 @@ LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class Metrics:
+    # What a loaded version is and runs with: these series go as soon as it is unloaded, the rest of
+    # its series once its calls have drained.
+    LOADED_VERSION_SERIES = (
+        "myelin_model_ready",
+        "myelin_model_info",
+        "myelin_batcher_max_batch_size",
+        "myelin_batcher_max_queue_delay_seconds",
+        "myelin_batcher_max_queue_size",
+        "myelin_batcher_instances",
+    )
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         # gRPC requests, every service and method.
@@ -86,7 +99,6 @@ class Metrics:
             ["model", "version"],
             registry=registry,
         )
-        self.batchers_configured: dict[tuple[str, str], int] = {}  # open batchers per (model, version)
         # Step loops of sequence models (translator): one decoder call per step for every request.
         self.decode_steps = Counter(
             "myelin_decode_steps",
@@ -189,6 +201,27 @@ class Metrics:
         )
         self.server_info = Info("myelin_server", "Service family, version and execution provider", registry=registry)
 
+    def forget(self, model: str, version: str | None = None, names: Iterable[str] = ()) -> None:
+        """Drop the series of one `version` of `model`, or with no version every series of the model
+        (its last version went): removed models and versions do not stay on /metrics. `names`
+        limits it to those metric families."""
+        wanted = set(names)
+        for metric in vars(self).values():
+            if not isinstance(metric, MetricWrapperBase):
+                continue
+            gone: set[tuple[str, ...]] = set()
+            for family in metric.collect():
+                if wanted and family.name not in wanted:
+                    continue
+                for sample in family.samples:
+                    labels = {k: v for k, v in sample.labels.items() if k not in ("le", "quantile")}
+                    if labels.get("model") != model or (version is not None and labels.get("version") != version):
+                        continue
+                    gone.add(tuple(labels.values()))  # label values, in the metric's label order
+            for values in gone:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
+
     def for_method(self, method: str) -> MethodMetrics:
         return MethodMetrics(self, method)
 
@@ -231,23 +264,9 @@ class BatcherMetrics:
         self._metrics.rejections.labels(self.model, reason).inc()
 
     def configured(self, max_rows: int, delay_s: float, max_queue_size: int, instances: int) -> None:
-        """The settings this version's batchers run with (every batcher of a version has the same)."""
-        key = (self.model, self.version)
-        self._metrics.batchers_configured[key] = self._metrics.batchers_configured.get(key, 0) + 1
-        for gauge, value in zip(self._config_gauges(), (max_rows, delay_s, max_queue_size, instances), strict=True):
-            gauge.labels(self.model, self.version).set(value)
-
-    def forget(self) -> None:
-        """A batcher closed: when it was the version's last (not a reload's old one), so go its settings."""
-        key = (self.model, self.version)
-        left = self._metrics.batchers_configured[key] = self._metrics.batchers_configured.get(key, 1) - 1
-        if left > 0:
-            return
-        del self._metrics.batchers_configured[key]
-        for gauge in self._config_gauges():
-            with contextlib.suppress(KeyError):
-                gauge.remove(self.model, self.version)
-
-    def _config_gauges(self) -> tuple[Gauge, ...]:
+        """The settings this version's batchers run with (every batcher of a version has the same); the
+        series go with the version's others (`Metrics.forget`)."""
         m = self._metrics
-        return (m.batcher_max_batch_size, m.batcher_max_queue_delay, m.batcher_max_queue_size, m.batcher_instances)
+        gauges = (m.batcher_max_batch_size, m.batcher_max_queue_delay, m.batcher_max_queue_size, m.batcher_instances)
+        for gauge, value in zip(gauges, (max_rows, delay_s, max_queue_size, instances), strict=True):
+            gauge.labels(self.model, self.version).set(value)

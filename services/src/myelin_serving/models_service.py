@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import grpc
 
 from myelin_api.v1 import common_pb2, models_pb2, models_pb2_grpc
 from myelin_serving.errors import NotFound
-from myelin_serving.repository import ModelManager, VersionStatus, check_name
+from myelin_serving.repository import ModelManager, ModelVersion, VersionStatus, check_name
 from myelin_serving.settings import BatchingSettings
 
 STATES = {
@@ -64,7 +62,10 @@ def unloaded_statuses(manager: ModelManager, name: str) -> list[VersionStatus]:
     if not manager.unloaded(name):
         return []
     versions = manager.on_disk().get(name, {})
-    return [VersionStatus(v, "UNLOADED", UNLOADED_REASON, source=versions[v]) for v in sorted(versions, reverse=True)]
+    return [
+        VersionStatus(v, "UNLOADED", UNLOADED_REASON, source=entry if isinstance(entry, ModelVersion) else None)
+        for v, entry in sorted(versions.items(), reverse=True)
+    ]
 
 
 def describe(manager: ModelManager, name: str, version: int) -> common_pb2.ModelMetadata:
@@ -89,7 +90,7 @@ def describe(manager: ModelManager, name: str, version: int) -> common_pb2.Model
         for key, value in source.manifest.evaluation.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metadata.evaluation[key] = float(value)
-        metadata.manifest_json = json.dumps(json.loads(source.manifest_text), separators=(",", ":"))
+        metadata.manifest_json = source.manifest_json  # compacted once, when the manifest was read
     if chosen.model is not None:
         metadata.execution_provider = chosen.model.provider
         for graph_name, graph in chosen.model.graphs.items():

@@ -4,6 +4,12 @@ One process serves one family. Besides the family's own service it always expose
 service, the Open Inference Protocol (KServe v2, `inference.GRPCInferenceService`) over the same
 models and batchers, `grpc.health.v1` (NOT_SERVING until a model is loaded and warmed up, NOT_SERVING again as
 soon as shutdown starts), server reflection, and Prometheus metrics over HTTP.
+
+Shutdown (`MyelinServer.stop`): NOT_SERVING and the end of every health Watch at once; new calls are
+refused with UNAVAILABLE (a retry goes elsewhere) while the calls already running finish; once none
+runs and gRPC has handed over every call it received, or when the grace period ends, the gRPC server
+stops. Every call therefore ends as answered or as UNAVAILABLE, never CANCELLED, unless it was still
+running when the grace period ended.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -30,7 +37,8 @@ from myelin_serving.metrics import Metrics
 from myelin_serving.models_service import ModelsServicer
 from myelin_serving.repository import LoadContext, ModelManager
 from myelin_serving.runtime import CUDA_UNUSABLE, RuntimeOptions, check_device
-from myelin_serving.settings import Settings
+from myelin_serving.settings import Settings, parse_device
+from myelin_serving.wire import ParseLimits
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,18 @@ FAMILIES = {
     "embedder": "myelin_serving.embedder",
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
+# Requests that carry names, versions and little else (the Models service, health, KServe's metadata
+# and model repository calls, reflection) are refused above this many bytes, before parsing; the rest
+# get max_message_bytes or what their family says (`Family.max_request_bytes`).
+CONTROL_REQUEST_BYTES = 64 * 1024
+CONTROL_METHODS = (
+    *(f"/{MODELS_SERVICE}/{m}" for m in ("ListModels", "GetModel", "ReloadModels", "LoadModel", "UnloadModel")),
+    *(f"/{health.SERVICE_NAME}/{m}" for m in ("Check", "Watch", "List")),
+    *(f"/{KSERVE_SERVICE}/{m}" for m in ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata")),
+    *(f"/{KSERVE_SERVICE}/{m}" for m in ("ModelConfig", "RepositoryIndex")),
+    *(f"/{KSERVE_SERVICE}/{m}" for m in ("RepositoryModelLoad", "RepositoryModelUnload")),
+    f"/{reflection.SERVICE_NAME}/ServerReflectionInfo",
+)
 
 
 def load_family(name: str) -> Family:
@@ -62,6 +82,7 @@ class MyelinServer:
         family: Family,
         health_servicer: HealthServicer,
         metrics: Metrics,
+        interceptor: ServingInterceptor,
     ) -> None:
         self.settings = settings
         self.grpc_server = server
@@ -70,6 +91,7 @@ class MyelinServer:
         self.family = family
         self.health = health_servicer
         self.metrics = metrics
+        self.interceptor = interceptor
         self.metrics_port: int | None = None
         self._health_names = health_names(family)
         self._stopping = False
@@ -112,15 +134,24 @@ class MyelinServer:
             await self._ready.wait()
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first, then refuse new calls, let calls in flight finish for `grace` seconds."""
+        """NOT_SERVING first, then refuse new calls, let calls in flight finish for `grace` seconds.
+
+        The first `drain_delay_s` of the grace period still serves new calls: clients watching health
+        see NOT_SERVING and send their next calls elsewhere before the server stops taking them."""
         if self._stopping:
             return
         self._stopping = True
-        await self.health.enter_graceful_shutdown()
+        deadline = time.monotonic() + (self.settings.grace_period_s if grace is None else grace)
+        await self.health.enter_graceful_shutdown()  # ends every Watch, after NOT_SERVING
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.grpc_server.stop(self.settings.grace_period_s if grace is None else grace)
+        # Still serving for the drain delay, so that health-checking clients move away; then new
+        # calls are refused with UNAVAILABLE (retried elsewhere) until no call arrives.
+        await asyncio.sleep(min(self.settings.drain_delay_s, max(deadline - time.monotonic(), 0)))
+        self.interceptor.drain()
+        await self.interceptor.drained(deadline)
+        await self.grpc_server.stop(max(deadline - time.monotonic(), 0))
         await self.manager.close()
         if self._http is not None:
             self._http.shutdown()
@@ -140,7 +171,7 @@ class MyelinServer:
                 len(report.failed),
                 self.manager.root,
             )
-            if self.settings.device == "cuda" and report.failed and not report.loaded:
+            if parse_device(self.settings.device)[0] == "cuda" and report.failed and not report.loaded:
                 self._fail_without_cuda()
             if not report.loaded and not report.failed:
                 log.warning(
@@ -163,7 +194,8 @@ class MyelinServer:
         compose.gpu.yml and the GPU overlay promise, rather than stay up NOT_SERVING."""
         reasons = [s.reason for name in self.manager.names() for s in self.manager.statuses(name)]
         if reasons and all(CUDA_UNUSABLE in reason for reason in reasons):
-            self.failure = f"{CUDA_UNUSABLE} for any model version: is a GPU visible to this process?"
+            device = self.settings.device
+            self.failure = f"device {device!r} {CUDA_UNUSABLE} for any model version: is a GPU visible to this process?"
             log.error("%s", self.failure)
             self.failed.set()
 
@@ -188,35 +220,37 @@ class MyelinServer:
 class HealthServicer(health.aio.HealthServicer):
     """grpc.health.v1 for a fixed set of service names.
 
-    The stock servicer answers an unknown name with a bare NOT_FOUND, and keeps a condition for every
-    name anyone ever watched; this one says which names it knows, and answers a Watch of an unknown
-    name with SERVICE_UNKNOWN without keeping anything for it."""
+    The stock servicer answers an unknown name with a bare NOT_FOUND, keeps a condition for every
+    name anyone ever watched, and keeps every Watch open through shutdown; this one says which names
+    it knows, answers a Watch of an unknown name with SERVICE_UNKNOWN without keeping anything for
+    it, and ends every Watch (after NOT_SERVING) as soon as shutdown starts."""
 
     def __init__(self, names: tuple[str, ...]) -> None:
         super().__init__()
         self._names = frozenset(names)
         self._known = ", ".join(repr(n) for n in names)
         self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {}
+        self._changed = asyncio.Condition()
         self._shutting_down = False
 
     async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        self._statuses[service] = status
         await super().set(service, status)
+        async with self._changed:
+            self._statuses[service] = status
+            self._changed.notify_all()
 
     async def enter_graceful_shutdown(self) -> None:
-        self._shutting_down = True
         await super().enter_graceful_shutdown()
+        async with self._changed:
+            self._shutting_down = True
+            self._changed.notify_all()
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthListResponse:
         """Every name and its status (the stock aio servicer does not implement List: INTERNAL)."""
-        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthListResponse(
-            statuses={
-                name: health_pb2.HealthCheckResponse(status=not_serving if self._shutting_down else status)
-                for name, status in self._statuses.items()
-            }
+            statuses={name: health_pb2.HealthCheckResponse(status=self._status(name)) for name in self._statuses}
         )
 
     async def Check(
@@ -230,11 +264,29 @@ class HealthServicer(health.aio.HealthServicer):
         return await super().Check(request, context)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
-        if request.service in self._names:
-            await super().Watch(request, context)
-            return
-        await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN))
-        await asyncio.Event().wait()  # the name never becomes known: hold the stream until the caller leaves
+        """The status now, then every change, until the caller leaves or shutdown starts."""
+
+        def now() -> health_pb2.HealthCheckResponse.ServingStatus:
+            if request.service in self._names:
+                return self._status(request.service)
+            return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+        sent = None
+        while True:
+            status = now()
+            if status != sent:  # written outside the lock: a slow reader must not hold up set()
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                sent = status
+            if self._shutting_down:
+                return
+            async with self._changed:
+                if now() == sent and not self._shutting_down:
+                    await self._changed.wait()
+
+    def _status(self, service: str) -> health_pb2.HealthCheckResponse.ServingStatus:
+        if self._shutting_down:
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return self._statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -260,7 +312,13 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     family = load_family(settings.service)
     settings = settings.with_ports(family.default_port)
     context = LoadContext(
-        RuntimeOptions(settings.device, settings.intra_op_threads, settings.intra_op_spinning),
+        RuntimeOptions(
+            settings.device,
+            settings.intra_op_threads,
+            settings.intra_op_spinning,
+            settings.io_binding,
+            settings.device_memory_limit_mb,
+        ),
         settings.batching,
         metrics,
         settings=settings,
@@ -273,8 +331,11 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         tokens=settings.tokens(),
         default_deadline_s=settings.default_deadline_s,
         access_log_enabled=settings.access_log,
+        max_request_bytes=request_limits(family, settings),
+        # Generous for any well-formed request: a Classify of 256 raw images holds about 1,500 fields.
+        parse_limits=ParseLimits(max_fields=64 * settings.max_request_batch, max_numbers=settings.max_request_elements),
     )
-    server = grpc.aio.server(options=_channel_options(settings))
+    server = grpc.aio.server(options=_channel_options(settings), interceptors=interceptor.aio_interceptors())
     # Every servicer registers through the interceptor, which wraps its handlers once, here.
     handlers = HandlerRegistry(server, interceptor)
     family.add_servicers(handlers, ServingContext(manager, settings, metrics))
@@ -295,12 +356,25 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
             "--host (MYELIN_HOST)"
         ) from None
     metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
-    myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics)
+    myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics, interceptor)
     protocol = InferenceProtocol(
-        manager, max_request_batch=settings.max_request_batch, version_policy_latest=settings.version_policy_latest
+        manager,
+        max_request_batch=settings.max_request_batch,
+        max_request_elements=settings.max_request_elements,
+        runs=settings.batching,
+        version_policy_latest=settings.version_policy_latest,
     )
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
     return myelin_server, port
+
+
+def request_limits(family: Family, settings: Settings) -> dict[str, int]:
+    """Methods whose requests are refused at a size below max_message_bytes, and that size."""
+    limits = dict.fromkeys(CONTROL_METHODS, CONTROL_REQUEST_BYTES)
+    for service in family.service_names:
+        for method, size in family.max_request_bytes.items():
+            limits[f"/{service}/{method}"] = size
+    return {method: size for method, size in limits.items() if size < settings.max_message_bytes}
 
 
 def _channel_options(settings: Settings) -> list[tuple[str, int]]:

@@ -17,6 +17,14 @@ Family = Literal["classifier", "translator", "generator", "embedder"]
 METRICS_PORT_OFFSET = 1000
 
 
+def parse_device(device: str) -> tuple[str, int]:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' -> (kind, device index)."""
+    kind, colon, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N (N a device index), not {device!r}")
+    return kind, int(index or 0)
+
+
 class BatchingSettings(BaseModel):
     """Defaults for every model's dynamic batcher; a manifest's `serving` section overrides them."""
 
@@ -104,10 +112,21 @@ class Settings(BaseSettings):
     default_deadline_s: float = Field(30.0, gt=0)
     # On SIGTERM: NOT_SERVING at once, then this long for requests in flight to finish.
     grace_period_s: float = Field(10.0, ge=0)
+    # The first part of the grace period: NOT_SERVING but still taking calls, so that clients which
+    # watch health (the SDK on a replica target) move their calls to other replicas before the
+    # server stops taking them (gRPC cancels a call that arrives once it has stopped: CANCELLED).
+    drain_delay_s: float = Field(1.0, ge=0)
     # Close connections after this long so clients re-resolve and spread over new replicas (0: never).
     max_connection_age_s: float = Field(0, ge=0)
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto (CUDA when onnxruntime can use it, else CPU), cpu, cuda, or cuda:N for the N-th GPU.
+    device: str = "auto"
+    # IO binding (onnxruntime IOBinding + OrtValue): caches, states and batches stay on the device
+    # between runs and only what the host reads is copied back. auto: on for CUDA, off for the CPU
+    # provider, where numpy arrays are already the device's memory and the binding costs time.
+    io_binding: Literal["auto", "on", "off"] = "auto"
+    # MiB each onnxruntime session's CUDA arena may hold (gpu_mem_limit); 0: no limit.
+    device_memory_limit_mb: int = Field(0, ge=0)
     # onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core).
     intra_op_threads: int = Field(0, ge=0)
     # Let onnxruntime's threads busy-wait between runs: lower latency on dedicated cores, but on
@@ -123,8 +142,12 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     batching: BatchingSettings = BatchingSettings()
     generation: GenerationSettings = GenerationSettings()
-    # Items (images, sentences...) one request may carry.
+    # Items (images, sentences...) one request may carry; for KServe ModelInfer, rows of any graph.
     max_request_batch: int = Field(256, ge=1)
+    # Numbers (tensor elements) of all the inputs of one KServe ModelInfer together, counted from the
+    # declared shapes before anything is decoded: typed contents carry a zero in one byte, so the
+    # message size alone does not bound the decoded arrays (4 Mi: 32 MiB as INT64).
+    max_request_elements: int = Field(4 * 1024 * 1024, ge=1)
     translator: TranslatorSettings = TranslatorSettings()
     # Rescan the repository this often to load new versions and unload removed ones (0: never).
     reload_interval_s: float = Field(2.0, ge=0)
@@ -142,6 +165,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Log every request (method, status, duration; never metadata or payloads).
     access_log: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        parse_device(value)  # ValueError with the accepted forms
+        return value
 
     @field_validator("auth_tokens", mode="before")
     @classmethod

@@ -18,4 +18,6 @@ FAMILY = Family(
     service_names=(embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name,),
     load=load,
     add_servicers=_add_servicers,
+    # Words, and vectors of at most a few thousand numbers, 256 terms a request (max_request_batch).
+    max_request_bytes=dict.fromkeys(("Embed", "MostSimilar", "Analogy", "Similarity", "DoesntMatch"), 4 * 1024 * 1024),
 )

@@ -22,4 +22,8 @@ FAMILY = Family(
     service_names=(generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name,),
     load=load,
     add_servicers=_add_servicers,
+    # A prompt is refused past max_prompt_tokens x its model's longest token (a few KiB for the
+    # shipped models), a scored text past the model's context, and stops are 8 x 64 characters:
+    # 1 MiB leaves room for raised limits.
+    max_request_bytes={"Generate": 1024 * 1024, "Complete": 1024 * 1024, "Score": 1024 * 1024},
 )
