@@ -28,7 +28,7 @@ BENCH_LOCK ?= /tmp/myelin-cpu.lock
 
 setup: $(STAMP) $(TRITON_STAMP)
 
-$(STAMP): requirements/constraints.txt requirements/dev.txt protos/python/pyproject.toml clients/python/pyproject.toml services/pyproject.toml training/pyproject.toml
+$(STAMP): requirements/constraints.txt requirements/dev.txt requirements/docs.txt protos/python/pyproject.toml clients/python/pyproject.toml services/pyproject.toml training/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	touch $@
