@@ -28,61 +28,112 @@ def parse_device(device: str) -> tuple[str, int]:
 class BatchingSettings(BaseModel):
     """Defaults for every model's dynamic batcher; a manifest's `serving` section overrides them."""
 
-    enabled: bool = True
-    # Rows (images, sentences...) one onnxruntime call may take.
-    max_batch_size: int = Field(64, ge=1, le=4096)
-    # How long the oldest queued request may wait for others to join its batch.
-    max_queue_delay_us: int = Field(1000, ge=0, le=1_000_000)
-    # Wait only when recent arrivals say another request should come inside the delay (a lone
-    # caller then never pays it); false always waits the full delay for company, as Triton does.
-    adaptive_delay: bool = True
-    # Requests waiting at once; more are refused with RESOURCE_EXHAUSTED.
-    max_queue_size: int = Field(1024, ge=1)
-    # A request still queued after this long is dropped with DEADLINE_EXCEEDED.
-    queue_timeout_s: float = Field(30.0, gt=0)
-    # onnxruntime calls in flight at once per model (Triton's instance count).
-    instances: int = Field(1, ge=1, le=16)
+    enabled: bool = Field(True, description="Dynamic batching on or off (off: one onnxruntime call per request).")
+    max_batch_size: int = Field(
+        64, ge=1, le=4096, description="Rows (images, sentences...) one onnxruntime call may take."
+    )
+    max_queue_delay_us: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="How long the oldest queued request may wait for others to join its batch.",
+    )
+    adaptive_delay: bool = Field(
+        True,
+        description=(
+            "Wait only when recent arrivals say another request should come inside the delay (a "
+            "lone caller then never pays it); false always waits the full delay for company, as "
+            "Triton does."
+        ),
+    )
+    max_queue_size: int = Field(
+        1024, ge=1, description="Requests waiting at once; more are refused with RESOURCE_EXHAUSTED."
+    )
+    queue_timeout_s: float = Field(
+        30.0, gt=0, description="A request still queued after this long is dropped with DEADLINE_EXCEEDED."
+    )
+    instances: int = Field(
+        1, ge=1, le=16, description="onnxruntime calls in flight at once per model (Triton's instance count)."
+    )
 
 
 class GenerationSettings(BaseModel):
     """Limits of the generator family's decoding loop (one loop per model version)."""
 
-    # Sequences one model version decodes at once (waiting for their prompt or generating); more
-    # are refused with RESOURCE_EXHAUSTED.
-    max_sequences: int = Field(64, ge=1, le=1024)
-    # Prompt tokens one request may bring (the model's context caps it further).
-    max_prompt_tokens: int = Field(1024, ge=1)
-    # Prompt + generated tokens one sequence may reach, for models without a fixed context (GRU).
-    max_context_tokens: int = Field(4096, ge=2)
-    # max_new_tokens when a request leaves it at 0 (capped by what is left of the context).
-    default_max_new_tokens: int = Field(128, ge=1)
-    # Stop sequences per request, and characters per stop sequence.
-    max_stop_sequences: int = Field(8, ge=0)
-    max_stop_length: int = Field(64, ge=1)
-    # When a version is unloaded, how long its sequences may run on before being cancelled.
-    drain_timeout_s: float = Field(30.0, ge=0)
-    # A stream's tokens go out at most this often (milliseconds); tokens produced meanwhile travel
-    # together in one message. First and last tokens go out at once. 0: after every step.
-    stream_interval_ms: float = Field(10.0, ge=0, le=1000)
-    # The step graph's onnxruntime threads busy-wait between the nodes of a step instead of
-    # sleeping (whatever intra_op_spinning says for the other families): decoding has its own
-    # thread, and on 2 cores a step of one row took about half the time (README, generator).
-    step_spinning: bool = True
+    max_sequences: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description=(
+            "Sequences one model version decodes at once (waiting for their prompt or "
+            "generating); more are refused with RESOURCE_EXHAUSTED."
+        ),
+    )
+    max_prompt_tokens: int = Field(
+        1024, ge=1, description="Prompt tokens one request may bring (the model's context caps it further)."
+    )
+    max_context_tokens: int = Field(
+        4096,
+        ge=2,
+        description="Prompt + generated tokens one sequence may reach, for models without a fixed context (GRU).",
+    )
+    default_max_new_tokens: int = Field(
+        128, ge=1, description="max_new_tokens when a request leaves it at 0 (capped by what is left of the context)."
+    )
+    max_stop_sequences: int = Field(8, ge=0, description="Stop sequences one request may give.")
+    max_stop_length: int = Field(64, ge=1, description="Characters per stop sequence.")
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="When a version is unloaded, how long its sequences may run on before being cancelled.",
+    )
+    stream_interval_ms: float = Field(
+        10.0,
+        ge=0,
+        le=1000,
+        description=(
+            "A stream's tokens go out at most this often (milliseconds); tokens produced "
+            "meanwhile travel together in one message. First and last tokens go out at once. 0: "
+            "after every step."
+        ),
+    )
+    step_spinning: bool = Field(
+        True,
+        description=(
+            "The step graph's onnxruntime threads busy-wait between the nodes of a step instead "
+            "of sleeping (whatever intra_op_spinning says for the other families): decoding has "
+            "its own thread, and on 2 cores a step of one row took about half the time."
+        ),
+    )
 
 
 class TranslatorSettings(BaseModel):
     """Limits of the translator service (`MYELIN_TRANSLATOR__*`); requests beyond them are refused."""
 
-    # Hypotheses per sentence a request may ask for (beam_size).
-    max_beam_size: int = Field(8, ge=1, le=64)
-    # beam_size when a request leaves it unset (1 is greedy).
-    default_beam_size: int = Field(4, ge=1, le=64)
-    # Source subword tokens per sentence; 0 takes the model's own limit (its manifest), else the smaller.
-    max_source_tokens: int = Field(0, ge=0)
-    # Hypotheses (sentences x beams, every request together) in one decoder step: the concurrent work.
-    max_active_rows: int = Field(256, ge=1, le=8192)
-    # Sentences waiting for room in the decoder batch; more are refused with RESOURCE_EXHAUSTED.
-    max_pending_sentences: int = Field(4096, ge=1)
+    max_beam_size: int = Field(8, ge=1, le=64, description="Hypotheses per sentence a request may ask for (beam_size).")
+    default_beam_size: int = Field(
+        4, ge=1, le=64, description="beam_size when a request leaves it unset (1 is greedy)."
+    )
+    max_source_tokens: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Source subword tokens per sentence; 0 takes the model's own limit (its manifest), else the smaller."
+        ),
+    )
+    max_active_rows: int = Field(
+        256,
+        ge=1,
+        le=8192,
+        description=(
+            "Hypotheses (sentences x beams, every request together) in one decoder step: the concurrent work."
+        ),
+    )
+    max_pending_sentences: int = Field(
+        4096,
+        ge=1,
+        description="Sentences waiting for room in the decoder batch; more are refused with RESOURCE_EXHAUSTED.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TranslatorSettings:
@@ -96,75 +147,165 @@ class TranslatorSettings(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MYELIN_", env_nested_delimiter="__", extra="ignore")
 
-    service: Family = "classifier"
-    repository: Path = Path("model_repository")
-    host: str = "127.0.0.1"
-    # Unset: the family's default port (its proto's `default_port`: classifier 50051, translator
-    # 50052, generator 50053, embedder 50054). 0 picks a free port; the log (and --port-file) says which.
-    port: int | None = Field(None, ge=0, le=65535)
-    metrics_host: str = "127.0.0.1"
-    # Prometheus metrics over HTTP at /metrics. Unset: the gRPC port + 1000 (51051 for the
-    # classifier), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns it off.
-    metrics_port: int | None = Field(None, ge=-1, le=65535)
+    service: Family = Field("classifier", description="The model family to serve (`myelin-serve FAMILY` sets it).")
+    repository: Path = Field(
+        Path("model_repository"), description="The model repository: `<model>/<version>/` folders."
+    )
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description=(
+            "Unset: the family's default port (its proto's `default_port`: classifier 50051, "
+            "translator 50052, generator 50053, embedder 50054). 0 picks a free port; the log "
+            "(and --port-file) says which."
+        ),
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the Prometheus metrics endpoint binds.")
+    metrics_port: int | None = Field(
+        None,
+        ge=-1,
+        le=65535,
+        description=(
+            "Prometheus metrics over HTTP at /metrics. Unset: the gRPC port + 1000 (51051 for the"
+            " classifier), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns "
+            "it off."
+        ),
+    )
 
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    # Requests without a deadline get this one.
-    default_deadline_s: float = Field(30.0, gt=0)
-    # On SIGTERM: NOT_SERVING at once, then this long for requests in flight to finish.
-    grace_period_s: float = Field(10.0, ge=0)
-    # The first part of the grace period: NOT_SERVING but still taking calls, so that clients which
-    # watch health (the SDK on a replica target) move their calls to other replicas before the
-    # server stops taking them (gRPC cancels a call that arrives once it has stopped: CANCELLED).
-    drain_delay_s: float = Field(1.0, ge=0)
-    # Close connections after this long so clients re-resolve and spread over new replicas (0: never).
-    max_connection_age_s: float = Field(0, ge=0)
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest request or response message, in bytes; larger ones get RESOURCE_EXHAUSTED.",
+    )
+    default_deadline_s: float = Field(30.0, gt=0, description="Requests without a deadline get this one.")
+    grace_period_s: float = Field(
+        10.0, ge=0, description="On SIGTERM: NOT_SERVING at once, then this long for requests in flight to finish."
+    )
+    drain_delay_s: float = Field(
+        1.0,
+        ge=0,
+        description=(
+            "The first part of the grace period: NOT_SERVING but still taking calls, so that "
+            "clients which watch health (the SDK on a replica target) move their calls to other "
+            "replicas before the server stops taking them (gRPC cancels a call that arrives once "
+            "it has stopped: CANCELLED)."
+        ),
+    )
+    max_connection_age_s: float = Field(
+        0,
+        ge=0,
+        description=(
+            "Close connections after this long so clients re-resolve and spread over new replicas (0: never)."
+        ),
+    )
 
-    # auto (CUDA when onnxruntime can use it, else CPU), cpu, cuda, or cuda:N for the N-th GPU.
-    device: str = "auto"
-    # IO binding (onnxruntime IOBinding + OrtValue): caches, states and batches stay on the device
-    # between runs and only what the host reads is copied back. auto: on for CUDA, off for the CPU
-    # provider, where numpy arrays are already the device's memory and the binding costs time.
-    io_binding: Literal["auto", "on", "off"] = "auto"
-    # MiB each onnxruntime session's CUDA arena may hold (gpu_mem_limit); 0: no limit.
-    device_memory_limit_mb: int = Field(0, ge=0)
-    # onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core).
-    intra_op_threads: int = Field(0, ge=0)
-    # Let onnxruntime's threads busy-wait between runs: lower latency on dedicated cores, but on
-    # shared ones it takes the CPU that gRPC and the batcher need.
-    intra_op_spinning: bool = False
-    # Python's GIL switch interval for the serving process (sys.setswitchinterval). The onnxruntime
-    # worker thread needs the GIL for a moment before and after every run; at Python's default
-    # (5000 us) it waits for the event loop to give it up, so the model sits idle between batches
-    # (measured: 2.5 ms per batch at 5000 us, 1 ms at 500 us, on the CNN at concurrency 32).
-    gil_switch_interval_us: int = Field(500, ge=50, le=100_000)
-    # The event loop of `myelin-serve`: uvloop (libuv) spends less CPU per call than asyncio's own
-    # loop (measured: about 13% less server CPU per request, +7-12% requests/s, CNN at concurrency 32).
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    device: str = Field(
+        "auto",
+        description="auto (CUDA when onnxruntime can use it, else CPU), cpu, cuda, or cuda:N for the N-th GPU.",
+    )
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "IO binding (onnxruntime IOBinding + OrtValue): caches, states and batches stay on "
+            "the device between runs and only what the host reads is copied back. auto: on for "
+            "CUDA, off for the CPU provider, where numpy arrays are already the device's memory "
+            "and the binding costs time."
+        ),
+    )
+    device_memory_limit_mb: int = Field(
+        0, ge=0, description="MiB each onnxruntime session's CUDA arena may hold (gpu_mem_limit); 0: no limit."
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core)."
+    )
+    intra_op_spinning: bool = Field(
+        False,
+        description=(
+            "Let onnxruntime's threads busy-wait between runs: lower latency on dedicated cores, "
+            "but on shared ones it takes the CPU that gRPC and the batcher need."
+        ),
+    )
+    gil_switch_interval_us: int = Field(
+        500,
+        ge=50,
+        le=100_000,
+        description=(
+            "Python's GIL switch interval for the serving process (sys.setswitchinterval). The "
+            "onnxruntime worker thread needs the GIL for a moment before and after every run; at "
+            "Python's default (5000 us) it waits for the event loop to give it up, so the model "
+            "sits idle between batches (measured: 2.5 ms per batch at 5000 us, 1 ms at 500 us, on"
+            " the CNN at concurrency 32)."
+        ),
+    )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description=(
+            "The event loop of `myelin-serve`: uvloop (libuv) spends less CPU per call than "
+            "asyncio's own loop (measured: about 13% less server CPU per request, +7-12% "
+            "requests/s, CNN at concurrency 32)."
+        ),
+    )
     batching: BatchingSettings = BatchingSettings()
     generation: GenerationSettings = GenerationSettings()
-    # Items (images, sentences...) one request may carry; for KServe ModelInfer, rows of any graph.
-    max_request_batch: int = Field(256, ge=1)
-    # Numbers (tensor elements) of all the inputs of one KServe ModelInfer together, counted from the
-    # declared shapes before anything is decoded: typed contents carry a zero in one byte, so the
-    # message size alone does not bound the decoded arrays (4 Mi: 32 MiB as INT64).
-    max_request_elements: int = Field(4 * 1024 * 1024, ge=1)
+    max_request_batch: int = Field(
+        256,
+        ge=1,
+        description="Items (images, sentences...) one request may carry; for KServe ModelInfer, rows of any graph.",
+    )
+    max_request_elements: int = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        description=(
+            "Numbers (tensor elements) of all the inputs of one KServe ModelInfer together, "
+            "counted from the declared shapes before anything is decoded: typed contents carry a "
+            "zero in one byte, so the message size alone does not bound the decoded arrays (4 Mi:"
+            " 32 MiB as INT64)."
+        ),
+    )
     translator: TranslatorSettings = TranslatorSettings()
-    # Rescan the repository this often to load new versions and unload removed ones (0: never).
-    reload_interval_s: float = Field(2.0, ge=0)
-    # Serve only the newest N versions of each model (0: all versions present).
-    version_policy_latest: int = Field(0, ge=0)
+    reload_interval_s: float = Field(
+        2.0,
+        ge=0,
+        description="Rescan the repository this often to load new versions and unload removed ones (0: never).",
+    )
+    version_policy_latest: int = Field(
+        0, ge=0, description="Serve only the newest N versions of each model (0: all versions present)."
+    )
 
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    # With a client CA, callers must present a certificate it signed (mutual TLS).
-    tls_client_ca_file: Path | None = None
-    # Bearer tokens accepted in `authorization` metadata; empty turns authentication off.
-    auth_tokens: Annotated[list[str], NoDecode] = []
-    auth_tokens_file: Path | None = None
+    tls_cert_file: Path | None = Field(
+        None,
+        description=(
+            "PEM certificate chain of the server: TLS on (with tls_key_file); its names must cover "
+            "the address clients dial."
+        ),
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="With a client CA, callers must present a certificate it signed (mutual TLS)."
+    )
+    auth_tokens: Annotated[list[str], NoDecode] = Field(
+        [],
+        description=(
+            "Bearer tokens accepted in `authorization` metadata (comma-separated in the variable); "
+            "empty turns authentication off."
+        ),
+    )
+    auth_tokens_file: Path | None = Field(
+        None,
+        description=(
+            "A file of bearer tokens, one per line, read at start-up (unlike auth_tokens, not "
+            "visible in the process environment)."
+        ),
+    )
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Log every request (method, status, duration; never metadata or payloads).
-    access_log: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level of the log lines written to stderr."
+    )
+    access_log: bool = Field(
+        False, description="Log every request (method, status, duration; never metadata or payloads)."
+    )
 
     @field_validator("device")
     @classmethod
