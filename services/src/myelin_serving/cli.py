@@ -20,6 +20,7 @@ from typing import Any
 import uvloop
 from pydantic import ValidationError
 
+from myelin_serving import settings_doc
 from myelin_serving.runtime import GraphLoadError
 from myelin_serving.server import FAMILIES, create_server
 from myelin_serving.settings import Settings
@@ -27,37 +28,27 @@ from myelin_serving.settings import Settings
 log = logging.getLogger("myelin_serving")
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="myelin-serve", description="Serve one model family over gRPC.")
+# Settings that are also flags (`--metrics-port` for metrics_port). A flag's type, help, variable and
+# default come from the setting itself (settings_doc), so they are written once, in settings.py.
+FLAGS = ("repository", "host", "port", "metrics_port", "device")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="myelin-serve",
+        description="Serve one model family over gRPC. Every setting is also a MYELIN_* variable; flags win.",
+    )
     parser.add_argument("service", choices=sorted(FAMILIES), help="model family to serve")
-    parser.add_argument("--repository", type=Path, help="model repository (MYELIN_REPOSITORY)")
-    parser.add_argument("--host", help="address to bind (MYELIN_HOST, default 127.0.0.1)")
-    parser.add_argument(
-        "--port",
-        type=int,
-        help="gRPC port, 0 picks a free one (MYELIN_PORT; default: the family's, as its .proto names it: "
-        "classifier 50051, translator 50052, generator 50053, embedder 50054)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        help="Prometheus port, -1 for none (MYELIN_METRICS_PORT; default: the gRPC port + 1000)",
-    )
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (MYELIN_DEVICE, default auto)")
+    for name in FLAGS:
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, dest=name, type=settings_doc.flag_type(name), help=settings_doc.flag_help(name))
     parser.add_argument("--port-file", type=Path, help="write the bound ports here as JSON once listening")
-    args = parser.parse_args(argv)
-    overrides = {
-        key: value
-        for key, value in {
-            "service": args.service,
-            "repository": args.repository,
-            "host": args.host,
-            "port": args.port,
-            "metrics_port": args.metrics_port,
-            "device": args.device,
-        }.items()
-        if value is not None
-    }
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    args = build_parser().parse_args(argv)
+    overrides = {name: getattr(args, name) for name in ("service", *FLAGS) if getattr(args, name) is not None}
     return args, overrides
 
 

@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description=(
-            "Unset: the family's default port (its proto's `default_port`: classifier 50051, "
+            "The gRPC port. Unset: the family's default (its proto's `default_port`: classifier 50051, "
             "translator 50052, generator 50053, embedder 50054). 0 picks a free port; the log "
             "(and --port-file) says which."
         ),
@@ -168,7 +168,7 @@ class Settings(BaseSettings):
         ge=-1,
         le=65535,
         description=(
-            "Prometheus metrics over HTTP at /metrics. Unset: the gRPC port + 1000 (51051 for the"
+            "The port of the Prometheus metrics (HTTP, /metrics). Unset: the gRPC port + 1000 (51051 for the"
             " classifier), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns "
             "it off."
         ),
