@@ -12,7 +12,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down wheelhouse
+.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check docs docs-gen docs-check docs-strict lock clean bench soak deploy-tools images compose-test up down wheelhouse
 
 # Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
 # long jobs (image builds, compose-test) one at a time under flock; unset by default.
@@ -41,12 +41,13 @@ $(TRITON_STAMP): requirements/tritonclient.txt
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-# What CI runs (.ci/run): the static checks first (format, lint, strict types, generated code in
-# step with protos/), then every test.
+# What CI runs (.ci/run): the static checks first (format, lint, strict types, generated code and
+# reference pages in step with their sources, the documentation site built in strict mode), then
+# every test.
 test: setup deploy-tools static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-static: fmt-check lint typecheck protos-check
+static: fmt-check lint typecheck protos-check docs-check docs-strict
 
 # What the deployment tests call besides Python: promtool and a real Prometheus (Debian's prometheus),
 # a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works). Installed only
@@ -105,6 +106,23 @@ protos-check: setup
 	$(BIN)/python protos/python/generate.py --out $$tmp && \
 	diff -r -x __pycache__ $$tmp/myelin_api protos/python/src/myelin_api && echo "generated code matches protos/"
 
+# The documentation site (mkdocs.yml, docs/): `make docs` builds it into site/; docs-strict builds it
+# into a temporary folder, failing on any broken link, anchor or missing page (make static runs it).
+# docs-gen rewrites docs/reference/ from the code (settings, metrics, CLI parsers, protos) and
+# docs-check fails when the committed pages differ, as protos-check does for the generated code.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+docs: setup
+	$(MKDOCS) --site-dir site && echo "site/index.html"
+
+docs-strict: setup
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && $(MKDOCS) --site-dir $$tmp && echo "docs build in strict mode"
+
+docs-gen: setup
+	$(BIN)/python scripts/gen_docs.py
+
+docs-check: setup
+	$(BIN)/python scripts/gen_docs.py --check
+
 # What an offline GPU host lacks (deploy/gpu/README.md): wheels for Python 3.12, the datasets, in
 # parts of at most 50 MB under .wheelhouse/carry/NN; WHEELHOUSE_ARGS="--part-mb 40" and the like.
 wheelhouse: setup
@@ -124,4 +142,4 @@ lock:
 	mv requirements/constraints.txt.new requirements/constraints.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) runs .bench .demo .run .soak .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) runs site .bench .demo .run .soak .pytest_cache .mypy_cache .ruff_cache
