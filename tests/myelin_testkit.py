@@ -40,12 +40,14 @@ LONG_GENERATION = {"max_context_tokens": ENDLESS_TOKENS + 64}
 
 
 def settings_for(repository: Path, **overrides: Any) -> Settings:
-    """Loopback, port 0, no metrics endpoint unless asked for, no background rescans unless asked for."""
+    """Loopback, port 0, no HTTP port unless asked for (http_port=0), no background rescans unless asked for."""
+    if "metrics_port" in overrides:  # the HTTP port's older name
+        overrides["http_port"] = overrides.pop("metrics_port")
     values: dict[str, Any] = {
         "repository": repository,
         "host": "127.0.0.1",
         "port": 0,
-        "metrics_port": -1,
+        "http_port": -1,
         "reload_interval_s": 0,
         "grace_period_s": 1,
     }
@@ -80,6 +82,13 @@ class ServerThread:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_url(self) -> str:
+        """http(s)://127.0.0.1:PORT of the HTTP port (started with http_port=0)."""
+        http = self.server.http
+        assert http is not None, "this server has no HTTP port: pass http_port=0 to settings_for"
+        return f"{http.scheme}://127.0.0.1:{http.port}"
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
@@ -112,7 +121,7 @@ class ServerProcess:
             "127.0.0.1",
             "--port",
             "0",
-            "--metrics-port",
+            "--http-port",
             "0",
             "--port-file",
             str(self.port_file),
@@ -128,7 +137,8 @@ class ServerProcess:
                 raise RuntimeError(f"myelin-serve did not start:\n{self.log_path.read_text()}")
             time.sleep(0.05)
         ports = json.loads(self.port_file.read_text())
-        self.port, self.metrics_port = ports["port"], ports["metrics_port"]
+        self.port, self.http_port = ports["port"], ports["http_port"]
+        self.metrics_port = self.http_port  # /metrics is served on the HTTP port
 
     @property
     def target(self) -> str:

@@ -1,10 +1,11 @@
-"""What a model family plugs into the shared server: its loader and its gRPC servicers."""
+"""What a model family plugs into the shared server: its loader, its gRPC servicers, its HTTP routes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from myelin_serving.http.routes import HttpRoutes
 from myelin_serving.interceptors import HandlerRegistry
 from myelin_serving.metrics import Metrics
 from myelin_serving.repository import Loader, ModelManager
@@ -13,7 +14,7 @@ from myelin_serving.settings import Settings
 
 @dataclass(frozen=True)
 class ServingContext:
-    """Handed to a family's `add_servicers`: the shared parts of one server."""
+    """Handed to a family's `add_servicers` and `add_routes`: the shared parts of one server."""
 
     manager: ModelManager
     settings: Settings
@@ -27,3 +28,5 @@ class Family:
     service_names: tuple[str, ...]
     load: Loader
     add_servicers: Callable[[HandlerRegistry, ServingContext], None]
+    # HTTP routes beside the core's (KServe REST, /metrics): OpenAI-compatible ones where they fit.
+    add_routes: Callable[[HttpRoutes, ServingContext], None] | None = None

@@ -52,6 +52,22 @@ def time_left() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
+def set_deadline(deadline: float) -> None:
+    """Start the current request's deadline (a time.monotonic() value); the HTTP door's equivalent
+    of what the interceptor does for a gRPC call. Each request runs in its own task and context."""
+    _deadline.set(deadline)
+
+
+def check_bearer(header: str | None, tokens: Sequence[bytes]) -> None:
+    """Accept `authorization: Bearer <one of tokens>` (compared in constant time); raise Unauthenticated."""
+    if header is None:
+        raise Unauthenticated("this server requires 'authorization: Bearer <token>'")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), t) for t in tokens):
+        return
+    raise Unauthenticated("the bearer token was not accepted")
+
+
 class ServingInterceptor:
     """Wraps method handlers (see the module docstring); applied through `HandlerRegistry`."""
 
@@ -142,13 +158,8 @@ class ServingInterceptor:
         return call
 
     def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                scheme, _, token = str(value).partition(" ")
-                if scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), t) for t in self._tokens):
-                    return
-                raise Unauthenticated("the bearer token was not accepted")
-        raise Unauthenticated("this server requires 'authorization: Bearer <token>' metadata")
+        header = next((str(v) for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+        check_bearer(header, self._tokens)
 
     async def _fail(self, exc: BaseException, method: str, context: grpc.aio.ServicerContext) -> NoReturn:
         """Abort with the status `exc` maps to (abort raises), or re-raise what gRPC must see itself."""

@@ -3,7 +3,9 @@
 One process serves one family. Besides the family's own service it always exposes the Models
 service, the Open Inference Protocol (KServe v2, `inference.GRPCInferenceService`) over the same
 models and batchers, `grpc.health.v1` (NOT_SERVING until a model is loaded and warmed up, NOT_SERVING again as
-soon as shutdown starts), server reflection, and Prometheus metrics over HTTP.
+soon as shutdown starts), server reflection; and on its HTTP port (myelin_serving.http) the Open
+Inference Protocol over REST, the family's HTTP routes and Prometheus `/metrics`, in the same event
+loop over the same models.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from myelin_api.v1 import models_pb2, models_pb2_grpc
 from myelin_serving import __version__
 from myelin_serving.family import Family, ServingContext
+from myelin_serving.http.app import create_app
+from myelin_serving.http.server import HttpServer
 from myelin_serving.interceptors import HandlerRegistry, ServingInterceptor
 from myelin_serving.kserve import SERVICE_NAME as KSERVE_SERVICE
 from myelin_serving.kserve import InferenceProtocol
@@ -70,14 +74,22 @@ class MyelinServer:
         self.family = family
         self.health = health_servicer
         self.metrics = metrics
-        self.metrics_port: int | None = None
+        self.http: HttpServer | None = None  # None: the HTTP port is off (http_port -1)
         self._health_names = health_names(family)
         self._stopping = False
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._http: Any = None
         self._ready = asyncio.Event()
         manager.on_change(self._update_health)
+
+    @property
+    def http_port(self) -> int | None:
+        return None if self.http is None else self.http.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The older name of http_port: /metrics is served there."""
+        return self.http_port
 
     @property
     def serving(self) -> bool:
@@ -88,11 +100,8 @@ class MyelinServer:
         """Listen now; load and warm up the models in the background (health says when)."""
         await self._set_health(False)
         await self.grpc_server.start()
-        if self.settings.metrics_port >= 0:
-            self._http, _ = start_http_server(
-                self.settings.metrics_port, addr=self.settings.metrics_host, registry=self.metrics.registry
-            )
-            self.metrics_port = self._http.server_port
+        if self.http is not None:
+            await self.http.start()
         self._spawn(self._load_models())
 
     async def wait_ready(self, timeout: float | None = None) -> None:
@@ -109,11 +118,9 @@ class MyelinServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.grpc_server.stop(self.settings.grace_period_s if grace is None else grace)
+        grace = self.settings.grace_period_s if grace is None else grace
+        await asyncio.gather(self.grpc_server.stop(grace), *([self.http.stop(grace)] if self.http else []))
         await self.manager.close()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
         log.info("%s service stopped", self.family.name)
 
     async def wait_for_termination(self) -> None:
@@ -238,7 +245,8 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     server = grpc.aio.server(options=_channel_options(settings))
     # Every servicer registers through the interceptor, which wraps its handlers once, here.
     handlers = HandlerRegistry(server, interceptor)
-    family.add_servicers(handlers, ServingContext(manager, settings, metrics))
+    serving_context = ServingContext(manager, settings, metrics)
+    family.add_servicers(handlers, serving_context)
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager), handlers)
     health_servicer = HealthServicer(health_names(family))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, handlers)
@@ -255,6 +263,9 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics)
     protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
+    if settings.http_port >= 0:
+        app = create_app(family, serving_context, protocol, serving=lambda: myelin_server.serving)
+        myelin_server.http = HttpServer(app, settings)
     return myelin_server, port
 
 

@@ -7,9 +7,9 @@ and the command line overrides what it names.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Family = Literal["classifier", "translator", "generator", "embedder"]
@@ -83,18 +83,39 @@ class TranslatorSettings(BaseModel):
         return self
 
 
+def _second_port(data: dict[str, Any]) -> int:
+    """The HTTP port's default: the gRPC port + 1000 (51051 beside 50051), 0 beside port 0."""
+    port: int = data["port"]
+    return port + 1000 if port else 0
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MYELIN_", env_nested_delimiter="__", extra="ignore")
+    # validate_by_name: Settings(http_port=...) as well as the MYELIN_* names of aliased fields.
+    model_config = SettingsConfigDict(
+        env_prefix="MYELIN_", env_nested_delimiter="__", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
     service: Family = "classifier"
     repository: Path = Path("model_repository")
     host: str = "127.0.0.1"
     # 0 picks a free port; the log (and --port-file) says which.
     port: int = Field(50051, ge=0, le=65535)
-    metrics_host: str = "127.0.0.1"
-    # Prometheus metrics over HTTP at /metrics; 0 picks a free port, -1 turns the endpoint off.
-    metrics_port: int = Field(9464, ge=-1, le=65535)
+    # The HTTP port: the Open Inference Protocol over REST, the family's OpenAI-compatible routes and
+    # Prometheus /metrics. Default: the gRPC port + 1000 (0 when port is 0); 0 picks a free port, -1
+    # turns HTTP off. MYELIN_METRICS_PORT (and --metrics-port) still work: it was the metrics server's.
+    http_port: int = Field(
+        default_factory=_second_port,
+        ge=-1,
+        le=65535,
+        validation_alias=AliasChoices("MYELIN_HTTP_PORT", "MYELIN_METRICS_PORT"),
+    )
+    # Address of the HTTP port; default: `host`. MYELIN_METRICS_HOST is the older name.
+    http_host: str = Field(
+        default_factory=lambda data: str(data["host"]),
+        validation_alias=AliasChoices("MYELIN_HTTP_HOST", "MYELIN_METRICS_HOST"),
+    )
 
+    # Largest request or response: gRPC messages, HTTP request bodies (refused with 413 before reading).
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Requests without a deadline get this one.
     default_deadline_s: float = Field(30.0, gt=0)
@@ -131,7 +152,8 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     # With a client CA, callers must present a certificate it signed (mutual TLS).
     tls_client_ca_file: Path | None = None
-    # Bearer tokens accepted in `authorization` metadata; empty turns authentication off.
+    # Bearer tokens accepted in `authorization` metadata (gRPC) or header (HTTP); empty turns
+    # authentication off.
     auth_tokens: Annotated[list[str], NoDecode] = []
     auth_tokens_file: Path | None = None
 

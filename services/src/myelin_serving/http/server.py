@@ -1,0 +1,96 @@
+"""uvicorn in the gRPC server's event loop: one process, one loop, two ports.
+
+`uvicorn.run` and `Server.serve` own the process (their own loop, their own SIGINT/SIGTERM
+handlers); here uvicorn's lower-level steps run inside the loop grpc.aio already uses: the socket
+is bound up front (so a taken port fails at start-up with a message naming the port, the address
+and the setting to change, and port 0 is known at once), `startup` serves it, `main_loop` keeps the
+Date header fresh, and `shutdown` stops accepting, closes idle connections and lets requests in
+flight finish within the grace period. TLS and mutual TLS use the gRPC port's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import socket
+import ssl
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from myelin_serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (not yet listening)."""
+    name = host.strip("[]") or None
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT, not a taken one
+        sock.bind(address)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise OSError(
+            f"could not listen for HTTP on {host}:{port}: {exc.strerror or exc}; choose another port with "
+            "--http-port or MYELIN_HTTP_PORT (0: any free port, -1: no HTTP port)"
+        ) from exc
+    return sock
+
+
+class HttpServer:
+    """The service's HTTP port. `start()` in the running loop, then `stop(grace)`."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self._socket = bind(settings.http_host, settings.http_port)
+        self.port: int = self._socket.getsockname()[1]
+        options: dict[str, Any] = {}
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            options = {"ssl_certfile": settings.tls_cert_file, "ssl_keyfile": settings.tls_key_file}
+            if settings.tls_client_ca_file is not None:
+                options |= {"ssl_ca_certs": settings.tls_client_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        self.tls = bool(options)
+        self._config = uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=self.port,
+            http="httptools",  # the C parser; h11 (pure Python) costs more per request
+            ws="none",
+            lifespan="off",
+            log_config=None,  # the service configures logging; uvicorn must not
+            access_log=False,  # the routes write Myelin's own access log
+            server_header=False,
+            proxy_headers=False,
+            **options,
+        )
+        self._config.load()
+        self._server = uvicorn.Server(self._config)
+        self._main_loop: asyncio.Task[None] | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    async def start(self) -> None:
+        server = self._server
+        server.lifespan = self._config.lifespan_class(self._config)  # what Server.serve sets up first
+        await server.startup(sockets=[self._socket])
+        self._main_loop = asyncio.create_task(server.main_loop(), name="http-main-loop")
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let requests in flight finish for `grace` seconds, then cancel the rest."""
+        self._server.should_exit = True
+        if self._main_loop is not None:
+            await self._main_loop
+            self._config.timeout_graceful_shutdown = max(1, math.ceil(grace))
+            await self._server.shutdown(sockets=[self._socket])
+        else:
+            self._socket.close()
