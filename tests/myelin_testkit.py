@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -203,3 +206,47 @@ def run_tritonclient(job: dict[str, Any]) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error(self) -> str:
+        """The message of an error body: KServe's {"error": "..."} or OpenAI's {"error": {"message": ...}}."""
+        error = self.json()["error"]
+        return str(error["message"] if isinstance(error, dict) else error)
+
+
+def http_request(
+    url: str,
+    method: str = "GET",
+    body: bytes | Iterable[bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    context: ssl.SSLContext | None = None,
+    timeout: float = 30,
+) -> HttpAnswer:
+    """One request with http.client: any method, headers and body (an iterable is sent chunked), any
+    answer status returned rather than raised."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        chunked = body is not None and not isinstance(body, bytes)
+        connection.request(method, path or "/", body=body, headers=dict(headers or {}), encode_chunked=chunked)
+        response = connection.getresponse()
+        return HttpAnswer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
