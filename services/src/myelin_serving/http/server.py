@@ -50,6 +50,7 @@ class HttpServer:
     """The service's HTTP port. `start()` in the running loop, then `stop(grace)`."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
         self._socket = bind(settings.http_host, settings.http_port)
         self.port: int = self._socket.getsockname()[1]
         options: dict[str, Any] = {}
