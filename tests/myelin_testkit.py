@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -250,3 +251,18 @@ def http_request(
         return HttpAnswer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:
         connection.close()
+
+
+def raw_http(url: str, request: bytes, *, timeout: float = 20) -> HttpAnswer:
+    """Send `request` as it is (what no HTTP client would send) and read one answer."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as connection:
+        connection.sendall(request)
+        answer = connection.makefile("rb")
+        status = int(answer.readline().split()[1])
+        headers = {}
+        while (line := answer.readline().strip()) != b"":
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        return HttpAnswer(status, headers, answer.read(int(headers["content-length"])))

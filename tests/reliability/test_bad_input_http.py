@@ -11,7 +11,6 @@ The table is derived from each family's ServiceCase (tests/myelin_cases.py): its
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_cases import CASES
 from myelin_rpcs import MESSAGE_LIMIT, TALLY, Fleet, ServiceCase
 from myelin_serving.tensors import DTYPES
-from myelin_testkit import HttpAnswer, http_request
+from myelin_testkit import HttpAnswer, http_request, raw_http
 
 JSON = {"Content-Type": "application/json"}
 INFER, READY, METADATA = "POST /v2/models/{name}/infer", "GET /v2/models/{name}/ready", "GET /v2/models/{name}"
@@ -197,19 +196,9 @@ def http_bad(case: ServiceCase) -> list[HttpBad]:
 def send(url: str, bad: HttpBad) -> HttpAnswer:
     if bad.declared_length is None:
         return http_request(f"{url}{bad.path}", bad.method, bad.body, bad.headers)
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    head = [f"{bad.method} {bad.path} HTTP/1.1", f"Host: {host}", f"Content-Length: {bad.declared_length}"]
+    head = [f"{bad.method} {bad.path} HTTP/1.1", "Host: x", f"Content-Length: {bad.declared_length}"]
     head += [f"{k}: {v}" for k, v in bad.headers.items()]
-    with socket.create_connection((host, int(port)), timeout=20) as raw:
-        raw.sendall(("\r\n".join(head) + "\r\n\r\n").encode())  # and no body: the answer must not wait for it
-        answer = raw.makefile("rb")
-        status = int(answer.readline().split()[1])
-        headers = {}
-        while (line := answer.readline().strip()) != b"":
-            name, _, value = line.decode().partition(": ")
-            headers[name.lower()] = value
-        body = answer.read(int(headers["content-length"]))
-    return HttpAnswer(status, headers, body)
+    return raw_http(url, ("\r\n".join(head) + "\r\n\r\n").encode())  # no body: the answer must not wait for one
 
 
 TABLE = [(family, bad) for family, case in CASES.items() for bad in http_bad(case)]

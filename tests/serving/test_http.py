@@ -20,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from myelin_serving import errors
 from myelin_serving.cli import parse_args
 from myelin_serving.errors import STATUS_CODES, MyelinError
+from myelin_serving.http.server import MAX_HEAD
 from myelin_serving.server import create_server
 from myelin_serving.settings import Settings
-from myelin_testkit import BIN, HttpAnswer, ServerThread, http_request, settings_for
+from myelin_testkit import BIN, HttpAnswer, ServerThread, http_request, raw_http, settings_for
 
 INFER = "POST /v2/models/{name}/infer"
 IMAGE = np.random.default_rng(3).random((1, 28, 28), dtype=np.float32)
@@ -118,19 +119,24 @@ def test_the_error_table_has_an_http_status_for_every_error() -> None:
     assert {s.http for s in STATUS_CODES.values()} == {400, 401, 404, 413, 429, 499, 503, 504}
 
 
-def test_bodies_are_bounded_before_they_are_read(http_server: ServerThread) -> None:
+def test_heads_and_bodies_are_bounded_before_they_are_read(http_server: ServerThread) -> None:
     limit = http_server.settings.max_message_bytes
     port = int(http_server.http_url.rsplit(":", 1)[1])
-    # A declared length over the limit: 413 at once, without the server waiting for a byte of body.
+    # Headers: httptools would take any amount; over 64 KB without their end, the answer is 431.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        raw.sendall(
-            b"POST /v2/models/mnist-cnn/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000000000000\r\n\r\n"
-        )
-        started = time.monotonic()
-        answer = raw.recv(65536)
-    assert answer.startswith(b"HTTP/1.1 413 ") and time.monotonic() - started < 5
-    assert f"at most {limit}".encode() in answer
+        raw.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * (MAX_HEAD + 1))
+        answer = raw.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 431 ") and f"over {MAX_HEAD} bytes".encode() in answer
+    assert http_request(f"{http_server.http_url}/v2", headers={"X-Long": "a" * (MAX_HEAD // 2)}).status == 200
+    # A declared length over the limit: 413 at once, without the server waiting for a byte of body.
+    started = time.monotonic()
+    declared = raw_http(
+        http_server.http_url,
+        b"POST /v2/models/mnist-cnn/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000000000\r\n\r\n",
+    )
+    assert declared.status == 413 and time.monotonic() - started < 5
+    assert f"at most {limit}" in declared.error
     # No length declared (chunked): refused as it streams past the limit.
     chunks = (bytes(64 * 1024) for _ in range(2 * limit // (64 * 1024)))
     streamed = post_infer(http_server, chunks)

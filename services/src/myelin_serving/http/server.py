@@ -6,6 +6,9 @@ is bound up front (so a taken port fails at start-up with a message naming the p
 and the setting to change, and port 0 is known at once), `startup` serves it, `main_loop` keeps the
 Date header fresh, and `shutdown` stops accepting, closes idle connections and lets requests in
 flight finish within the grace period. TLS and mutual TLS use the gRPC port's files.
+
+The request line and headers are bounded too (MAX_HEAD): httptools (llhttp) accepts any amount of
+them, and would hold a 20 MB header in memory before a route could refuse anything.
 """
 
 from __future__ import annotations
@@ -17,12 +20,52 @@ import socket
 import ssl
 from typing import Any
 
+import orjson
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from myelin_serving.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MAX_HEAD = 64 * 1024  # bytes of request line and headers per request (nginx's default is 8 KB to 32 KB)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing a request line plus headers over MAX_HEAD bytes (431)."""
+
+    _head_bytes = 0  # received while waiting for the end of a request's headers
+    _in_head = True  # between the end of one request and the end of the next one's headers
+    _events = 0  # headers and messages completed so far
+    _refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        events = self._events
+        super().data_received(data)
+        # Only data that ended neither headers nor a message is head: a chunk that did holds body bytes.
+        if self._in_head and events == self._events:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._refuse()
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes, self._events = False, 0, self._events + 1
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._events = True, self._events + 1
+        super().on_message_complete()
+
+    def _refuse(self) -> None:
+        self._refused = True
+        body = orjson.dumps({"error": f"the request line and headers are over {MAX_HEAD} bytes"})
+        head = "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        head += f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        self.transport.write(head.encode() + body)
+        self.transport.close()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -63,7 +106,7 @@ class HttpServer:
             app,
             host=settings.http_host,
             port=self.port,
-            http="httptools",  # the C parser; h11 (pure Python) costs more per request
+            http=BoundedHttpToolsProtocol,  # httptools: the C parser; h11 (pure Python) costs more per request
             ws="none",
             lifespan="off",
             log_config=None,  # the service configures logging; uvicorn must not
