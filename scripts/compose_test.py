@@ -7,8 +7,9 @@
 3. `compose up`: the trainer trains (quick config) and exports into the `models` volume; every
    family service enabled in docker-compose.yml starts once it has finished, and must report
    healthy through grpc.health.v1; Prometheus scrapes them.
-4. Every service is called through the SDK on its published port; Prometheus must see every
-   target up, have the request counters of those calls, and have loaded the alert rules.
+4. Every service is called through the SDK on its published gRPC port and over KServe REST on its
+   HTTP port; Prometheus must see every target up, have the request counters of those calls, and
+   have loaded the alert rules.
 5. `compose down --volumes`, whatever happened.
 
 Grafana runs only where its image can be pulled (or is already present): none here.
@@ -286,6 +287,12 @@ def call_services(compose: list[str], families: list[str], data_dir: Path) -> No
             served = ", ".join(f"{m.name} v{m.version}" for m in models)
             extra = SMOKE[family](client, data_dir) if family in SMOKE else "no family call yet (see SMOKE)"
             log(f"{family} at {target} through the SDK: serves {served}; {extra}")
+        http = published(compose, family, 51051)  # the HTTP port: KServe REST's readiness and metadata
+        for path in ("/v2/health/ready", f"/v2/models/{models[0].name}"):
+            with urllib.request.urlopen(f"http://{http}{path}", timeout=10) as response:
+                if response.status != 200:
+                    raise SystemExit(f"{family} at http://{http}{path}: HTTP {response.status}")
+        log(f"{family} at http://{http}: ready, metadata of {models[0].name} over KServe REST")
 
 
 def prometheus_get(base: str, path: str, **params: str) -> Any:

@@ -4,8 +4,9 @@
     python scripts/myelin_stack.py down [--state-dir .run]
 
 `up` starts one `myelin-serve` per family that both the installed services know and the repository
-holds models for, on the ports docker-compose.yml publishes (gRPC 50051 + i, metrics 9464 + i;
-`--port-base 0` picks free ones), waits until each says SERVING over grpc.health.v1, and, when a
+holds models for, on the ports docker-compose.yml publishes (gRPC 50051 + i, HTTP 1000 above each:
+51051 + i, with /metrics; `--port-base 0` picks free ones), waits until each says SERVING over
+grpc.health.v1, and, when a
 `prometheus` binary is on PATH, starts Prometheus on 127.0.0.1:9090 with a generated scrape config
 and the suite's alert rules. Pid files, port files, logs and Prometheus' data go to the state
 directory; `down` stops what they name (SIGTERM: the services drain, then exit).
@@ -34,10 +35,11 @@ from myelin_serving.server import FAMILIES
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RULES = ROOT / "deploy" / "prometheus" / "rules"
-# The order fixes the ports, as docker-compose.yml publishes them: classifier 50051/9464, translator
-# 50052/9465, generator 50053/9466, embedder 50054/9467. A family not named here comes after them.
+# The order fixes the ports, as docker-compose.yml publishes them: classifier 50051, translator 50052,
+# generator 50053, embedder 50054; each HTTP port (REST, /metrics) 1000 above. A family not named
+# here comes after them.
 PORT_ORDER = ("classifier", "translator", "generator", "embedder")
-METRICS_PORT_BASE = 9464
+HTTP_PORT_OFFSET = 1000
 PROMETHEUS_PORT = 9090
 # Processes this interpreter started, so that `down` in the same process (the tests) reaps them.
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -47,7 +49,7 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 class Service:
     family: str
     port: int
-    metrics_port: int
+    http_port: int  # REST, the family's OpenAI-compatible routes, /metrics
 
     @property
     def target(self) -> str:
@@ -70,11 +72,12 @@ def port_order() -> list[str]:
 
 
 def planned_ports(families: list[str], port_base: int) -> dict[str, tuple[int, int]]:
-    """family -> (gRPC port, metrics port); port_base 0 lets each process pick free ones."""
+    """family -> (gRPC port, HTTP port); port_base 0 lets each process pick free ones."""
     if port_base == 0:
         return dict.fromkeys(families, (0, 0))
     order = port_order()
-    return {family: (port_base + order.index(family), METRICS_PORT_BASE + order.index(family)) for family in families}
+    ports = {family: port_base + order.index(family) for family in families}
+    return {family: (port, port + HTTP_PORT_OFFSET) for family, port in ports.items()}
 
 
 def prometheus_config(services: list[Service], *, interval_s: float = 10) -> dict[str, Any]:
@@ -86,7 +89,7 @@ def prometheus_config(services: list[Service], *, interval_s: float = 10) -> dic
             {
                 "job_name": "myelin",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{s.metrics_port}"], "labels": {"service": s.family}} for s in services
+                    {"targets": [f"127.0.0.1:{s.http_port}"], "labels": {"service": s.family}} for s in services
                 ],
             }
         ],
@@ -126,7 +129,7 @@ def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def start_service(family: str, repository: Path, state: Path, port: int, metrics_port: int) -> subprocess.Popen[bytes]:
+def start_service(family: str, repository: Path, state: Path, port: int, http_port: int) -> subprocess.Popen[bytes]:
     port_file = state / f"{family}.port"
     port_file.unlink(missing_ok=True)
     command = [
@@ -138,8 +141,8 @@ def start_service(family: str, repository: Path, state: Path, port: int, metrics
         "127.0.0.1",
         "--port",
         str(port),
-        "--metrics-port",
-        str(metrics_port),
+        "--http-port",
+        str(http_port),
         "--port-file",
         str(port_file),
     ]
@@ -164,7 +167,7 @@ def wait_serving(family: str, process: subprocess.Popen[bytes], state: Path, tim
             raise RuntimeError(f"myelin-serve {family} did not start; see {state / f'{family}.log'}")
         time.sleep(0.1)
     ports = json.loads(port_file.read_text())
-    service = Service(family, ports["port"], ports["metrics_port"])
+    service = Service(family, ports["port"], ports["http_port"])
     with grpc.insecure_channel(service.target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
@@ -200,8 +203,8 @@ def up(
         print(f"{family}: no model in {repository}, not started")
     started = time.monotonic()
     processes = {
-        family: start_service(family, repository, state, port, metrics_port)
-        for family, (port, metrics_port) in planned_ports(families, port_base).items()
+        family: start_service(family, repository, state, port, http_port)
+        for family, (port, http_port) in planned_ports(families, port_base).items()
     }
     try:
         services = [wait_serving(family, process, state) for family, process in processes.items()]
@@ -209,7 +212,7 @@ def up(
         down(state)
         raise
     for s in services:
-        print(f"{s.family}: grpc {s.target}, metrics http://127.0.0.1:{s.metrics_port}/metrics")
+        print(f"{s.family}: grpc {s.target}, http http://127.0.0.1:{s.http_port} (REST, /metrics)")
     print(f"all {len(services)} service(s) SERVING {time.monotonic() - started:.1f} s after start")
     if shutil.which("prometheus") is None:
         print("prometheus: not on PATH, not started (Debian: apt-get install prometheus)")

@@ -126,3 +126,19 @@ def test_grafana_is_provisioned_from_the_repository() -> None:
     for dashboard in Path(REPO_ROOT / "deploy/grafana/dashboards").glob("*.json"):
         text = dashboard.read_text()
         assert '"uid": "myelin-prometheus"' in text and source["uid"] == "myelin-prometheus", dashboard.name
+
+
+def test_each_family_publishes_its_grpc_port_and_its_http_port_1000_above(compose: list[str]) -> None:
+    """gRPC on 50051 in every container, HTTP (REST, OpenAI routes, /metrics) on 51051, where Prometheus scrapes."""
+    resolved = config(compose, "docker-compose.yml", profiles=ALL_PROFILES)
+    for name, service in family_services(resolved).items():
+        published = {}
+        for port in service["ports"]:  # "ip:published:target" (compose v1) or a mapping (v2)
+            text = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}:{port['target']}"
+            _, host, target = text.removesuffix("/tcp").split(":")
+            published[int(target)] = int(host)
+        assert set(published) == {50051, 51051}, name
+        assert published[51051] == published[50051] + 1000, name
+    prometheus = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "myelin"]
+    assert {sd["port"] for sd in job["dns_sd_configs"]} == {51051}

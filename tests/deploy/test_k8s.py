@@ -58,9 +58,19 @@ def test_each_family_has_what_scale_out_needs(kubectl: str, family: str) -> None
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector["app.kubernetes.io/component"] == family
     assert container["args"] == [family]
-    # gRPC health (grpc.health.v1) decides readiness and liveness; startup allows for loading models.
+    # gRPC health (grpc.health.v1) decides readiness and liveness, every probe alike; startup allows
+    # for loading models.
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["grpc"] == {"port": 50051}, probe
+    # The HTTP port (the gRPC port + 1000): KServe REST, OpenAI routes, and the /metrics Prometheus scrapes.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": 50051, "http": 51051}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("51051", "/metrics")
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        ("grpc", 50051, "grpc"),
+        ("http", 51051, "http"),
+    }
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     env = {e["name"]: e["value"] for e in container["env"]}
     assert float(env["MYELIN_MAX_CONNECTION_AGE_S"]) > 0
