@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from myelin_serving.errors import InvalidArgument
 from myelin_serving.family import ServingContext
@@ -36,7 +36,7 @@ from myelin_serving.generator.sampling import SamplingParams
 from myelin_serving.generator.scheduler import Finish, Sequence
 from myelin_serving.http.body import read_json
 from myelin_serving.http.openai import model_cards, openai_error, parse
-from myelin_serving.http.routes import HttpRoutes, json_response, sse_event, unless_disconnected
+from myelin_serving.http.routes import EventStream, HttpRoutes, json_response, sse_event, unless_disconnected
 from myelin_serving.interceptors import time_left
 
 DONE = b"data: [DONE]\n\n"
@@ -132,9 +132,7 @@ class Completions:
         if params.stream:
             sequence = model.start(generation, timeout=time_left())
             usage = params.stream_options is not None and params.stream_options.include_usage
-            events = self._events(model, sequence, head, usage=usage)
-            headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of events
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+            return EventStream(self._events(model, sequence, head, usage=usage))
         result = await unless_disconnected(request, model.complete(generation, timeout=time_left()))
         assert result.finish is not None
         return json_response({**head, "choices": [_choice(result.text, result.finish)], "usage": _usage(result.finish)})
@@ -143,9 +141,12 @@ class Completions:
         self, model: GeneratorModel, sequence: Sequence, head: dict[str, Any], *, usage: bool
     ) -> AsyncIterator[bytes]:
         finish: Finish | None = None
-        async for chunk in model.stream(sequence):
-            finish = chunk.finish
-            yield sse_event({**head, "choices": [_choice(chunk.text, finish)]})
+        try:
+            async for chunk in model.stream(sequence):
+                finish = chunk.finish
+                yield sse_event({**head, "choices": [_choice(chunk.text, finish)]})
+        finally:  # however the stream ends (the client gone: closed at its last event), the sequence leaves
+            model.loop.cancel(sequence)
         if usage and finish is not None:
             yield sse_event({**head, "choices": [], "usage": _usage(finish)})
         yield DONE

@@ -54,12 +54,7 @@ def create_app(
     if family.add_routes is not None:
         family.add_routes(routes, context)
     add_model_routes(routes)
-    wrapper = RouteWrapper(
-        context.metrics,
-        tokens=settings.tokens(),
-        default_deadline_s=settings.default_deadline_s,
-        access_log_enabled=settings.access_log,
-    )
+    wrapper = RouteWrapper(context.metrics, settings)
     table = [Route(r.path, wrapper.wrap(r), methods=list(r.methods)) for r in routes.routes]
     table.append(Route("/metrics", AsgiEndpoint(make_asgi_app(context.metrics.registry)), methods=["GET"]))
     known = f"{routes.describe()}, GET /metrics"

@@ -10,7 +10,7 @@ default deadline (`interceptors.time_left()` reads it, as in a gRPC handler); ma
 its HTTP status from `errors.STATUS_CODES` with a JSON body; log anything unexpected once and answer
 500 without a traceback; write the access log line.
 
-A streamed answer (server-sent events) is counted when its stream ends; a MyelinError raised while
+A streamed answer (`EventStream`, server-sent events) is counted when its stream ends; a MyelinError raised while
 streaming (the deadline passed, the model was unloaded) ends the stream with one `data: {"error":
 ...}` event, as OpenAI-compatible servers do, since the status line went out with the first event.
 """
@@ -28,10 +28,12 @@ import grpc
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from myelin_serving.errors import INTERNAL, STATUS_CODES, Cancelled, DeadlineExceeded, MyelinError, Status, status_of
 from myelin_serving.interceptors import check_bearer, set_deadline
 from myelin_serving.metrics import MethodMetrics, Metrics
+from myelin_serving.settings import Settings
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("myelin_serving.access")
@@ -90,6 +92,29 @@ def sse_event(body: Any) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
+class EventStream(StreamingResponse):
+    """Server-sent events. However the response ends (finished, the client gone, the server
+    stopping), its body iterator is closed here, so the generators behind it run their `finally`
+    at once rather than whenever they are garbage-collected."""
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        # No caching, and no buffering in proxies (nginx) between the events and the client.
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await _close(self.body_iterator)
+
+
+async def _close(iterator: object) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 @dataclass(frozen=True)
 class Route:
     path: str  # Starlette syntax: /v2/models/{name}/infer
@@ -144,18 +169,11 @@ class HttpRoutes:
 class RouteWrapper:
     """Wraps each route's endpoint once (see the module docstring)."""
 
-    def __init__(
-        self,
-        metrics: Metrics | None,
-        *,
-        tokens: frozenset[str] = frozenset(),
-        default_deadline_s: float = 30.0,
-        access_log_enabled: bool = False,
-    ) -> None:
+    def __init__(self, metrics: Metrics | None, settings: Settings) -> None:
         self._metrics = metrics
-        self._tokens = tuple(t.encode() for t in tokens)
-        self._deadline = default_deadline_s
-        self._access_log = access_log_enabled
+        self._tokens = tuple(t.encode() for t in settings.tokens())  # the gRPC port's tokens
+        self._deadline = settings.default_deadline_s
+        self._access_log = settings.access_log
 
     def wrap(self, route: Route) -> Endpoint:
         series = self._metrics.for_method(route.label) if self._metrics is not None and route.counted else None
@@ -179,7 +197,7 @@ class RouteWrapper:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 return error_response(status, message, errors)
-            if isinstance(response, StreamingResponse):
+            if isinstance(response, EventStream):
                 response.body_iterator = self._streamed(response.body_iterator, series, logged, route, started, request)
             else:
                 self._leave(series, logged, route, grpc.StatusCode.OK, started, request)
@@ -204,11 +222,12 @@ class RouteWrapper:
             status = status_of(exc)
             code = status.grpc
             yield sse_event(route.errors(status, str(exc)))
-        except BaseException as exc:  # the client went away (cancelled), or a bug
+        except BaseException as exc:  # the client went away (cancelled, closed), or a bug
             status, _ = self._failure(exc, route)
             code = status.grpc
             raise
         finally:
+            await _close(body)
             self._leave(series, logged, route, code, started, request)
 
     def _failure(self, exc: BaseException, route: Route) -> tuple[Status, str]:
