@@ -11,6 +11,7 @@ The table is derived from each family's ServiceCase (tests/myelin_cases.py): its
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_cases import CASES
-from myelin_rpcs import MESSAGE_LIMIT, TALLY, Fleet, ServiceCase
+from myelin_rpcs import ANY_TEXT, DATATYPES, MESSAGE_LIMIT, TALLY, Fleet, ServiceCase
 from myelin_serving.tensors import DTYPES
 from myelin_testkit import HttpAnswer, http_request, raw_http
 
@@ -222,6 +225,71 @@ def test_every_http_route_is_in_the_table(http_fleet: HttpFleet, family: str) ->
     covered = {bad.route for f, bad in TABLE if f == family}
     probes = {"GET /v2/health/live", "GET /v2/health/ready", "GET /metrics", "GET /v2", "GET /v1/models"}
     assert sorted(routes - covered - probes) == []
+
+
+# Random JSON bodies for every POST route (hypothesis; MYELIN_FUZZ_EXAMPLES per route, 100 in CI).
+FUZZ = settings(
+    max_examples=int(os.environ.get("MYELIN_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def post_bodies(case: ServiceCase, route: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies shaped like the route's, every field from plausible to absurd, and any JSON object."""
+    if route == INFER:
+        first = case.infer.inputs[0]
+        tensor = st.fixed_dictionaries(
+            {
+                "name": st.one_of(st.just(first.name), ANY_TEXT),
+                "datatype": st.one_of(st.sampled_from(DATATYPES), ANY_TEXT),
+                "shape": st.one_of(st.just(list(first.shape)), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)),
+            },
+            optional={"data": ANY_JSON, "parameters": st.dictionaries(st.just("binary_data_size"), ANY_JSON)},
+        )
+        shaped = st.fixed_dictionaries(
+            {"inputs": st.lists(tensor, max_size=3)}, optional={"outputs": ANY_JSON, "id": ANY_JSON}
+        )
+    else:
+        text_field = "prompt" if case.family == "generator" else "input"
+        options = ("max_tokens", "temperature", "top_p", "stop", "seed", "stream", "n", "encoding_format")
+        shaped = st.fixed_dictionaries(
+            {"model": st.one_of(st.just(case.model), ANY_TEXT), text_field: ANY_JSON},
+            optional=dict.fromkeys(options, ANY_JSON),
+        )
+    return st.one_of(shaped, st.dictionaries(ANY_TEXT, ANY_JSON, max_size=4))
+
+
+POST_ROUTES = [
+    (family, route, path)
+    for family, case in CASES.items()
+    for route, path in [
+        (INFER, f"/v2/models/{case.infer.model_name}/infer"),
+        *([OPENAI[family]] if family in OPENAI else []),
+    ]
+]
+
+
+@pytest.mark.parametrize(("family", "route", "path"), POST_ROUTES, ids=[f"{f}: {r}" for f, r, _ in POST_ROUTES])
+def test_random_json_bodies_get_a_documented_status(http_fleet: HttpFleet, family: str, route: str, path: str) -> None:
+    url = http_fleet.url(family) + path
+
+    @FUZZ
+    @given(post_bodies(CASES[family], route))
+    def check(body: dict[str, Any]) -> None:
+        TALLY["property"] += 1
+        answer = http_request(url, "POST", json.dumps(body).encode(), JSON)
+        assert answer.status in (200, 400, 404), (answer.status, answer.body[:300], body)
+        if answer.status != 200:
+            assert answer.error.strip() and "Traceback" not in answer.error and len(answer.body) < 3000
+
+    check()
 
 
 class HttpTraffic:
