@@ -24,7 +24,8 @@ from myelin_serving.errors import InvalidArgument
 from myelin_serving.family import ServingContext
 from myelin_serving.http.body import read_json, type_name
 from myelin_serving.http.openai import model_cards, openai_error, parse
-from myelin_serving.http.routes import HttpRoutes, json_response
+from myelin_serving.http.responses import json_response
+from myelin_serving.http.routes import HttpRoutes
 from myelin_serving.interceptors import time_left
 
 

@@ -36,7 +36,8 @@ from myelin_serving.generator.sampling import SamplingParams
 from myelin_serving.generator.scheduler import Finish, Sequence
 from myelin_serving.http.body import read_json
 from myelin_serving.http.openai import model_cards, openai_error, parse
-from myelin_serving.http.routes import EventStream, HttpRoutes, json_response, sse_event, unless_disconnected
+from myelin_serving.http.responses import EventStream, json_response, sse_event, unless_disconnected
+from myelin_serving.http.routes import HttpRoutes
 from myelin_serving.interceptors import time_left
 
 DONE = b"data: [DONE]\n\n"

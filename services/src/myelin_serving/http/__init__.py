@@ -4,6 +4,7 @@ event loop (one process, one loop), in front of the same models, batchers and sc
 - `routes.py`: the route table the core and each family fill (`Family.add_routes`), and the one
   wrapper each route gets: bearer token, deadline, error mapping through `errors.STATUS_CODES`,
   metrics, access log.
+- `responses.py`: JSON answers, the error table's answers, server-sent events (`EventStream`).
 - `body.py`: request bodies bounded before they are read, and JSON.
 - `app.py`: the ASGI application: the core's routes (health, `/metrics`, KServe REST, `/v1/models`)
   and JSON answers for unknown routes.

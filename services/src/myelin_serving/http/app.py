@@ -24,7 +24,8 @@ from myelin_serving.errors import STATUS_CODES, NotFound, Status
 from myelin_serving.family import Family, ServingContext
 from myelin_serving.http import kserve
 from myelin_serving.http.openai import add_model_routes, openai_error
-from myelin_serving.http.routes import HttpRoutes, RouteWrapper, error_response, kserve_error
+from myelin_serving.http.responses import error_response, kserve_error
+from myelin_serving.http.routes import HttpRoutes, RouteWrapper
 from myelin_serving.kserve import InferenceProtocol
 
 # What gRPC answers to a method it does not have; HTTP says 405 for a known path.

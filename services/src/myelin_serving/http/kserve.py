@@ -36,7 +36,8 @@ from starlette.responses import Response
 from myelin_serving import __version__
 from myelin_serving.errors import InvalidArgument
 from myelin_serving.http.body import BINARY, check_content_type, parse_object, read_body, type_name
-from myelin_serving.http.routes import HttpRoutes, json_response
+from myelin_serving.http.responses import json_response
+from myelin_serving.http.routes import HttpRoutes
 from myelin_serving.interceptors import time_left
 from myelin_serving.kserve import PLATFORM, SERVER_NAME, UNSUPPORTED_OUTPUT_PARAMETERS, InferenceProtocol, InferResult
 from myelin_serving.tensors import DTYPES, RequestTensor, datatype_of, encode_raw, join_bytes

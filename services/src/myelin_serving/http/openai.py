@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from myelin_serving.errors import InvalidArgument, ModelNotReady, NotFound, Status
-from myelin_serving.http.routes import HttpRoutes, ModelCard, json_response
+from myelin_serving.http.responses import json_response
+from myelin_serving.http.routes import HttpRoutes, ModelCard
 from myelin_serving.repository import MANIFEST, ModelManager
 
 RequestModel = TypeVar("RequestModel", bound=BaseModel)

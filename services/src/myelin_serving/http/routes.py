@@ -20,17 +20,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-import orjson
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from myelin_serving.errors import INTERNAL, STATUS_CODES, Cancelled, DeadlineExceeded, MyelinError, Status, status_of
+from myelin_serving.http.responses import (
+    ErrorBody,
+    EventStream,
+    close_iterator,
+    error_response,
+    kserve_error,
+    sse_event,
+)
 from myelin_serving.interceptors import check_bearer, set_deadline
 from myelin_serving.metrics import MethodMetrics, Metrics
 from myelin_serving.settings import Settings
@@ -38,81 +44,7 @@ from myelin_serving.settings import Settings
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("myelin_serving.access")
 
-T = TypeVar("T")
 Endpoint = Callable[[Request], Awaitable[Response]]
-# (status, message) -> the JSON body of an error answer.
-ErrorBody = Callable[[Status, str], dict[str, Any]]
-
-
-def kserve_error(status: Status, message: str) -> dict[str, Any]:
-    """The Open Inference Protocol's error body: `{"error": "<message>"}`."""
-    return {"error": message}
-
-
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    # orjson: a KServe body of a few thousand floats is encoded in microseconds (the stdlib takes 10x);
-    # numpy arrays are written directly (float32 in their shortest form).
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type="application/json"
-    )
-
-
-def error_response(
-    status: Status, message: str, errors: ErrorBody = kserve_error, headers: Mapping[str, str] | None = None
-) -> Response:
-    if status.http == 401:
-        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
-    return json_response(errors(status, message), status.http, headers)
-
-
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """`work`'s result, or CancelledError for it and Cancelled here the moment the client hangs up
-    (a plain response is not written until `work` is done: without this nobody would notice)."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-    finally:  # also when this request is cancelled itself (its deadline): the work goes with it
-        watch.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    if task.cancelled():
-        raise Cancelled("the client went away")
-    return task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-def sse_event(body: Any) -> bytes:
-    """One server-sent event carrying `body` as JSON."""
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-class EventStream(StreamingResponse):
-    """Server-sent events. However the response ends (finished, the client gone, the server
-    stopping), its body iterator is closed here, so the generators behind it run their `finally`
-    at once rather than whenever they are garbage-collected."""
-
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
-        # No caching, and no buffering in proxies (nginx) between the events and the client.
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        super().__init__(events, media_type="text/event-stream", headers=headers)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await _close(self.body_iterator)
-
-
-async def _close(iterator: object) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 @dataclass(frozen=True)
@@ -227,7 +159,7 @@ class RouteWrapper:
             code = status.grpc
             raise
         finally:
-            await _close(body)
+            await close_iterator(body)
             self._leave(series, logged, route, code, started, request)
 
     def _failure(self, exc: BaseException, route: Route) -> tuple[Status, str]:
