@@ -5,7 +5,9 @@ exceptions for the error table's statuses, and a client that hangs up freeing it
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import openai
 import pytest
 
 from myelin_client import Client
-from myelin_testkit import ENDLESS_TOKENS, LONG_GENERATION, ServerThread, http_request, settings_for
+from myelin_testkit import ENDLESS_TOKENS, LONG_GENERATION, ServerProcess, ServerThread, http_request, settings_for
 
 GPT, GRU = "generator-gpt-shakespeare", "generator-gru-shakespeare"
 SG, CBOW = "word2vec-skipgram", "word2vec-cbow-hs"
@@ -253,3 +255,42 @@ def test_embedding_errors(embedder: ServerThread) -> None:
     values = vector_of(encoded.json()["data"][0]["embedding"])
     with Client(embedder.target) as client:
         np.testing.assert_array_equal(values, client.embed("king", model=SG)[0].vector)
+
+
+def test_sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections(
+    generator_repository: Path, tmp_path: Path
+) -> None:
+    """Graceful stop over HTTP, as over gRPC: readiness goes 400 and new connections are refused, while a
+    stream that started before the signal runs to its `[DONE]` within the grace period."""
+    tokens = 3000
+    server = ServerProcess(
+        "generator", generator_repository, tmp_path, env={"MYELIN_GENERATION__MAX_CONTEXT_TOKENS": str(tokens + 64)}
+    )
+    try:
+        url = f"http://127.0.0.1:{server.http_port}"
+        with Client(server.target) as client:
+            client.wait_ready(timeout=60)
+        body = {"model": GRU, "prompt": "ROMEO:", "max_tokens": tokens, "seed": 5, "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+        connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        first = response.readline()  # the stream is under way
+        assert response.status == 200 and first.startswith(b"data: {")
+        server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: _refused(url))
+        rest = response.read().decode()  # the rest of the events, to the end
+        connection.close()
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        server.kill()
+    events = [json.loads(e.removeprefix("data: ")) for e in (first.decode() + rest).split("\n\n")[:-2]]
+    assert rest.endswith("data: [DONE]\n\n") and events[-2]["choices"][0]["finish_reason"] == "length"
+    assert events[-1]["usage"]["completion_tokens"] == tokens  # every token, none cut by the stop
+
+
+def _refused(url: str) -> bool:
+    try:
+        return http_request(f"{url}/v2/health/ready", timeout=2).status == 400
+    except ConnectionRefusedError:
+        return True
