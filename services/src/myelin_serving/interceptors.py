@@ -61,7 +61,7 @@ def set_deadline(deadline: float) -> None:
 def check_bearer(header: str | None, tokens: Sequence[bytes]) -> None:
     """Accept `authorization: Bearer <one of tokens>` (compared in constant time); raise Unauthenticated."""
     if header is None:
-        raise Unauthenticated("this server requires 'authorization: Bearer <token>'")
+        raise Unauthenticated("this server requires 'authorization: Bearer <token>' (gRPC metadata, HTTP header)")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), t) for t in tokens):
         return
