@@ -176,7 +176,7 @@ def compare_sse(
     repository: Path,
     model: str,
     *,
-    tokens: int = 300,
+    tokens: int = 200,
     streams: int = 8,
     repeats: int = 5,
     threads: int = 0,
