@@ -14,7 +14,8 @@ Prints, in one run:
 3. aggregate tokens/s of 8 concurrent streams through the service; target >= 3 x (2);
 4. with --sse, (2) and (3) again over HTTP: `POST /v1/completions` with `stream: true`, read as
    server-sent events on keep-alive connections opened first (one per stream), the same seeds;
-   target >= 0.9 x the gRPC figure. `make bench` runs `compare_sse` (2 to 4 only) on the quick GPT.
+   target >= 0.9 x the gRPC figure. `make bench` runs `compare_sse` (2 to 4 only) on the quick GPT,
+   with the service's CPU time per token beside each figure.
 Each figure is the median of --repeats rounds; a round runs each measurement once, so that load
 from outside falls on all of them alike. Client, service and loop share this machine's cores.
 The service inherits this process's environment, so MYELIN_* variables configure it.
@@ -183,26 +184,56 @@ def compare_sse(
     prompt: str = "ROMEO:",
     temperature: float = 0.8,
 ) -> dict[str, object]:
-    """tokens/s of 1 and `streams` streams over gRPC and over SSE, `repeats` interleaved rounds each."""
+    """tokens/s of 1 and `streams` streams over gRPC and over SSE, `repeats` interleaved rounds each, and
+    the service's CPU time per token in each (what the door costs, whatever else the machine runs)."""
     runs: dict[str, list[float]] = {"grpc 1": [], "sse 1": [], "grpc n": [], "sse n": []}
+    cpu: dict[str, float] = dict.fromkeys(runs, 0.0)  # service CPU seconds, all rounds
     with tempfile.TemporaryDirectory() as tmp:
         process, target, http = start_service(repository, Path(tmp), threads)
         try:
             one_stream(target, model, prompt, 20, temperature, 0)  # warm up both doors
             asyncio.run(sse_streams(http, model, prompt, 20, temperature, [0]))
+
+            def measure(name: str, seeds: list[int]) -> float:
+                if name == "grpc 1":
+                    return one_stream(target, model, prompt, tokens, temperature, seeds[0])
+                if name == "grpc n":
+                    return asyncio.run(many_streams(target, model, prompt, tokens, temperature, seeds))
+                return asyncio.run(sse_streams(http, model, prompt, tokens, temperature, seeds))
+
             for i in range(repeats):
-                seeds = list(range(i * streams, (i + 1) * streams))
-                runs["grpc 1"].append(one_stream(target, model, prompt, tokens, temperature, i))
-                runs["sse 1"].append(asyncio.run(sse_streams(http, model, prompt, tokens, temperature, [i])))
-                runs["grpc n"].append(asyncio.run(many_streams(target, model, prompt, tokens, temperature, seeds)))
-                runs["sse n"].append(asyncio.run(sse_streams(http, model, prompt, tokens, temperature, seeds)))
+                for name in runs:
+                    seeds = [i] if name.endswith("1") else list(range(i * streams, (i + 1) * streams))
+                    before = process_cpu(process.pid)
+                    runs[name].append(measure(name, seeds))
+                    cpu[name] += process_cpu(process.pid) - before
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
     medians = {name: statistics.median(rates) for name, rates in runs.items()}
+    counts = {name: tokens * repeats * (1 if name.endswith("1") else streams) for name in runs}
+    cpu_us = {name: cpu[name] / counts[name] * 1e6 for name in runs}
     for name, rates in runs.items():
-        print(f"  {name:7} {medians[name]:8.0f} tokens/s (rounds: {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
-    return {"model": model, "tokens": tokens, "streams": streams, "repeats": repeats, "runs": runs, "medians": medians}
+        print(
+            f"  {name:7} {medians[name]:8.0f} tokens/s, service CPU {cpu_us[name]:4.0f} us/token "
+            f"(rounds: {', '.join(f'{r:.0f}' for r in rates)})",
+            flush=True,
+        )
+    return {
+        "model": model,
+        "tokens": tokens,
+        "streams": streams,
+        "repeats": repeats,
+        "runs": runs,
+        "medians": medians,
+        "cpu_us_per_token": cpu_us,
+    }
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (from /proc; 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_service(repository: Path, tmp: Path, threads: int) -> tuple[subprocess.Popen[bytes], str, str]:

@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repository", type=Path, default=REPOSITORY, help="reuse models from here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--no-sse", action="store_true", help="skip the generator's gRPC vs SSE streams")
-    parser.add_argument("--sse-repeats", type=int, default=5, help="rounds of the gRPC vs SSE comparison")
+    parser.add_argument("--sse-repeats", type=int, default=15, help="rounds of the gRPC vs SSE comparison")
     args = parser.parse_args(argv)
 
     started = time.time()

@@ -192,9 +192,11 @@ def sse_acceptance(results: dict[str, Any]) -> list[str]:
     for count, grpc_key, sse_key in SSE_ROWS:
         streams = 1 if count == "1" else sse["streams"]
         ratio = medians[sse_key] / medians[grpc_key]
+        cpu = sse["cpu_us_per_token"]
         lines.append(
             f"  SSE {sse['model']}, {streams} stream(s): {medians[sse_key]:.0f} tokens/s, {ratio:.2f}x gRPC's "
-            f"{medians[grpc_key]:.0f} (>= 0.9: {'yes' if ratio >= 0.9 else 'NO'})"
+            f"{medians[grpc_key]:.0f} (>= 0.9: {'yes' if ratio >= 0.9 else 'NO'}); service CPU per token "
+            f"{cpu[sse_key]:.0f} us against {cpu[grpc_key]:.0f}"
         )
     return lines
 
@@ -202,16 +204,17 @@ def sse_acceptance(results: dict[str, Any]) -> list[str]:
 def sse_table(results: dict[str, Any]) -> str:
     sse = results["sse"]
     lines = [
-        "| streams | gRPC tokens/s (rounds) | SSE tokens/s (rounds) | SSE vs gRPC |",
-        "|---|---|---|---|",
+        "| streams | gRPC tokens/s (rounds) | SSE tokens/s (rounds) | SSE vs gRPC | service CPU us/token: gRPC, SSE |",
+        "|---|---|---|---|---|",
     ]
     for count, grpc_key, sse_key in SSE_ROWS:
         streams = 1 if count == "1" else sse["streams"]
-        runs, medians = sse["runs"], sse["medians"]
+        runs, medians, cpu = sse["runs"], sse["medians"], sse["cpu_us_per_token"]
         spread = {k: f"{min(runs[k]):.0f}-{max(runs[k]):.0f}" for k in (grpc_key, sse_key)}
         lines.append(
             f"| {streams} | {medians[grpc_key]:.0f} ({spread[grpc_key]}) | {medians[sse_key]:.0f} "
-            f"({spread[sse_key]}) | {medians[sse_key] / medians[grpc_key]:.2f}x |"
+            f"({spread[sse_key]}) | {medians[sse_key] / medians[grpc_key]:.2f}x | "
+            f"{cpu[grpc_key]:.0f}, {cpu[sse_key]:.0f} |"
         )
     return "\n".join(lines)
 
