@@ -12,14 +12,15 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down
+.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down wheelhouse
 
 # Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
 # long jobs (image builds, compose-test) one at a time under flock; unset by default.
 CPU_LOCK ?=
 LOCKED := $(if $(CPU_LOCK),flock $(CPU_LOCK))
 VARIANT ?= cpu
-REPOSITORY ?= model_repository
+# Unset: `make up` serves ./model_repository, else the models `make demo` left in .demo/repository.
+REPOSITORY ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # `make bench` holds this lock for its whole run so its timings are not shared with other heavy
 # jobs; BENCH_LOCK= runs it without (RESULTS.md then says so).
@@ -69,7 +70,7 @@ compose-test: setup
 
 # The services as local processes on an existing model repository (and Prometheus, when installed).
 up: setup
-	$(BIN)/python scripts/myelin_stack.py up --repository $(REPOSITORY)
+	$(BIN)/python scripts/myelin_stack.py up $(if $(REPOSITORY),--repository $(REPOSITORY))
 
 down: setup
 	$(BIN)/python scripts/myelin_stack.py down
@@ -104,11 +105,16 @@ protos-check: setup
 	$(BIN)/python protos/python/generate.py --out $$tmp && \
 	diff -r -x __pycache__ $$tmp/myelin_api protos/python/src/myelin_api && echo "generated code matches protos/"
 
+# What an offline GPU host lacks (deploy/gpu/README.md): wheels for Python 3.12, the datasets, in
+# parts of at most 50 MB under .wheelhouse/carry/NN; WHEELHOUSE_ARGS="--part-mb 40" and the like.
+wheelhouse: setup
+	$(BIN)/python deploy/gpu/wheelhouse.py $(WHEELHOUSE_ARGS)
+
 # The soak test's long form (docs/reliability.md): concurrency 64 across the services of REPOSITORY for
 # five minutes (SOAK_ARGS="--duration 600" for longer), under BENCH_LOCK like the benchmark; the report
 # also goes to .soak/report.json.
 soak: setup
-	$(if $(BENCH_LOCK),flock $(BENCH_LOCK) env MYELIN_SOAK_LOCKED=1) $(BIN)/python scripts/soak.py --repository $(REPOSITORY) --json .soak/report.json $(SOAK_ARGS)
+	$(if $(BENCH_LOCK),flock $(BENCH_LOCK) env MYELIN_SOAK_LOCKED=1) $(BIN)/python scripts/soak.py --repository $(or $(REPOSITORY),model_repository) --json .soak/report.json $(SOAK_ARGS)
 
 # Re-pin every dependency from a fresh environment.
 lock:

@@ -18,6 +18,7 @@ from myelin_client.images import to_images
 from myelin_client.types import (
     AnalogyAnswer,
     AnalogyResult,
+    Batching,
     Classification,
     ClassifyResult,
     Completion,
@@ -30,6 +31,7 @@ from myelin_client.types import (
     NeighboursResult,
     PairSimilarity,
     ReloadResult,
+    ScoreResult,
     SimilarityResult,
     TensorSpec,
     TranslateResult,
@@ -132,6 +134,16 @@ def complete(request: generator_pb2.GenerateRequest) -> Call[Completion]:
         request,
         generator_pb2.CompleteResponse,
         lambda r: completion(r.model, r.text, list(r.token_ids), r.finish),
+    )
+
+
+def score(text: str, *, model: str, version: int) -> Call[ScoreResult]:
+    request = generator_pb2.ScoreRequest(model=common_pb2.ModelRef(name=model, version=version), text=text)
+    return Call(
+        "/myelin_api.v1.Generator/Score",
+        request,
+        generator_pb2.ScoreResponse,
+        lambda r: ScoreResult(r.model.name, r.model.version, list(r.token_ids), list(r.logprobs)),
     )
 
 
@@ -346,12 +358,36 @@ def reload_models() -> Call[ReloadResult]:
     )
 
 
+def load_model(name: str) -> Call[ModelInfo]:
+    request = models_pb2.LoadModelRequest(name=name)
+    return Call("/myelin_api.v1.Models/LoadModel", request, common_pb2.ModelMetadata, model_info)
+
+
+def unload_model(name: str) -> Call[list[str]]:
+    return Call(
+        "/myelin_api.v1.Models/UnloadModel",
+        models_pb2.UnloadModelRequest(name=name),
+        models_pb2.UnloadModelResponse,
+        lambda r: list(r.unloaded),
+    )
+
+
 def health(service: str) -> Call[str]:
     return Call(
         _health.CHECK,
         _health.HealthCheckRequest(service=service),
         _health.HealthCheckResponse,
         lambda r: _health.STATUS_NAMES.get(r.status, "UNKNOWN"),
+    )
+
+
+def health_list() -> Call[list[str]]:
+    """The services the server reports health for: what it serves ("" is the whole server: left out)."""
+    return Call(
+        _health.LIST,
+        _health.HealthListRequest(),
+        _health.HealthListResponse,
+        lambda r: sorted(name for name in r.statuses if name),
     )
 
 
@@ -371,4 +407,17 @@ def model_info(m: common_pb2.ModelMetadata) -> ModelInfo:
         inputs={name: specs(g.inputs) for name, g in m.graphs.items()},
         outputs={name: specs(g.outputs) for name, g in m.graphs.items()},
         manifest_json=m.manifest_json,
+        batching={name: _batching(g.batching) for name, g in m.graphs.items() if g.HasField("batching")},
+    )
+
+
+def _batching(b: common_pb2.BatchingConfig) -> Batching:
+    return Batching(
+        b.enabled,
+        b.max_batch_size,
+        b.max_queue_delay_us,
+        b.adaptive_delay,
+        b.max_queue_size,
+        b.queue_timeout_s,
+        b.instances,
     )

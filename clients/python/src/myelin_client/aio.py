@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -10,9 +11,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from myelin_client import _protocol
+from myelin_client import _health, _protocol
 from myelin_client._channel import DEFAULT_EMBEDDER, Connection
-from myelin_client.errors import DeadlineExceededError, UnavailableError, from_rpc_error
+from myelin_client.errors import DeadlineExceededError, MyelinError, UnavailableError
 from myelin_client.streams import AsyncGenerationStream
 from myelin_client.types import (
     AnalogyAnswer,
@@ -24,6 +25,7 @@ from myelin_client.types import (
     ModelInfo,
     NeighboursResult,
     ReloadResult,
+    ScoreResult,
     SimilarityResult,
     TranslateResult,
 )
@@ -72,7 +74,8 @@ class AsyncClient(Connection):
         )
         call = _protocol.generate(request)
         return AsyncGenerationStream(
-            self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
+            self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata),
+            lambda error: self._explain(error, call.method),
         )
 
     async def complete(
@@ -104,6 +107,13 @@ class AsyncClient(Connection):
             stop=stop,
         )
         return await self._invoke(_protocol.complete(request), timeout)
+
+    async def score(
+        self, text: str, *, model: str = DEFAULT_GENERATOR, version: int = 0, timeout: float | None = None
+    ) -> ScoreResult:
+        """The log-probability the model gives each token of `text` after the ones before it (the first is
+        context only); `.perplexity` sums them up. At most the model's context + 1 tokens per call."""
+        return await self._invoke(_protocol.score(text, model=model, version=version), timeout)
 
     async def translate(
         self,
@@ -224,6 +234,14 @@ class AsyncClient(Connection):
     async def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
         return await self._invoke(_protocol.reload_models(), timeout)
 
+    async def load_model(self, name: str, *, timeout: float | None = None) -> ModelInfo:
+        """Load (or load again) `name` from the service's repository, e.g. after unload_model."""
+        return await self._invoke(_protocol.load_model(name), timeout)
+
+    async def unload_model(self, name: str, *, timeout: float | None = None) -> list[str]:
+        """Stop serving every version of `name` until load_model; returns them as "name/version"."""
+        return await self._invoke(_protocol.unload_model(name), timeout)
+
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         return await self._invoke(_protocol.health(service), timeout)
 
@@ -243,6 +261,8 @@ class AsyncClient(Connection):
         )
 
     async def close(self) -> None:
+        """Close the channel; calls after this raise ClientClosedError."""
+        self._closed = True
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -257,5 +277,13 @@ class AsyncClient(Connection):
         try:
             response = await self._callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise await self._explain(exc, call.method) from None
         return call.parse(response)
+
+    async def _explain(self, error: grpc.RpcError, method: str) -> MyelinError:
+        served = None
+        if error.code() is grpc.StatusCode.UNIMPLEMENTED and method != _health.LIST:
+            # The wrong address, most likely: ask the server what it does serve.
+            with contextlib.suppress(MyelinError):
+                served = await self._invoke(_protocol.health_list(), min(self.timeout, 5.0))
+        return self._error(error, method, served)

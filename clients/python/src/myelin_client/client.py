@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -9,9 +10,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from myelin_client import _protocol
+from myelin_client import _health, _protocol
 from myelin_client._channel import DEFAULT_EMBEDDER, Connection
-from myelin_client.errors import DeadlineExceededError, UnavailableError, from_rpc_error
+from myelin_client.errors import DeadlineExceededError, MyelinError, UnavailableError
 from myelin_client.streams import GenerationStream
 from myelin_client.types import (
     AnalogyAnswer,
@@ -23,6 +24,7 @@ from myelin_client.types import (
     ModelInfo,
     NeighboursResult,
     ReloadResult,
+    ScoreResult,
     SimilarityResult,
     TranslateResult,
 )
@@ -83,7 +85,8 @@ class Client(Connection):
         )
         call = _protocol.generate(request)
         return GenerationStream(
-            self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
+            self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata),
+            lambda error: self._explain(error, call.method),
         )
 
     def complete(
@@ -115,6 +118,13 @@ class Client(Connection):
             stop=stop,
         )
         return self._invoke(_protocol.complete(request), timeout)
+
+    def score(
+        self, text: str, *, model: str = DEFAULT_GENERATOR, version: int = 0, timeout: float | None = None
+    ) -> ScoreResult:
+        """The log-probability the model gives each token of `text` after the ones before it (the first is
+        context only); `.perplexity` sums them up. At most the model's context + 1 tokens per call."""
+        return self._invoke(_protocol.score(text, model=model, version=version), timeout)
 
     def translate(
         self,
@@ -240,6 +250,14 @@ class Client(Connection):
     def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
         return self._invoke(_protocol.reload_models(), timeout)
 
+    def load_model(self, name: str, *, timeout: float | None = None) -> ModelInfo:
+        """Load (or load again) `name` from the service's repository, e.g. after unload_model."""
+        return self._invoke(_protocol.load_model(name), timeout)
+
+    def unload_model(self, name: str, *, timeout: float | None = None) -> list[str]:
+        """Stop serving every version of `name` until load_model; returns them as "name/version"."""
+        return self._invoke(_protocol.unload_model(name), timeout)
+
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """SERVING, NOT_SERVING or SERVICE_UNKNOWN for `service` ("" is the whole server)."""
         return self._invoke(_protocol.health(service), timeout)
@@ -261,6 +279,8 @@ class Client(Connection):
         )
 
     def close(self) -> None:
+        """Close the channel; calls after this raise ClientClosedError."""
+        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> Client:
@@ -273,5 +293,13 @@ class Client(Connection):
         try:
             response = self._callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise self._explain(exc, call.method) from None
         return call.parse(response)
+
+    def _explain(self, error: grpc.RpcError, method: str) -> MyelinError:
+        served = None
+        if error.code() is grpc.StatusCode.UNIMPLEMENTED and method != _health.LIST:
+            # The wrong address, most likely: ask the server what it does serve.
+            with contextlib.suppress(MyelinError):
+                served = self._invoke(_protocol.health_list(), min(self.timeout, 5.0))
+        return self._error(error, method, served)

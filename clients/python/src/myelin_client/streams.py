@@ -11,22 +11,24 @@ generating for it within one decoding step.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
 import grpc
 
 from myelin_client._protocol import GenerationAccumulator
-from myelin_client.errors import from_rpc_error
+from myelin_client.errors import MyelinError
 from myelin_client.types import Completion, GenerationChunk
 
 
 class GenerationStream:
-    """The chunks of one Generate call (blocking iteration)."""
+    """The chunks of one Generate call (blocking iteration). `explain` is the client's: it turns the
+    call's grpc.RpcError into a MyelinError."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, explain: Callable[[grpc.RpcError], MyelinError]) -> None:
         self._call = call
+        self._explain = explain
         self._accumulator = GenerationAccumulator()
 
     def __iter__(self) -> Iterator[GenerationChunk]:
@@ -34,7 +36,7 @@ class GenerationStream:
             for message in self._call:
                 yield self._accumulator.add(message)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise self._explain(exc) from None
 
     @property
     def completion(self) -> Completion | None:
@@ -55,8 +57,9 @@ class GenerationStream:
 class AsyncGenerationStream:
     """The chunks of one Generate call, for `async for`."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, explain: Callable[[grpc.RpcError], Awaitable[MyelinError]]) -> None:
         self._call = call
+        self._explain = explain
         self._accumulator = GenerationAccumulator()
 
     async def __aiter__(self) -> AsyncIterator[GenerationChunk]:
@@ -64,7 +67,7 @@ class AsyncGenerationStream:
             async for message in self._call:
                 yield self._accumulator.add(message)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise await self._explain(exc) from None
 
     @property
     def completion(self) -> Completion | None:

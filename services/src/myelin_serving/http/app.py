@@ -48,6 +48,7 @@ def create_app(
     protocol: InferenceProtocol,
     *,
     serving: Callable[[], bool],
+    draining: Callable[[], bool],
 ) -> Starlette:
     settings = context.settings
     routes = HttpRoutes()
@@ -55,7 +56,7 @@ def create_app(
     if family.add_routes is not None:
         family.add_routes(routes, context)
     add_model_routes(routes)
-    wrapper = RouteWrapper(context.metrics, settings)
+    wrapper = RouteWrapper(context.metrics, settings, draining)
     table = [Route(r.path, wrapper.wrap(r), methods=list(r.methods)) for r in routes.routes]
     table.append(Route("/metrics", AsgiEndpoint(make_asgi_app(context.metrics.registry)), methods=["GET"]))
     known = f"{routes.describe()}, GET /metrics"
