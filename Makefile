@@ -12,7 +12,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check docs docs-gen docs-check docs-strict lock clean bench soak deploy-tools images compose-test up down wheelhouse
+.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check unasync unasync-check docs docs-gen docs-check docs-strict lock clean bench soak deploy-tools images compose-test up down wheelhouse
 
 # Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
 # long jobs (image builds, compose-test) one at a time under flock; unset by default.
@@ -42,20 +42,22 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 # What CI runs (.ci/run): the static checks first (format, lint, strict types, generated code and
-# reference pages in step with their sources, the documentation site built in strict mode), then
-# every test.
+# reference pages in step with their sources, the blocking client in step with aio.py, the
+# documentation site built in strict mode), then every test.
 test: setup deploy-tools static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-static: fmt-check lint typecheck protos-check docs-check docs-strict
+static: fmt-check lint typecheck protos-check unasync-check docs-check docs-strict
 
 # What the deployment tests call besides Python: promtool and a real Prometheus (Debian's prometheus),
-# a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works). Installed only
-# when missing; kubectl (kustomize) comes with the machine image.
+# a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works); curl for the
+# docs' HTTP examples (tests/docs). Installed only when missing; kubectl (kustomize) comes with the
+# machine image.
 deploy-tools:
 	@missing=""; \
 	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -122,6 +124,13 @@ docs-gen: setup
 
 docs-check: setup
 	$(BIN)/python scripts/gen_docs.py --check
+
+# The blocking client (clients/python/src/myelin_client/client.py) is generated from aio.py.
+unasync: setup
+	$(BIN)/python clients/python/unasync.py
+
+unasync-check: setup
+	$(BIN)/python clients/python/unasync.py --check
 
 # What an offline GPU host lacks (deploy/gpu/README.md): wheels for Python 3.12, the datasets, in
 # parts of at most 50 MB under .wheelhouse/carry/NN; WHEELHOUSE_ARGS="--part-mb 40" and the like.

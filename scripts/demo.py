@@ -107,6 +107,8 @@ def service(family: str) -> Iterator[str]:
             REPOSITORY,
             "--port",
             "0",
+            "--http-port",
+            "0",
             "--port-file",
             port_file,
         ],
@@ -120,9 +122,8 @@ def service(family: str) -> Iterator[str]:
                 raise SystemExit(f"myelin-serve {family} did not start; see {log.name}")
             time.sleep(0.1)
         ports = json.loads(port_file.read_text())
-        print(
-            f"{family} service: grpc 127.0.0.1:{ports['port']}, metrics http://127.0.0.1:{ports['metrics_port']}/metrics"
-        )
+        http = f"http://127.0.0.1:{ports['http_port']}"
+        print(f"{family} service: grpc 127.0.0.1:{ports['port']}, {http} (REST, /metrics)")
         yield f"127.0.0.1:{ports['port']}"
     finally:
         process.send_signal(signal.SIGTERM)

@@ -54,7 +54,7 @@ def shared_port(hosts: tuple[str, ...], tries: int = 50) -> int:
 
 @dataclass
 class Replica:
-    """One `myelin-serve` on host:port; its metrics endpoint on a free port of 127.0.0.1."""
+    """One `myelin-serve` on host:port; its HTTP port (with /metrics) on a free port of the same host."""
 
     family: str
     host: str
@@ -63,7 +63,7 @@ class Replica:
     state: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
-    metrics_port: int = 0
+    http_port: int = 0
 
     @property
     def address(self) -> str:
@@ -77,7 +77,7 @@ class Replica:
         port_file = self.state / f"{self.family}-{self.host}.port"
         port_file.unlink(missing_ok=True)
         command = [str(BIN / "myelin-serve"), self.family, "--repository", str(self.repository)]
-        command += ["--host", self.host, "--port", str(self.port), "--metrics-port", "0", "--port-file", str(port_file)]
+        command += ["--host", self.host, "--port", str(self.port), "--http-port", "0", "--port-file", str(port_file)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
@@ -87,7 +87,7 @@ class Replica:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"myelin-serve on {self.address} did not start:\n{self.log()[-2000:]}")
             time.sleep(0.05)
-        self.metrics_port = json.loads(port_file.read_text())["metrics_port"]
+        self.http_port = json.loads(port_file.read_text())["http_port"]
 
     def wait_serving(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -125,7 +125,7 @@ class Replica:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of `name`'s samples whose labels include `labels`, from the replica's /metrics."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/metrics", timeout=10) as response:
             text = response.read().decode()
         return sum(
             sample.value

@@ -6,8 +6,8 @@
 `up` starts one `myelin-serve` per family that both the installed services know and the repository
 holds models for, each on its family's default port (the one its .proto names, which compose's
 containers listen on too: classifier 50051, translator 50052, generator 50053, embedder 50054;
-metrics on the gRPC port + 1000; `--free-ports` lets each pick free ones), waits until each says
-SERVING over grpc.health.v1, and, when a `prometheus` binary is on PATH, starts Prometheus on
+HTTP, with /metrics, on the gRPC port + 1000; `--free-ports` lets each pick free ones), waits until
+each says SERVING over grpc.health.v1, and, when a `prometheus` binary is on PATH, starts Prometheus on
 127.0.0.1:9090 with a generated scrape config and the suite's alert rules. Pid files, port files,
 logs and Prometheus' data go to the state directory; `down` stops what they name (SIGTERM: the
 services drain, then exit).
@@ -48,7 +48,7 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 class Service:
     family: str
     port: int
-    metrics_port: int
+    http_port: int  # REST, the family's OpenAI-compatible routes, /metrics
 
     @property
     def target(self) -> str:
@@ -72,7 +72,7 @@ def port_order() -> list[str]:
 
 
 def planned_ports(families: list[str], *, free_ports: bool) -> dict[str, int]:
-    """family -> gRPC port: its default (metrics on that + 1000), or 0 for free ones (metrics free too)."""
+    """family -> gRPC port: its default (HTTP on that + 1000), or 0 for free ones (HTTP free too)."""
     return {family: 0 if free_ports else load_family(family).default_port for family in families}
 
 
@@ -103,7 +103,7 @@ def prometheus_config(services: list[Service], *, interval_s: float = 10) -> dic
             {
                 "job_name": "myelin",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{s.metrics_port}"], "labels": {"service": s.family}} for s in services
+                    {"targets": [f"127.0.0.1:{s.http_port}"], "labels": {"service": s.family}} for s in services
                 ],
             }
         ],
@@ -144,7 +144,7 @@ def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
 
 
 def start_service(family: str, repository: Path, state: Path, port: int) -> subprocess.Popen[bytes]:
-    """`myelin-serve FAMILY` on `port` (0: a free one), its metrics on the port the service derives from it."""
+    """`myelin-serve FAMILY` on `port` (0: a free one), its HTTP port the one the service derives from it."""
     port_file = state / f"{family}.port"
     port_file.unlink(missing_ok=True)
     command = [
@@ -180,7 +180,7 @@ def wait_serving(family: str, process: subprocess.Popen[bytes], state: Path, tim
             raise RuntimeError(f"myelin-serve {family} did not start; see {state / f'{family}.log'}")
         time.sleep(0.1)
     ports = json.loads(port_file.read_text())
-    service = Service(family, ports["port"], ports["metrics_port"])
+    service = Service(family, ports["port"], ports["http_port"])
     with grpc.insecure_channel(service.target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
@@ -223,7 +223,7 @@ def up(
         down(state)
         raise
     for s in services:
-        print(f"{s.family}: grpc {s.target}, metrics http://127.0.0.1:{s.metrics_port}/metrics")
+        print(f"{s.family}: grpc {s.target}, http http://127.0.0.1:{s.http_port} (REST, /metrics)")
     print(f"all {len(services)} service(s) SERVING {time.monotonic() - started:.1f} s after start")
     if shutil.which("prometheus") is None:
         print("prometheus: not on PATH, not started (Debian: apt-get install prometheus)")

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -41,12 +45,14 @@ LONG_GENERATION = {"max_context_tokens": ENDLESS_TOKENS + 64}
 
 
 def settings_for(repository: Path, **overrides: Any) -> Settings:
-    """Loopback, port 0, no metrics endpoint unless asked for, no background rescans unless asked for."""
+    """Loopback, port 0, no HTTP port unless asked for (http_port=0), no background rescans unless asked for."""
+    if "metrics_port" in overrides:  # the HTTP port's older name
+        overrides["http_port"] = overrides.pop("metrics_port")
     values: dict[str, Any] = {
         "repository": repository,
         "host": "127.0.0.1",
         "port": 0,
-        "metrics_port": -1,
+        "http_port": -1,
         "reload_interval_s": 0,
         "grace_period_s": 1,
     }
@@ -100,6 +106,13 @@ class ServerThread:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_url(self) -> str:
+        """http(s)://127.0.0.1:PORT of the HTTP port (started with http_port=0)."""
+        http = self.server.http
+        assert http is not None, "this server has no HTTP port: pass http_port=0 to settings_for"
+        return f"{http.scheme}://127.0.0.1:{http.port}"
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
@@ -132,7 +145,7 @@ class ServerProcess:
             "127.0.0.1",
             "--port",
             "0",
-            "--metrics-port",
+            "--http-port",
             "0",
             "--port-file",
             str(self.port_file),
@@ -148,7 +161,8 @@ class ServerProcess:
                 raise RuntimeError(f"myelin-serve did not start:\n{self.log_path.read_text()}")
             time.sleep(0.05)
         ports = json.loads(self.port_file.read_text())
-        self.port, self.metrics_port = ports["port"], ports["metrics_port"]
+        self.port, self.http_port = ports["port"], ports["http_port"]
+        self.metrics_port = self.http_port  # /metrics is served on the HTTP port
 
     @property
     def target(self) -> str:
@@ -213,3 +227,62 @@ def run_tritonclient(job: dict[str, Any]) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error(self) -> str:
+        """The message of an error body: KServe's {"error": "..."} or OpenAI's {"error": {"message": ...}}."""
+        error = self.json()["error"]
+        return str(error["message"] if isinstance(error, dict) else error)
+
+
+def http_request(
+    url: str,
+    method: str = "GET",
+    body: bytes | Iterable[bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    context: ssl.SSLContext | None = None,
+    timeout: float = 30,
+) -> HttpAnswer:
+    """One request with http.client: any method, headers and body (an iterable is sent chunked), any
+    answer status returned rather than raised."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        chunked = body is not None and not isinstance(body, bytes)
+        connection.request(method, path or "/", body=body, headers=dict(headers or {}), encode_chunked=chunked)
+        response = connection.getresponse()
+        return HttpAnswer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+
+
+def raw_http(url: str, request: bytes, *, timeout: float = 20) -> HttpAnswer:
+    """Send `request` as it is (what no HTTP client would send) and read one answer."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as connection:
+        connection.sendall(request)
+        answer = connection.makefile("rb")
+        status = int(answer.readline().split()[1])
+        headers = {}
+        while (line := answer.readline().strip()) != b"":
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        return HttpAnswer(status, headers, answer.read(int(headers["content-length"])))

@@ -2,8 +2,9 @@
 
 - Every code block marked `<!-- run: FAMILY ... -->` on the line before it runs against real services
   of those families (models trained in the test session): Python blocks as a script, shell blocks with
-  `bash -e`, from the repository root. Addresses on the families' default ports (127.0.0.1:50051...)
-  are pointed at the test services, and so is every `myelin` command that names no `--target`.
+  `bash -e`, from the repository root. Addresses on the families' default ports (gRPC 127.0.0.1:50051...,
+  HTTP 51051...) are pointed at the test services, and so is every `myelin` command that names no
+  `--target`. An example fails on a non-zero exit, on printing nothing, and on an HTTP error body.
 - In every shell block of every page, each `myelin`, `myelin-serve`, `myelin-train FAMILY` and
   `myelin-eval FAMILY` command may only use flags its parser has, `make` only targets the Makefile
   has, and `python FILE` only files that exist: a renamed flag or target fails here.
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -27,7 +29,8 @@ from gen_docs import command_help
 from gen_docs import commands as documented_commands
 
 from myelin_client import default_target
-from myelin_testkit import BIN, REPO_ROOT, ServerThread
+from myelin_serving.settings import HTTP_PORT_OFFSET as HTTP_OFFSET
+from myelin_testkit import BIN, REPO_ROOT, ServerThread, settings_for
 
 PAGES = sorted([REPO_ROOT / "README.md", *(REPO_ROOT / "docs").rglob("*.md")])
 MARKER = re.compile(r"<!--\s*run:\s*([a-z ]+?)\s*-->")
@@ -168,11 +171,9 @@ def test_shell_commands_use_real_flags_and_targets(block: Block) -> None:
 # Running the marked blocks ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def docs_embedder_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def docs_embedder_repository(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """word2vec-skipgram and word2vec-cbow (the demo's names), dry runs on Tiny Shakespeare, whose first
     20,000 words have the examples' king, man, woman and house (the english preset's do not)."""
-    from myelin_testkit import settings_for
     from myelin_training.word2vec.train import main as train_word2vec
 
     repository = tmp_path_factory.mktemp("docs-embedder") / "repository"
@@ -183,8 +184,38 @@ def docs_embedder_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactor
             ["--dry-run", "--publish", "--corpus", str(corpus), "--data-dir", str(data_dir),
              "--repository", str(repository), "--run-dir", str(runs / arch), "--arch", arch]
         )  # fmt: skip
-    with ServerThread(settings_for(repository, service="embedder")) as server:
-        yield server
+    return repository
+
+
+class Services:
+    """One service per family with both ports on (gRPC and HTTP), started when a block first needs it."""
+
+    def __init__(self, request: pytest.FixtureRequest, data_dir: Path, tmp: pytest.TempPathFactory) -> None:
+        self._request, self._data_dir, self._tmp = request, data_dir, tmp
+        self._started: dict[str, ServerThread] = {}
+        self._stack = contextlib.ExitStack()
+
+    def get(self, family: str) -> ServerThread:
+        if family not in self._started:
+            if family == "embedder":
+                repository = docs_embedder_repository(self._data_dir, self._tmp)
+            else:
+                repository = self._request.getfixturevalue(f"{family}_repository")
+            settings = settings_for(repository, service=family, http_port=0)
+            self._started[family] = self._stack.enter_context(ServerThread(settings))
+        return self._started[family]
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@pytest.fixture(scope="module")
+def services(
+    request: pytest.FixtureRequest, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    started = Services(request, data_dir, tmp_path_factory)
+    yield started
+    started.close()
 
 
 @pytest.fixture(scope="module")
@@ -217,26 +248,37 @@ def wrapper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def served(request: pytest.FixtureRequest, family: str) -> ServerThread:
-    name = "docs_embedder_server" if family == "embedder" else f"{family}_server"
-    server: ServerThread = request.getfixturevalue(name)
-    return server
+def addresses(family: str, server: ServerThread) -> dict[str, str]:
+    """The addresses a page writes for a family's default ports -> the test service's."""
+    grpc_default = default_target(family)
+    port = int(grpc_default.rsplit(":", 1)[1])
+    http = server.http_url.removeprefix("http://")
+    return {
+        grpc_default: server.target,
+        f"127.0.0.1:{port + HTTP_OFFSET}": http,
+        f"localhost:{port + HTTP_OFFSET}": http,
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", RUNNABLE, ids=str)
-def test_example_runs(block: Block, request: pytest.FixtureRequest, wrapper: Path) -> None:
-    targets = {default_target(family): served(request, family).target for family in block.families}
+def test_example_runs(block: Block, services: Services, wrapper: Path) -> None:
+    replaced: dict[str, str] = {}
+    for family in block.families:
+        replaced |= addresses(family, services.get(family))
     code = block.code
-    for default, target in targets.items():
-        code = code.replace(default, target)
+    for written, actual in replaced.items():
+        code = code.replace(written, actual)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYELIN_")}
-    env["MYELIN_DOCS_TARGETS"] = json.dumps(targets)
+    env["MYELIN_DOCS_TARGETS"] = json.dumps({default_target(f): services.get(f).target for f in block.families})
     env["PATH"] = os.pathsep.join([str(wrapper), str(BIN), env.get("PATH", "")])
     if block.language == "python":
         command = [sys.executable, "-c", code]
     else:
         command = ["bash", "-e", "-o", "pipefail", "-c", code]
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{block} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    said = f"{block} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, said
     assert done.stdout.strip(), f"{block} printed nothing"
+    # An HTTP answer that is an error (curl exits 0 on a 404) fails the example too.
+    assert '"error"' not in done.stdout, said

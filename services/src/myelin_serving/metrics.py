@@ -31,9 +31,12 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        # gRPC requests, every service and method.
+        # Requests, every gRPC method and HTTP route.
         self.requests = Counter(
-            "myelin_requests", "gRPC requests handled, by method and status code", ["method", "code"], registry=registry
+            "myelin_requests",
+            "Requests handled, by gRPC method or HTTP route and status code (gRPC's names)",
+            ["method", "code"],
+            registry=registry,
         )
         self.request_duration = Histogram(
             "myelin_request_duration_seconds",

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Family = Literal["classifier", "translator", "generator", "embedder"]
-# The metrics port, unless set, is the gRPC port + this (51051 for the classifier's 50051).
-METRICS_PORT_OFFSET = 1000
+# The HTTP port, unless set, is the gRPC port + this (51051 for the classifier's 50051).
+HTTP_PORT_OFFSET = 1000
 
 
 def parse_device(device: str) -> tuple[str, int]:
@@ -145,7 +145,10 @@ class TranslatorSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MYELIN_", env_nested_delimiter="__", extra="ignore")
+    # validate_by_name: Settings(http_port=...) as well as the MYELIN_* names of aliased fields.
+    model_config = SettingsConfigDict(
+        env_prefix="MYELIN_", env_nested_delimiter="__", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
     service: Family = Field("classifier", description="The model family to serve (`myelin-serve FAMILY` sets it).")
     repository: Path = Field(
@@ -162,22 +165,30 @@ class Settings(BaseSettings):
             "(and --port-file) says which."
         ),
     )
-    metrics_host: str = Field("127.0.0.1", description="Address the Prometheus metrics endpoint binds.")
-    metrics_port: int | None = Field(
+    http_port: int | None = Field(
         None,
         ge=-1,
         le=65535,
+        validation_alias=AliasChoices("MYELIN_HTTP_PORT", "MYELIN_METRICS_PORT"),
         description=(
-            "The port of the Prometheus metrics (HTTP, /metrics). Unset: the gRPC port + 1000 (51051 for the"
-            " classifier), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns "
-            "it off."
+            "The HTTP port: the Open Inference Protocol over REST, the family's OpenAI-compatible"
+            " routes and Prometheus /metrics. Unset: the gRPC port + 1000 (51051 for the "
+            "classifier), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns "
+            "HTTP off. MYELIN_METRICS_PORT and --metrics-port are its older names."
         ),
+    )
+    http_host: str = Field(
+        default_factory=lambda data: str(data["host"]),
+        validation_alias=AliasChoices("MYELIN_HTTP_HOST", "MYELIN_METRICS_HOST"),
+        description="Address of the HTTP port; default: `host`. MYELIN_METRICS_HOST is the older name.",
     )
 
     max_message_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024,
-        description="Largest request or response message, in bytes; larger ones get RESOURCE_EXHAUSTED.",
+        description=(
+            "Largest request or response: gRPC messages, HTTP request bodies (refused with 413 before reading)."
+        ),
     )
     default_deadline_s: float = Field(30.0, gt=0, description="Requests without a deadline get this one.")
     grace_period_s: float = Field(
@@ -288,8 +299,8 @@ class Settings(BaseSettings):
     auth_tokens: Annotated[list[str], NoDecode] = Field(
         [],
         description=(
-            "Bearer tokens accepted in `authorization` metadata (comma-separated in the variable); "
-            "empty turns authentication off."
+            "Bearer tokens accepted in `authorization` metadata (gRPC) or header (HTTP), "
+            "comma-separated in the variable; empty turns authentication off."
         ),
     )
     auth_tokens_file: Path | None = Field(
@@ -299,7 +310,6 @@ class Settings(BaseSettings):
             "visible in the process environment)."
         ),
     )
-
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level of the log lines written to stderr."
     )
@@ -331,17 +341,17 @@ class Settings(BaseSettings):
 
     def with_ports(self, default_port: int) -> Settings:
         """These settings with both ports decided: `port` unset takes `default_port` (the family's),
-        `metrics_port` unset follows the gRPC port (+ 1000, or 0 for 0)."""
+        `http_port` unset follows the gRPC port (+ 1000, or 0 for 0)."""
         port = default_port if self.port is None else self.port
-        metrics_port = self.metrics_port
-        if metrics_port is None:
-            metrics_port = port + METRICS_PORT_OFFSET if port else 0
-            if metrics_port > 65535:
+        http_port = self.http_port
+        if http_port is None:
+            http_port = port + HTTP_PORT_OFFSET if port else 0
+            if http_port > 65535:
                 raise ValueError(
-                    f"the metrics port defaults to the gRPC port + {METRICS_PORT_OFFSET} = {metrics_port}, "
-                    "which is not a port: set --metrics-port (MYELIN_METRICS_PORT), -1 for none"
+                    f"the HTTP port defaults to the gRPC port + {HTTP_PORT_OFFSET} = {http_port}, "
+                    "which is not a port: set --http-port (MYELIN_HTTP_PORT), -1 for none"
                 )
-        return self.model_copy(update={"port": port, "metrics_port": metrics_port})
+        return self.model_copy(update={"port": port, "http_port": http_port})
 
     def tokens(self) -> frozenset[str]:
         """Accepted bearer tokens: the list plus one token per line of auth_tokens_file."""
