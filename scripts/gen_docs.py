@@ -49,12 +49,8 @@ def cell(text: str) -> str:
 
 def settings_page() -> str:
     from myelin_serving import cli, settings_doc
-    from myelin_serving.settings import Settings
 
     flags = {name: "--" + name.replace("_", "-") for name in cli.FLAGS}
-    sections: dict[str, list[settings_doc.Setting]] = {}
-    for entry in settings_doc.settings():
-        sections.setdefault(entry.path[0] if len(entry.path) > 1 else "", []).append(entry)
     lines = [
         "# Settings",
         "",
@@ -64,14 +60,13 @@ def settings_page() -> str:
         "variable. Booleans take `true`/`false`; `(computed)` defaults are explained in the description.",
         "",
     ]
-    for section, entries in sections.items():
-        if section:
-            model = Settings.model_fields[section].annotation
-            lines += [f"## {section}", "", " ".join((getattr(model, "__doc__", "") or "").split()), ""]
+    for key, model in settings_doc.sections():
+        if key:
+            lines += [f"## {key}", "", " ".join((model.__doc__ or "").split()), ""]
         else:
             lines += ["## Server", ""]
         lines += ["| variable | flag | type | default | description |", "|---|---|---|---|---|"]
-        for entry in entries:
+        for entry in settings_doc.settings(model, (key,) if key else (), nested=False):
             variables = "<br>".join(f"`{v}`" for v in entry.variables)
             flag = f"`{flags[entry.path[0]]}`" if len(entry.path) == 1 and entry.path[0] in flags else ""
             lines.append(
@@ -101,16 +96,31 @@ def metrics_page() -> str:
         "| name | type | labels | help |",
         "|---|---|---|---|",
     ]
-    rows = []
-    for metric in vars(catalogue).values():
+    rows = {}
+    for metric in (m for holder in metric_holders(catalogue) for m in vars(holder).values()):
         if not isinstance(metric, MetricWrapperBase):
             continue
         (family,) = metric.describe()
         # The label names are kept only on the wrapper (no public accessor until a series exists).
         labels = ", ".join(f"`{name}`" for name in metric._labelnames)
         name = family.name + SUFFIX.get(family.type, "")
-        rows.append(f"| `{name}` | {family.type} | {labels} | {cell(family.documentation)} |")
-    return "\n".join(lines + sorted(rows)) + "\n"
+        rows[name] = f"| `{name}` | {family.type} | {labels} | {cell(family.documentation)} |"
+    return "\n".join(lines + [rows[name] for name in sorted(rows)]) + "\n"
+
+
+def metric_holders(catalogue: object) -> list[object]:
+    """The core catalogue, and each installed family's own metrics where families are plug-ins that
+    bring them (built on the same registry, as a server builds them)."""
+    holders = [catalogue]
+    try:
+        plugins = importlib.import_module("myelin_serving.families")
+    except ModuleNotFoundError:  # every metric is in the core catalogue
+        return holders
+    for name in plugins.names():
+        build = getattr(plugins.load_family(name), "metrics", None)
+        if build is not None:
+            holders.append(build(catalogue))
+    return holders
 
 
 # Command line -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ pydantic models in settings.py. `myelin-serve --help` and the settings reference
 
 from __future__ import annotations
 
+import importlib
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,14 +54,36 @@ class Setting:
         return value_text(self.field.default)
 
 
-def settings(model: type[BaseModel] = Settings, path: tuple[str, ...] = ()) -> Iterator[Setting]:
-    """Every leaf setting of `model`, nested models expanded (their variables take `__`)."""
+def settings(
+    model: type[BaseModel] = Settings, path: tuple[str, ...] = (), *, nested: bool = True
+) -> Iterator[Setting]:
+    """Every leaf setting of `model`; nested models expanded (their variables take `__`) unless
+    `nested` is false."""
     for name, field in model.model_fields.items():
-        nested = field.annotation
-        if isinstance(nested, type) and issubclass(nested, BaseModel):
-            yield from settings(nested, (*path, name))
+        inner = field.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            if nested:
+                yield from settings(inner, (*path, name))
         else:
             yield Setting((*path, name), field)
+
+
+def sections() -> list[tuple[str, type[BaseModel]]]:
+    """("", Settings) for the top-level settings, then (key, model) for each nested section
+    (MYELIN_<KEY>__*): the core's, and each installed family's own where families are plug-ins."""
+    found: dict[str, type[BaseModel]] = {"": Settings}
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found[name] = field.annotation
+    try:
+        plugins = importlib.import_module("myelin_serving.families")
+    except ModuleNotFoundError:  # families listed in the server, their settings nested in Settings
+        return list(found.items())
+    for name in plugins.names():
+        family = plugins.load_family(name)
+        if getattr(family, "settings", None) is not None:
+            found.setdefault(family.settings_section, family.settings)
+    return list(found.items())
 
 
 def setting(name: str) -> Setting:
