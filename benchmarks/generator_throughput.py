@@ -136,13 +136,16 @@ async def many_streams(target: str, model: str, prompt: str, tokens: int, temper
     return n * tokens / elapsed
 
 
-def start_service(repository: Path, tmp: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    repository: Path, tmp: Path, threads: int, *, family: str = "generator"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`myelin-serve FAMILY` on a free loopback port, ready; its address. (The translator benchmark uses it too.)"""
     port_file = tmp / "port.json"
     env = {**os.environ, "MYELIN_INTRA_OP_THREADS": str(threads), "MYELIN_RELOAD_INTERVAL_S": "0"}
     process = subprocess.Popen(
         [
             BIN / "myelin-serve",
-            "generator",
+            family,
             "--repository",
             repository,
             "--port",
