@@ -1,6 +1,6 @@
 """The generator family: language models (generator-gpt-*, generator-gru-*) behind `Generator`.
 
-`scheduler.py` is the continuous-batching loop, `cache.py` the batched KV/state caches and the step
+`steps.py` is continuous batching on the step engine (../engine.py), `cache.py` the batched KV/state caches and the step
 graph, `sampling.py` the per-sequence sampler, `text.py` tokenizing and streaming text out.
 """
 

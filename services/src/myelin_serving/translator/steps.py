@@ -1,45 +1,38 @@
-"""The step loop: every sentence in flight, from every request, shares one decoder call per step.
+"""The translator on the step engine (engine.py): every sentence in flight shares one decoder call per step.
 
-    pending sentences ──admit──▶ one encoder call for all admitted ──join──▶ ActiveBatch
+    queued sentences ──admit──▶ one encoder call for all admitted ──join──▶ ActiveBatch
     ActiveBatch ──one decoder step (all rows)──▶ each sentence's BeamSearch ──▶ finished sentences leave
 
-Between steps, on the event loop: sentences whose caller went away or whose deadline passed leave
-the batch, and queued sentences are admitted while the rows they may need (beam_size each) fit
-under `max_active_rows`. The step itself (encoder, decoder, searches, cache gathers) runs in one
-worker thread, so the event loop stays free to accept requests. A request is answered when all of
-its sentences are done.
-
-Sequence models with a key/value cache plug in through `StepGraphs`: the generator family's
-decoder-only loop has the same shape (no encoder, a prompt instead of a source).
+The engine's thread admits queued sentences while the rows they may need (beam_size each) fit
+under `max_active_rows`, drops those whose caller went away or whose deadline passed, and runs
+the steps; the event loop only queues sentences and reads their answers. A request is answered
+when all of its sentences are done.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections import deque
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from myelin_serving.devices import HOST, Tensors
+from myelin_serving.engine import StepEngine, Work
 from myelin_serving.errors import DeadlineExceeded, Overloaded, Unavailable
 from myelin_serving.metrics import Metrics
 from myelin_serving.translator.batch import ActiveBatch, Job
 from myelin_serving.translator.search import BeamSearch, Hypothesis, SearchOptions
 
-log = logging.getLogger(__name__)
+FINISHED = "finished"
 
 
 class StepGraphs(Protocol):
-    """What the loop runs: an encoder over padded sources, and one decoder step over all rows."""
+    """What a step runs: an encoder over padded sources, and one decoder step over all rows."""
 
     def encode(self, source_ids: np.ndarray, source_mask: np.ndarray) -> tuple[Any, Any]:
-        """(n, S) ids and mask -> cross keys and values (n, L, H, S, Dh), as the loop's tensors."""
+        """(n, S) ids and mask -> cross keys and values (n, L, H, S, Dh), as the steps' tensors."""
         ...
 
     def decode(self, feeds: dict[str, Any]) -> tuple[np.ndarray, Any, Any]:
@@ -48,7 +41,7 @@ class StepGraphs(Protocol):
 
 
 @dataclass(frozen=True)
-class LoopConfig:
+class StepConfig:
     layers: int
     heads: int
     head_dim: int
@@ -59,19 +52,26 @@ class LoopConfig:
     max_pending: int  # sentences waiting to be admitted; more are refused with Overloaded
 
 
-@dataclass(eq=False)
-class _Ticket:
-    future: asyncio.Future[Hypothesis]
-    deadline: float | None  # loop time
-    request: int  # which request the sentence belongs to (metrics: requests per step)
-    rows: int  # rows reserved while active (beam_size)
+@dataclass(eq=False, kw_only=True)
+class Sentence(Work):
+    """One sentence of a request: its Job in the batch; its output is its best Hypothesis."""
+
+    EXPIRED: ClassVar[str] = "the request's deadline passed during decoding"
+
+    job: Job
+    request: int  # which request it belongs to (metrics: requests per step)
+
+    def farewell(self, reason: str) -> Unavailable:
+        return Unavailable("the translator stopped decoding (the model is being unloaded); retry")
 
 
-class DecodeLoop:
+class TranslatorSteps:
+    """The beam searches of one model version, stepped together by a StepEngine."""
+
     def __init__(
         self,
         graphs: StepGraphs,
-        config: LoopConfig,
+        config: StepConfig,
         *,
         model: str,
         metrics: Metrics | None = None,
@@ -83,138 +83,69 @@ class DecodeLoop:
         self._metrics = metrics
         self._tensors = tensors  # what the graphs' caches are: ActiveBatch works on them
         self._batch = self._empty_batch()
-        self._pending: deque[Job] = deque()
-        self._reserved = 0  # rows reserved by active sentences
-        self._wakeup = asyncio.Event()
-        self._closing = False
         self._requests = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{model}")
-        self._task = asyncio.create_task(self._run(), name=f"decode-loop-{model}")
+        self.engine = StepEngine(self, name=model, max_rows=config.max_active_rows)
 
     async def translate(
         self, items: Sequence[tuple[np.ndarray, SearchOptions]], *, timeout: float | None
     ) -> list[Hypothesis]:
         """Search every (source ids with EOS, options); the best hypothesis of each, in order."""
-        if self._closing:
+        if self.engine.closing:
             raise Unavailable(f"model {self._model} is being unloaded; retry")
         if timeout is not None and timeout <= 0:
             self._reject("deadline")
             raise DeadlineExceeded("the request's deadline passed before it was queued")
-        if len(self._pending) + len(items) > self.config.max_pending:
+        pending = self.engine.waiting
+        if pending + len(items) > self.config.max_pending:
             self._reject("queue_full")
             raise Overloaded(
-                f"model {self._model} has {len(self._pending)} sentences queued (max {self.config.max_pending}); "
+                f"model {self._model} has {pending} sentences queued (max {self.config.max_pending}); "
                 "retry with backoff"
             )
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._requests += 1
-        jobs = []
-        for source, options in items:
-            search = BeamSearch(options, eos_id=self.config.eos_id, banned=(self.config.pad_id, self.config.bos_id))
-            ticket = _Ticket(loop.create_future(), deadline, self._requests, options.beam_size)
-            jobs.append(Job(source, search, ticket))
-        self._pending.extend(jobs)
-        self._gauge_pending(len(jobs))
-        self._wakeup.set()
-        futures = [job.owner.future for job in jobs]
+        banned = (self.config.pad_id, self.config.bos_id)
+        sentences = [
+            Sentence(
+                job=Job(source, BeamSearch(options, eos_id=self.config.eos_id, banned=banned)),
+                request=self._requests,
+                deadline=deadline,
+                rows=options.beam_size,
+            )
+            for source, options in items
+        ]
+        for sentence in sentences:
+            sentence.job.owner = sentence
+        self._gauge_pending(len(sentences))
+        self.engine.submit(sentences)
         try:
-            return list(await asyncio.gather(*futures))
+            return [await sentence.next() for sentence in sentences]
         except BaseException:
-            for future in futures:  # the others leave at the next step
-                future.cancel()
+            for sentence in sentences:  # the others leave at the next step
+                self.engine.cancel(sentence)
             raise
 
     async def close(self) -> None:
         """Finish every sentence already queued or in flight, then stop."""
-        self._closing = True
-        self._wakeup.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._executor.shutdown(wait=True)
+        await self.engine.close()
 
-    @property
-    def active_rows(self) -> int:
-        return self._batch.rows
+    # --- the StepModel, on the engine's thread -------------------------------------------------
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
+    def join(self, new: list[Sentence]) -> list[Sentence]:
+        """Encode the admitted sentences together and add their first rows to the batch."""
+        self._gauge_pending(-len(new))
+        width = max(len(s.job.source) for s in new)
+        source_ids = np.full((len(new), width), self.config.pad_id, dtype=np.int64)
+        for i, sentence in enumerate(new):
+            source_ids[i, : len(sentence.job.source)] = sentence.job.source
+        source_mask = source_ids != self.config.pad_id
+        cross_keys, cross_values = self._graphs.encode(source_ids, source_mask)
+        self._batch.join([s.job for s in new], cross_keys, cross_values, source_mask)
+        return []  # no output before the first step
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending and not self._batch.jobs:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            admitted = self._admit(loop.time())
-            if not admitted and not self._batch.jobs:
-                continue
-            try:
-                finished = await loop.run_in_executor(self._executor, self._step, admitted)
-            except Exception as exc:  # a graph failed: fail every sentence in flight, keep serving
-                log.exception("decoder step failed for model %s", self._model)
-                failed = {id(job): job for job in [*self._batch.jobs, *admitted]}.values()
-                self._batch = self._empty_batch()
-                self._reserved = 0
-                for job in failed:
-                    if not job.owner.future.done():
-                        job.owner.future.set_exception(exc)
-                continue
-            self._release(finished)
-            for job in finished:
-                if not job.owner.future.done():
-                    best = job.search.best()
-                    job.owner.future.set_result(best)
-                    if self._metrics is not None:
-                        self._metrics.generated_tokens.labels(self._model).inc(best.length)
-                        self._metrics.inferences.labels(self._model).inc()
-
-    def _admit(self, now: float) -> list[Job]:
-        """On the event loop, between steps: drop dead sentences, admit queued ones that fit."""
-
-        def dead(job: Job) -> bool:
-            ticket: _Ticket = job.owner
-            if ticket.future.done():
-                return True
-            if ticket.deadline is not None and now >= ticket.deadline:
-                self._reject("deadline")
-                ticket.future.set_exception(DeadlineExceeded("the request's deadline passed during decoding"))
-                return True
-            return False
-
-        self._release(self._batch.remove(dead))
-        admitted: list[Job] = []
-        while self._pending:
-            job = self._pending[0]
-            ticket: _Ticket = job.owner
-            if dead(job):
-                self._pending.popleft()
-                self._gauge_pending(-1)
-                continue
-            if self._reserved + ticket.rows > self.config.max_active_rows:
-                break
-            self._pending.popleft()
-            self._gauge_pending(-1)
-            self._reserved += ticket.rows
-            admitted.append(job)
-        return admitted
-
-    def _step(self, admitted: list[Job]) -> list[Job]:
-        """In the worker thread: encode the admitted sentences, join them, run one decoder step."""
-        if admitted:
-            width = max(len(job.source) for job in admitted)
-            source_ids = np.full((len(admitted), width), self.config.pad_id, dtype=np.int64)
-            for i, job in enumerate(admitted):
-                source_ids[i, : len(job.source)] = job.source
-            source_mask = source_ids != self.config.pad_id
-            cross_keys, cross_values = self._graphs.encode(source_ids, source_mask)
-            self._batch.join(admitted, cross_keys, cross_values, source_mask)
-        feeds = self._batch.feeds()
-        log_probs, present_keys, present_values = self._graphs.decode(feeds)
+    def step(self, active: list[Sentence]) -> list[Sentence]:
+        """One decoder step for every row; the sentences whose search finished get their answer."""
+        log_probs, present_keys, present_values = self._graphs.decode(self._batch.feeds())
         if self._metrics is not None:
             requests = len({job.owner.request for job in self._batch.jobs})
             self._metrics.decode_steps.labels(self._model).inc()
@@ -223,14 +154,33 @@ class DecodeLoop:
         finished = self._batch.advance(log_probs, present_keys, present_values)
         if self._metrics is not None:
             self._metrics.decode_active_rows.labels(self._model).set(self._batch.rows)
-        return finished
+        answered: list[Sentence] = []
+        for job in finished:
+            sentence: Sentence = job.owner
+            best = job.search.best()
+            sentence.put(best, outcome=FINISHED)
+            answered.append(sentence)
+            if self._metrics is not None:
+                self._metrics.generated_tokens.labels(self._model).inc(best.length)
+                self._metrics.inferences.labels(self._model).inc()
+        return answered
+
+    def keep(self, indices: list[int]) -> None:
+        # The batch holds the active sentences not finished by a step; the ones to drop are done.
+        if not indices:
+            self._batch = self._empty_batch()  # also after a failed step, whatever state it left
+        else:
+            self._batch.remove(lambda job: job.owner.done)
+
+    def left(self, gone: list[Sentence]) -> None:
+        self._gauge_pending(-sum(not s.joined for s in gone))
+        for sentence in gone:
+            if sentence.outcome == "deadline":
+                self._reject("deadline")
 
     def _empty_batch(self) -> ActiveBatch:
         c = self.config
         return ActiveBatch(c.layers, c.heads, c.head_dim, bos_id=c.bos_id, tensors=self._tensors)
-
-    def _release(self, jobs: Sequence[Job]) -> None:
-        self._reserved -= sum(job.owner.rows for job in jobs)
 
     def _gauge_pending(self, delta: int) -> None:
         if self._metrics is not None and delta:
