@@ -47,8 +47,8 @@ class PixelRows:
         self.shape = (len(images), height, width)
 
     def write(self, out: np.ndarray) -> None:
-        for image, row in zip(self.images, out, strict=True):
-            to_unit(image, out=row)
+        for i, image in enumerate(self.images):
+            to_unit(image, out=out[i])
 
 
 class PixelBudget:
