@@ -6,7 +6,7 @@ takes `dry-run`), then applies the command line's overrides.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from myelin_training.generator.model import GPTConfig, GRUConfig
 
@@ -35,6 +35,30 @@ class Recipe:
     train: TrainConfig
 
 
+# Both architectures' short runs: `make demo`'s two minutes, and the dry run's seconds (tests).
+QUICK = TrainConfig(
+    max_iters=5000,
+    batch_size=8,
+    block_size=256,
+    lr=3e-3,
+    min_lr=3e-4,
+    warmup_iters=30,
+    eval_interval=100,
+    eval_batches=10,
+    time_budget_s=120,
+)
+DRY_RUN = TrainConfig(
+    max_iters=20,
+    batch_size=4,
+    block_size=32,
+    lr=3e-3,
+    min_lr=3e-4,
+    warmup_iters=5,
+    eval_interval=10,
+    eval_batches=2,
+    bf16=False,
+)
+
 # The recipes per architecture. block_size lives in both configs (the GPT's position table must
 # cover the training windows).
 RECIPES: dict[str, dict[str, Recipe]] = {
@@ -60,31 +84,11 @@ RECIPES: dict[str, dict[str, Recipe]] = {
         # `make demo`: two minutes of training, enough for recognisable words and speakers.
         "quick": Recipe(
             GPTConfig(block_size=256, n_layer=2, n_head=4, n_embd=128, dropout=0.0),
-            TrainConfig(
-                max_iters=5000,
-                batch_size=8,
-                block_size=256,
-                lr=3e-3,
-                min_lr=3e-4,
-                warmup_iters=30,
-                eval_interval=100,
-                eval_batches=10,
-                time_budget_s=120,
-            ),
+            QUICK,
         ),
         "dry-run": Recipe(
             GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=32, dropout=0.0),
-            TrainConfig(
-                max_iters=20,
-                batch_size=4,
-                block_size=32,
-                lr=3e-3,
-                min_lr=3e-4,
-                warmup_iters=5,
-                eval_interval=10,
-                eval_batches=2,
-                bf16=False,
-            ),
+            DRY_RUN,
         ),
     },
     "gru": {
@@ -106,33 +110,11 @@ RECIPES: dict[str, dict[str, Recipe]] = {
         ),
         "quick": Recipe(
             GRUConfig(n_embd=64, hidden=256, n_layer=1, dropout=0.0),
-            TrainConfig(
-                max_iters=5000,
-                batch_size=16,
-                block_size=128,
-                lr=3e-3,
-                min_lr=3e-4,
-                weight_decay=0.0,
-                warmup_iters=30,
-                eval_interval=100,
-                eval_batches=10,
-                time_budget_s=120,
-            ),
+            replace(QUICK, batch_size=16, block_size=128, weight_decay=0.0),
         ),
         "dry-run": Recipe(
             GRUConfig(n_embd=16, hidden=32, n_layer=1, dropout=0.0),
-            TrainConfig(
-                max_iters=20,
-                batch_size=4,
-                block_size=32,
-                lr=3e-3,
-                min_lr=3e-4,
-                warmup_iters=5,
-                weight_decay=0.0,
-                eval_interval=10,
-                eval_batches=2,
-                bf16=False,
-            ),
+            replace(DRY_RUN, weight_decay=0.0),
         ),
     },
 }
