@@ -313,9 +313,7 @@ def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
     job = prepare(recipe, parse_args(recipe, argv))
     trainer = Trainer(job)
     trainer.train()
-    version_dir = test_and_export(job, trainer)
-    print(f"exported {job.args.name} to {version_dir}")
-    return version_dir
+    return test_and_export(job, trainer)
 
 
 def test_and_export(job: Job, trainer: Trainer) -> Path:
@@ -332,7 +330,7 @@ def test_and_export(job: Job, trainer: Trainer) -> Path:
         title=f"{name}: test accuracy {test_acc:.4f}",
     )
     print(f"{name}: test accuracy {test_acc:.4%} (loss {test_loss:.4f}) after {wall:.0f} s of training")
-    return export_model(
+    version_dir = export_model(
         job,
         trainer.net.cpu(),
         test_acc=test_acc,
@@ -342,6 +340,8 @@ def test_and_export(job: Job, trainer: Trainer) -> Path:
         wall=wall,
         side_files=[trainer.log.path, plot],
     )
+    print(f"exported {job.args.name} to {version_dir}")
+    return version_dir
 
 
 def export_model(

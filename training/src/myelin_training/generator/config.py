@@ -47,17 +47,9 @@ QUICK = TrainConfig(
     eval_batches=10,
     time_budget_s=120,
 )
-DRY_RUN = TrainConfig(
-    max_iters=20,
-    batch_size=4,
-    block_size=32,
-    lr=3e-3,
-    min_lr=3e-4,
-    warmup_iters=5,
-    eval_interval=10,
-    eval_batches=2,
-    bf16=False,
-)
+# The dry run: QUICK's rates, a few seconds of small float32 batches.
+DRY_RUN = replace(QUICK, max_iters=20, warmup_iters=5, eval_interval=10, eval_batches=2, time_budget_s=0.0)
+DRY_RUN = replace(DRY_RUN, batch_size=4, block_size=32, bf16=False)
 
 # The recipes per architecture. block_size lives in both configs (the GPT's position table must
 # cover the training windows).

@@ -412,7 +412,7 @@ def export(job: Job, trainer: Trainer) -> Path:
         panels={"loss": ["train_loss", "val_loss"]},
         title=f"{args.name}: validation loss {val_loss:.4f} (iteration {exported})",
     )
-    return export_model(
+    version_dir = export_model(
         model,
         arch=args.arch,
         repository=args.repository,
@@ -448,14 +448,15 @@ def export(job: Job, trainer: Trainer) -> Path:
             "files": {"metrics": "metrics.jsonl", "curves": "curves.png"},
         },
     )
+    print(f"exported {args.name} to {version_dir}")
+    return version_dir
 
 
 def main(argv: list[str] | None = None) -> None:
     job = prepare(parse_args(argv))
     trainer = Trainer(job)
     trainer.train()
-    version_dir = export(job, trainer)
-    print(f"exported {job.args.name} to {version_dir}")
+    export(job, trainer)
 
 
 if __name__ == "__main__":

@@ -416,7 +416,7 @@ def test_and_export(job: Job, trainer: Trainer) -> Path:
         "averaged_epochs": averaged,  # 0: the best epoch's weights alone
     }
     examples = np.linspace(0, len(test_sources) - 1, 10, dtype=int)
-    return publish(
+    version_dir = publish(
         args,
         model.cpu().float().eval(),
         tokenizer,
@@ -436,15 +436,15 @@ def test_and_export(job: Job, trainer: Trainer) -> Path:
         examples=[(test_sources[i], test_hypotheses[i]) for i in examples],
         side_files=[trainer.log.path, job.run_dir / "curves.png"],
     )
+    print(f"exported {args.name} to {version_dir}")
+    return version_dir
 
 
 def run(argv: list[str] | None = None) -> Path:
     job = prepare(parse_args(argv))
     trainer = Trainer(job)
     trainer.train()
-    version_dir = test_and_export(job, trainer)
-    print(f"exported {job.args.name} to {version_dir}")
-    return version_dir
+    return test_and_export(job, trainer)
 
 
 def main(argv: list[str] | None = None) -> None:
