@@ -57,7 +57,7 @@ class Recipe:
 
 
 @dataclass(frozen=True)
-class DigitsRecipe:
+class DigitClassifier:
     """One digit classifier: its network and its named recipes (`full`, `quick`)."""
 
     arch: str
@@ -131,11 +131,13 @@ def predictions_digest(predictions: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(predictions, dtype=np.uint8).tobytes()).hexdigest()
 
 
-def parse_args(recipe: DigitsRecipe, argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"myelin-train {recipe.arch}", description=f"Train and export {recipe.name}.")
-    add_common_arguments(parser, default_name=recipe.name)
+def parse_args(classifier: DigitClassifier, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"myelin-train {classifier.arch}", description=f"Train and export {classifier.name}."
+    )
+    add_common_arguments(parser, default_name=classifier.name)
     parser.add_argument(
-        "--config", choices=list(recipe.recipes), default="full", help="full: the accuracy targets; quick: minutes"
+        "--config", choices=list(classifier.recipes), default="full", help="full: the accuracy targets; quick: minutes"
     )
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epoch count")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -158,7 +160,7 @@ class Job:
     """What a run trains on and with, settled before the network exists."""
 
     args: argparse.Namespace
-    recipe: DigitsRecipe
+    classifier: DigitClassifier
     model_config: Any
     config: TrainConfig
     device: torch.device
@@ -176,9 +178,9 @@ class Job:
         return torch.from_numpy(split.images).to(self.device), torch.from_numpy(split.labels).to(self.device)
 
 
-def prepare(recipe: DigitsRecipe, args: argparse.Namespace) -> Job:
+def prepare(classifier: DigitClassifier, args: argparse.Namespace) -> Job:
     """The config (the recipe's, the flags', or the checkpoint's when resuming) and the splits."""
-    chosen = recipe.recipes[args.config]
+    chosen = classifier.recipes[args.config]
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
     config = dataclasses.replace(chosen.train, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_augment:
@@ -198,7 +200,7 @@ def prepare(recipe: DigitsRecipe, args: argparse.Namespace) -> Job:
     if resume is not None:
         config = TrainConfig(**{**resume["train_config"], "epochs": args.epochs or resume["train_config"]["epochs"]})
     train, val = mnist.train_validation_split(train_full, val_size, args.seed)
-    return Job(args, recipe, chosen.model, config, device, run_dir, resume, train, val, test)
+    return Job(args, classifier, chosen.model, config, device, run_dir, resume, train, val, test)
 
 
 class Trainer:
@@ -208,7 +210,7 @@ class Trainer:
     def __init__(self, job: Job) -> None:
         self.job, config = job, job.config
         (self.x_train, self.y_train), (self.x_val, self.y_val) = job.tensors(job.train), job.tensors(job.val)
-        self.net = job.recipe.build(job.model_config).to(job.device)
+        self.net = job.classifier.build(job.model_config).to(job.device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.y_train) / config.batch_size)
         self.scheduler = self.one_cycle(config.epochs)
@@ -262,7 +264,7 @@ class Trainer:
         seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(
             range(self.steps_per_epoch),
-            desc=f"{job.recipe.name} epoch {epoch}/{config.epochs}",
+            desc=f"{job.classifier.name} epoch {epoch}/{config.epochs}",
             unit="batch",
             disable=None,  # a terminal only: no carriage returns in logs
         )
@@ -309,8 +311,8 @@ class Trainer:
         )
 
 
-def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
-    job = prepare(recipe, parse_args(recipe, argv))
+def run(classifier: DigitClassifier, argv: list[str] | None = None) -> Path:
+    job = prepare(classifier, parse_args(classifier, argv))
     trainer = Trainer(job)
     trainer.train()
     return test_and_export(job, trainer)
@@ -321,7 +323,7 @@ def test_and_export(job: Job, trainer: Trainer) -> Path:
     wall = time.perf_counter() - trainer.started
     x_test, y_test = job.tensors(job.test)
     test_loss, test_acc, test_pred = evaluate(trainer.net, x_test, y_test)
-    name = job.recipe.name
+    name = job.classifier.name
     plot = plot_curves(
         trainer.log.records,
         job.run_dir / "curves.png",
@@ -355,7 +357,7 @@ def export_model(
     wall: float,
     side_files: list[Path],
 ) -> Path:
-    args, recipe, test = job.args, job.recipe, job.test
+    args, classifier, test = job.args, job.classifier, job.test
     graph = PixelsToProbabilities(net).eval()
     side = test.images.shape[1]
     real = torch.from_numpy(test.images[:64]).float() / 255.0
@@ -385,7 +387,7 @@ def export_model(
             shutil.copy2(path, staged / path.name)
         manifest: dict[str, Any] = {
             "family": "classifier",
-            "architecture": recipe.arch,
+            "architecture": classifier.arch,
             "graphs": {"model": export.graph_entry(onnx_path, signature, parity)},
             "labels": mnist.LABELS,
             "preprocessing": {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from myelin_training.cnn.config import RECIPES
 from myelin_training.cnn.model import CNN
-from myelin_training.digits import DigitsRecipe, run
+from myelin_training.digits import DigitClassifier, run
 
-MNIST_CNN = DigitsRecipe(arch="cnn", name="mnist-cnn", build=CNN, recipes=RECIPES)
+MNIST_CNN = DigitClassifier(arch="cnn", name="mnist-cnn", build=CNN, recipes=RECIPES)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from myelin_training.digits import DigitsRecipe, run
+from myelin_training.digits import DigitClassifier, run
 from myelin_training.mlp.config import RECIPES
 from myelin_training.mlp.model import MLP
 
-MNIST_MLP = DigitsRecipe(arch="mlp", name="mnist-mlp", build=MLP, recipes=RECIPES)
+MNIST_MLP = DigitClassifier(arch="mlp", name="mnist-mlp", build=MLP, recipes=RECIPES)
 
 
 def main(argv: list[str] | None = None) -> None:
