@@ -5,8 +5,10 @@ Requests whose inputs agree on every other axis and dtype are concatenated, up t
 `max_batch_size` rows, waiting at most `max_queue_delay_us` after the oldest one arrived; the
 outputs are split back by rows so each caller gets exactly its own. The queue is bounded (a full
 queue refuses at once with Overloaded), and requests whose deadline or queue timeout has passed are
-dropped before compute. Batches run on `instances` worker threads of their own, which take the next
-batch as soon as one finishes; only the results cross back to the event loop.
+dropped before compute. An input may also be a `RowSource`, which writes its rows into the batch
+itself (the classifier scales uint8 pixels that way): each request's data is then copied once,
+into the batch, however many requests share it. Batches run on `instances` worker threads of their
+own, which take the next batch as soon as one finishes; only the results cross back to the event loop.
 
 The decisions (what to take, how long to wait for company, when a lone caller runs at once on the
 event loop) are a `BatchPolicy` (batch_policy.py); this module holds the queue, the lock and the
@@ -26,8 +28,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +42,23 @@ from myelin_serving.settings import BatchingSettings
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
+
+
+class RowSource(Protocol):
+    """An input that writes its rows into the batch (shape[0] rows, every other axis and the dtype
+    as the batch's), so that it need not be materialised first and then copied."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    def write(self, out: np.ndarray) -> None: ...
+
+
+Input = np.ndarray | RowSource
+Feeds = Mapping[str, Input]
 RunFn = Callable[[Arrays], Arrays]
 
 
@@ -46,9 +66,30 @@ def _call_now(callback: Callable[..., object], *args: object) -> None:
     callback(*args)
 
 
+def assemble(parts: Sequence[Input]) -> np.ndarray:
+    """One batch input from the requests' parts, in order: each part is copied (or written) once."""
+    first = parts[0]
+    if len(parts) == 1:  # a lone request (the common case at low load): no slicing
+        if isinstance(first, np.ndarray):
+            return first
+        out = np.empty(first.shape, dtype=first.dtype)
+        first.write(out)
+        return out
+    out = np.empty((sum(p.shape[0] for p in parts), *first.shape[1:]), dtype=first.dtype)
+    offset = 0
+    for part in parts:
+        end = offset + part.shape[0]
+        if isinstance(part, np.ndarray):
+            out[offset:end] = part
+        else:
+            part.write(out[offset:end])
+        offset = end
+    return out
+
+
 @dataclass(eq=False)
 class _Request:
-    feeds: Arrays
+    feeds: Feeds
     rows: int
     key: tuple[object, ...]
     future: asyncio.Future[Arrays]
@@ -57,7 +98,7 @@ class _Request:
     taken: bool = field(default=False)  # popped from the queue to run, or withdrawn
 
 
-def _batch_key(feeds: Mapping[str, np.ndarray]) -> tuple[object, ...]:
+def _batch_key(feeds: Feeds) -> tuple[object, ...]:
     # Requests can share a batch when everything but the first axis agrees.
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(feeds.items()))
 
@@ -112,7 +153,7 @@ class DynamicBatcher:
         for worker in self._workers:
             worker.start()
 
-    async def infer(self, feeds: Arrays, *, timeout: float | None = None) -> Arrays:
+    async def infer(self, feeds: Feeds, *, timeout: float | None = None) -> Arrays:
         """Run `feeds` (first axis = rows) in some batch; `timeout` is the caller's remaining deadline."""
         if self._closing:
             raise Unavailable(f"model {self._model} version {self._version} is being unloaded; retry")
@@ -303,12 +344,8 @@ class DynamicBatcher:
         """Run `batch`; its results and errors reach the event loop through `hand_back(callback, *args)`:
         `_call_soon` from a worker thread, a plain call on the loop itself."""
         rows = sum(r.rows for r in batch)
-        if len(batch) == 1:
-            feeds = batch[0].feeds
-        else:
-            feeds = {name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds}
         try:
-            outputs = self._timed_run(feeds)
+            outputs = self._timed_run({name: assemble([r.feeds[name] for r in batch]) for name in batch[0].feeds})
         except Exception as exc:
             if len(batch) > 1:
                 # One request must not fail its neighbours: rerun each alone.
