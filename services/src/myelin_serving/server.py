@@ -264,7 +264,9 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
     if settings.http_port >= 0:
-        app = create_app(family, serving_context, protocol, serving=lambda: myelin_server.serving)
+        app = create_app(
+            family, serving_context, protocol, serving=lambda: myelin_server.serving, rpc_methods=handlers.methods
+        )
         myelin_server.http = HttpServer(app, settings)
     return myelin_server, port
 
