@@ -8,7 +8,8 @@ holds models for, on the ports docker-compose.yml publishes (gRPC 50051 + i, HTT
 51051 + i, with /metrics; `--port-base 0` picks free ones), waits until each says SERVING over
 grpc.health.v1, and, when a
 `prometheus` binary is on PATH, starts Prometheus on 127.0.0.1:9090 with a generated scrape config
-and the suite's alert rules. Pid files, port files, logs and Prometheus' data go to the state
+and the suite's alert rules; then the web console (`myelin-console`, http://127.0.0.1:8080,
+`--console-port`) in front of the services' HTTP ports. Pid files, port files, logs and Prometheus' data go to the state
 directory; `down` stops what they name (SIGTERM: the services drain, then exit).
 """
 
@@ -41,6 +42,7 @@ RULES = ROOT / "deploy" / "prometheus" / "rules"
 PORT_ORDER = ("classifier", "translator", "generator", "embedder")
 HTTP_PORT_OFFSET = 1000
 PROMETHEUS_PORT = 9090
+CONSOLE_PORT = 8080
 # Processes this interpreter started, so that `down` in the same process (the tests) reaps them.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -149,13 +151,32 @@ def start_service(family: str, repository: Path, state: Path, port: int, http_po
     return _spawn(family, command, state)
 
 
-def _spawn(name: str, command: list[str], state: Path) -> subprocess.Popen[bytes]:
+def _spawn(name: str, command: list[str], state: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MYELIN_CONSOLE_")} | (env or {})
     with (state / f"{name}.log").open("ab") as log:
         # A session of its own: the process outlives this script and ignores the terminal's Ctrl-C.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment
+        )
     (state / f"{name}.pid").write_text(f"{process.pid}\n")
     _children[process.pid] = process
     return process
+
+
+def start_console(services: list[Service], repository: Path, state: Path, port: int) -> str:
+    """`myelin-console` in front of `services`; returns its address once it listens."""
+    port_file = state / "console.port"
+    port_file.unlink(missing_ok=True)
+    env = {f"MYELIN_CONSOLE_{s.family.upper()}_URL": f"http://127.0.0.1:{s.http_port}" for s in services}
+    env |= {"MYELIN_CONSOLE_HOST": "127.0.0.1", "MYELIN_CONSOLE_REPOSITORY": str(repository)}
+    command = [str(BIN / "myelin-console"), "--port", str(port), "--port-file", str(port_file)]
+    process = _spawn("console", command, state, env=env)
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"myelin-console did not start; see {state / 'console.log'}")
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{json.loads(port_file.read_text())['port']}"
 
 
 def wait_serving(family: str, process: subprocess.Popen[bytes], state: Path, timeout: float = 180) -> Service:
@@ -189,6 +210,7 @@ def up(
     port_base: int = 50051,
     prometheus_port: int = PROMETHEUS_PORT,
     prometheus_interval_s: float = 10,
+    console_port: int | None = None,
 ) -> list[Service]:
     if any(state.glob("*.pid")):
         raise SystemExit(f"{state} has pid files: the stack is up already (`make down` first)")
@@ -220,6 +242,14 @@ def up(
         start_prometheus(services, state, port=prometheus_port, interval_s=prometheus_interval_s)
         wait_prometheus_ready(prometheus_port)
         print(f"prometheus: http://127.0.0.1:{prometheus_port} (targets, alerts), config {state / 'prometheus.yml'}")
+    if console_port is None:  # beside free service ports, a free console port
+        console_port = 0 if port_base == 0 else CONSOLE_PORT
+    try:
+        console = start_console(services, repository, state, console_port)
+    except RuntimeError:
+        down(state)
+        raise
+    print(f"console: {console} (every model in a browser)")
     print(f"logs and pid files: {state}; stop with `make down`")
     return services
 
@@ -262,7 +292,7 @@ def _is_ours(pid: int, name: str) -> bool:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    expected = b"prometheus" if name == "prometheus" else b"myelin-serve"
+    expected = {"prometheus": b"prometheus", "console": b"myelin-console"}.get(name, b"myelin-serve")
     return _alive(pid) and any(part.endswith(expected) for part in command[:2])
 
 
@@ -273,12 +303,19 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--repository", type=Path, default=Path("model_repository"))
     start.add_argument("--port-base", type=int, default=50051, help="first gRPC port; 0 picks free ports")
     start.add_argument("--prometheus-port", type=int, default=PROMETHEUS_PORT)
+    start.add_argument("--console-port", type=int, default=CONSOLE_PORT, help="the web console's port; 0: a free one")
     stop = commands.add_parser("down", help="stop what `up` started")
     for command in (start, stop):
         command.add_argument("--state-dir", type=Path, default=Path(".run"))
     args = parser.parse_args(argv)
     if args.command == "up":
-        up(args.repository.resolve(), args.state_dir, port_base=args.port_base, prometheus_port=args.prometheus_port)
+        up(
+            args.repository.resolve(),
+            args.state_dir,
+            port_base=args.port_base,
+            prometheus_port=args.prometheus_port,
+            console_port=args.console_port,
+        )
     else:
         down(args.state_dir)
 
