@@ -189,7 +189,8 @@ function lineChart(xs, series, { width = 300, height = 140, title = "", unit = "
   const context = canvas.getContext("2d");
   const values = series.flatMap((s) => s.values).filter((v) => v !== null && Number.isFinite(v));
   const low = Math.min(0, ...values);
-  const high = Math.max(1e-9, ...values);
+  const top = Math.max(0, ...values);
+  const high = top > low ? top : low + 1;
   const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
   const pad = 28;
   const px = (x) => pad + ((x - x0) / (x1 - x0 || 1)) * (width - pad - 6);
@@ -631,9 +632,13 @@ function renderLive(report) {
         lineChart(xs, [{ name: "rows", color: COLORS[2], values: values("batch") }], { title: `${model}: batch size` }),
       );
     }
-    const methods = [...new Set(points.flatMap((p) => Object.keys(p.requests)))].sort();
-    const rate = methods.map((m, i) => ({ name: m.replace(/^\/?[\w.]*\./, ""), color: COLORS[i % COLORS.length], values: points.map((p) => (p.requests[m] ? p.requests[m].rate : null)) }));
-    const p99 = methods.map((m, i) => ({ name: m.replace(/^\/?[\w.]*\./, ""), color: COLORS[i % COLORS.length], values: points.map((p) => (p.requests[m] ? p.requests[m].p99_ms : null)) }));
+    // Methods that saw traffic in the window (the services declare a series for every method).
+    const methods = [...new Set(points.flatMap((p) => Object.keys(p.requests).filter((m) => p.requests[m].rate > 0)))].sort();
+    const short = (method) => method.replace(/(^|\/)([a-z_]\w*\.)+(?=[A-Z])/g, "$1");
+    const byMethod = (key) => methods.map((m, i) => ({
+      name: short(m), color: COLORS[i % COLORS.length], values: points.map((p) => (p.requests[m] ? p.requests[m][key] : null)),
+    }));
+    const [rate, p99] = [byMethod("rate"), byMethod("p99_ms")];
     if (methods.length) {
       grid.append(lineChart(xs, rate, { title: "requests/s by method", width: 420 }), lineChart(xs, p99, { title: "p99 latency by method (ms)", width: 420 }));
     }
