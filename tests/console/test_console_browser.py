@@ -29,7 +29,16 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from myelin_client import Client
-from myelin_testkit import BIN, ENDLESS_TOKENS, LONG_GENERATION, ServerThread, http_request, settings_for
+from myelin_testkit import (
+    BIN,
+    ENDLESS_TOKENS,
+    LONG_GENERATION,
+    ServerThread,
+    http_request,
+    sample,
+    settings_for,
+    wait_cancelled_and_still,
+)
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -124,7 +133,7 @@ def browser() -> Iterator[WebDriver]:
     options = Options()
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--disable-extensions", "--no-first-run"):  # fmt: skip
+                     "--window-size=1400,1200", "--disable-extensions", "--no-first-run"):  # fmt: skip
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
@@ -251,8 +260,7 @@ def test_generation_streams_token_by_token_and_stop_cancels_it(browser: WebDrive
     assert generated(browser)[:2] == (expected.text, 40)
     assert "finished (length): 40 tokens" in browser.find_element(By.ID, "generate-status").text
 
-    cancelled = {"model": GRU, "outcome": "cancelled"}
-    before = server.registry.get_sample_value("myelin_generator_sequences_total", cancelled) or 0.0
+    before = sample(server, "myelin_generator_sequences_total", {"model": GRU, "outcome": "cancelled"})
     fill(browser.find_element(By.ID, "generate-max"), str(ENDLESS_TOKENS))
     fill(browser.find_element(By.ID, "generate-seed"), "")
     browser.find_element(By.ID, "generate-go").click()
@@ -263,11 +271,7 @@ def test_generation_streams_token_by_token_and_stop_cancels_it(browser: WebDrive
     wait(browser, lambda d: generated(d)[2] == "stopped")
     assert browser.find_element(By.ID, "generate-status").text.startswith("stopped after")
     # Stopping in the browser cancelled the sequence in the service, through the console.
-    wait(
-        browser,
-        lambda d: (server.registry.get_sample_value("myelin_generator_sequences_total", cancelled) or 0) == before + 1,
-    )
-    assert server.registry.get_sample_value("myelin_generator_active_sequences", {"model": GRU}) == 0
+    wait_cancelled_and_still(server, GRU, before)
     stopped_at = generated(browser)[1]
     time.sleep(0.5)
     assert generated(browser)[1] == stopped_at

@@ -7,8 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +27,17 @@ from myelin_api.v1 import (
     models_pb2,
     models_pb2_grpc,
 )
-from myelin_testkit import ENDLESS_TOKENS, LONG_GENERATION, HttpAnswer, ServerThread, http_request, settings_for
+from myelin_testkit import (
+    ENDLESS_TOKENS,
+    LONG_GENERATION,
+    HttpAnswer,
+    ServerThread,
+    http_request,
+    sample,
+    settings_for,
+    wait_cancelled_and_still,
+    wait_for,
+)
 
 JSON = {"Content-Type": "application/json"}
 CLASSIFY = "/rpc/myelin_api.v1.Classifier/Classify"
@@ -62,17 +71,6 @@ def post(server: ServerThread, path: str, body: Message | dict[str, Any] | bytes
 
 def as_json(message: Message) -> dict[str, Any]:
     return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-
-
-def sample(server: ServerThread, name: str, labels: dict[str, str]) -> float:
-    return server.registry.get_sample_value(name, labels) or 0.0
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def digit_request(model: str, seed: int) -> classifier_pb2.ClassifyRequest:
@@ -130,11 +128,12 @@ def test_bad_requests_get_the_error_tables_statuses(classifier: ServerThread) ->
     for path in ("/rpc/myelin_api.v1.Classifier/Nope", "/rpc/myelin_api.v1.Translator/Translate",
                  "/rpc/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
                  "/rpc/grpc.health.v1.Health/Watch"):  # fmt: skip
-        assert post(classifier, path, b"{}").status == 404, path
+        missing = post(classifier, path, b"{}")
+        assert missing.status == 404 and "myelin_api.v1.Classifier/Classify" in missing.error, path
     assert http_request(f"{classifier.http_url}{CLASSIFY}").status == 405
     assert post(classifier, CLASSIFY, good).status == 200  # and it serves on
     codes = {
-        code: sample(classifier, "myelin_requests_total", {"method": f"POST {CLASSIFY}", "code": code})
+        code: sample(classifier, "myelin_requests_total", {"method": "POST /rpc/{service}/{method}", "code": code})
         for code in ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED")
     }
     assert all(count >= 1 for count in codes.values()), codes
@@ -146,9 +145,10 @@ def test_bearer_tokens_guard_rpc_as_they_guard_grpc(classifier_repository: Path)
         assert post(server, CLASSIFY, b"{").status == 401  # before the body is parsed
         assert post(server, CLASSIFY, request, Authorization=f"Bearer {TOKEN[:-1]}").status == 401
         assert post(server, CLASSIFY, request, Authorization=f"Bearer {TOKEN}").status == 200
-        # Health's Check is open on gRPC, so it is here.
-        health = post(server, "/rpc/grpc.health.v1.Health/Check", {"service": ""})
+        assert post(server, "/rpc/grpc.health.v1.Health/Check", {"service": ""}).status == 401
+        health = post(server, "/rpc/grpc.health.v1.Health/Check", {"service": ""}, Authorization=f"Bearer {TOKEN}")
         assert health.status == 200 and health.json() == {"status": "SERVING"}
+        assert http_request(f"{server.http_url}/v2/health/ready").status == 200  # the probes' route stays open
 
 
 def read_events(url: str, body: dict[str, Any], events: int | None = None) -> list[dict[str, Any]]:
@@ -181,7 +181,11 @@ def test_server_streams_are_server_sent_events_equal_to_grpc(generator: ServerTh
 
     def joined(messages: list[dict[str, Any]]) -> tuple[str, list[int], dict[str, Any]]:
         # How tokens are grouped into messages depends on timing; the text, the tokens and the end do not.
-        return "".join(m["text"] for m in messages), [t for m in messages for t in m["tokenIds"]], messages[-1]
+        return (
+            "".join(m["text"] for m in messages),
+            [t for m in messages for t in m["tokenIds"]],
+            messages[-1]["finish"],
+        )
 
     assert joined(events) == joined(expected)
     assert events[-1]["finish"]["reason"] == "FINISH_REASON_LENGTH" and events[-1]["finish"]["generatedTokens"] == 30
@@ -196,10 +200,4 @@ def test_a_streaming_client_that_hangs_up_frees_its_sequence(generator: ServerTh
     cancelled = sample(generator, "myelin_generator_sequences_total", gru | {"outcome": "cancelled"})
     body = {"model": {"name": GRU}, "prompt": "ROMEO:", "maxNewTokens": ENDLESS_TOKENS}
     assert len(read_events(f"{generator.http_url}{GENERATE}", body, events=3)) == 3
-    wait_for(
-        lambda: sample(generator, "myelin_generator_sequences_total", gru | {"outcome": "cancelled"}) == cancelled + 1
-    )
-    assert sample(generator, "myelin_generator_active_sequences", gru) == 0
-    tokens = sample(generator, "myelin_generated_tokens_total", gru)
-    time.sleep(0.3)  # nothing else generates on this model: the counter must not move any more
-    assert sample(generator, "myelin_generated_tokens_total", gru) == tokens
+    wait_cancelled_and_still(generator, GRU, cancelled)

@@ -76,16 +76,15 @@ class BodyTooLarge(Exception):
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, at most `limit` bytes: a declared length over it is refused before reading."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > limit:
         raise BodyTooLarge(f"the body is {declared[:20]} bytes; the console forwards at most {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+    body = bytearray()
+    async for chunk in request.stream():  # no length declared (chunked): counted as it comes
+        body += chunk
+        if len(body) > limit:
             raise BodyTooLarge(f"the body is over {limit} bytes, the most the console forwards")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return bytes(body)
 
 
 class Console:

@@ -35,11 +35,11 @@ from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response
 
-from myelin_serving.errors import STATUS_CODES, InvalidArgument, MyelinError
+from myelin_serving.errors import STATUS_CODES, InvalidArgument, MyelinError, NotFound
 from myelin_serving.http.body import check_content_type, parse_object, read_body
 from myelin_serving.http.responses import EventStream, json_response, sse_event, unless_disconnected
 from myelin_serving.http.routes import HttpRoutes
-from myelin_serving.interceptors import OPEN_METHODS, time_left
+from myelin_serving.interceptors import time_left
 
 PREFIX = "/rpc"
 
@@ -53,11 +53,19 @@ class Method:
 
 
 def add_routes(routes: HttpRoutes, handlers: Mapping[str, grpc.RpcMethodHandler], *, limit: int) -> None:
-    """`POST /rpc/<service>/<method>` for every method in `handlers` that takes one request message."""
-    for name, handler in handlers.items():
-        method = _transcodable(name, handler)
-        if method is not None:
-            routes.add(PREFIX + name, _endpoint(method, limit), methods=("POST",), open=name in OPEN_METHODS)
+    """`POST /rpc/{service}/{method}`: one route for every method in `handlers` that takes one request
+    message (one route, so one series in the request metrics and one row in the route table)."""
+    methods = {name: m for name, handler in handlers.items() if (m := _transcodable(name, handler)) is not None}
+    known = ", ".join(sorted(name.strip("/") for name in methods))
+
+    async def endpoint(request: Request) -> Response:
+        name = f"/{request.path_params['service']}/{request.path_params['method']}"
+        method = methods.get(name)
+        if method is None:
+            raise NotFound(f"no method {name[:160]!r} to call as JSON here; there are: {known}")
+        return await _call(method, request, limit)
+
+    routes.add(PREFIX + "/{service}/{method}", endpoint, methods=("POST",))
 
 
 def _transcodable(name: str, handler: grpc.RpcMethodHandler) -> Method | None:
@@ -74,20 +82,17 @@ def _transcodable(name: str, handler: grpc.RpcMethodHandler) -> Method | None:
     return Method(name, message_factory.GetMessageClass(descriptor.input_type), behavior, streaming)
 
 
-def _endpoint(method: Method, limit: int) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> Response:
-        check_content_type(request)
-        message = parse_message(await read_body(request, limit), method.request_class)
-        context = CallContext(request)
-        if method.streaming:
-            return await _stream(method, message, context)
-        try:
-            reply = await unless_disconnected(request, method.behavior(message, context))
-        finally:
-            context.finish()
-        return json_response(to_json(reply))
-
-    return endpoint
+async def _call(method: Method, request: Request, limit: int) -> Response:
+    check_content_type(request)
+    message = parse_message(await read_body(request, limit), method.request_class)
+    context = CallContext(request)
+    if method.streaming:
+        return await _stream(method, message, context)
+    try:
+        reply = await unless_disconnected(request, method.behavior(message, context))
+    finally:
+        context.finish()
+    return json_response(to_json(reply))
 
 
 async def _stream(method: Method, message: Message, context: CallContext) -> Response:
