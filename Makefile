@@ -12,14 +12,15 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down
+.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check unasync unasync-check lock clean bench soak deploy-tools images compose-test up down wheelhouse
 
 # Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
 # long jobs (image builds, compose-test) one at a time under flock; unset by default.
 CPU_LOCK ?=
 LOCKED := $(if $(CPU_LOCK),flock $(CPU_LOCK))
 VARIANT ?= cpu
-REPOSITORY ?= model_repository
+# Unset: `make up` serves ./model_repository, else the models `make demo` left in .demo/repository.
+REPOSITORY ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # `make bench` holds this lock for its whole run so its timings are not shared with other heavy
 # jobs; BENCH_LOCK= runs it without (RESULTS.md then says so).
@@ -41,11 +42,11 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 # What CI runs (.ci/run): the static checks first (format, lint, strict types, generated code in
-# step with protos/), then every test.
+# step with protos/, the blocking client in step with aio.py), then every test.
 test: setup deploy-tools static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-static: fmt-check lint typecheck protos-check
+static: fmt-check lint typecheck protos-check unasync-check
 
 # What the deployment tests call besides Python: promtool and a real Prometheus (Debian's prometheus),
 # a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works); the console's
@@ -72,7 +73,7 @@ compose-test: setup
 
 # The services as local processes on an existing model repository (and Prometheus, when installed).
 up: setup
-	$(BIN)/python scripts/myelin_stack.py up --repository $(REPOSITORY)
+	$(BIN)/python scripts/myelin_stack.py up $(if $(REPOSITORY),--repository $(REPOSITORY))
 
 down: setup
 	$(BIN)/python scripts/myelin_stack.py down
@@ -107,11 +108,23 @@ protos-check: setup
 	$(BIN)/python protos/python/generate.py --out $$tmp && \
 	diff -r -x __pycache__ $$tmp/myelin_api protos/python/src/myelin_api && echo "generated code matches protos/"
 
+# The blocking client (clients/python/src/myelin_client/client.py) is generated from aio.py.
+unasync: setup
+	$(BIN)/python clients/python/unasync.py
+
+unasync-check: setup
+	$(BIN)/python clients/python/unasync.py --check
+
+# What an offline GPU host lacks (deploy/gpu/README.md): wheels for Python 3.12, the datasets, in
+# parts of at most 50 MB under .wheelhouse/carry/NN; WHEELHOUSE_ARGS="--part-mb 40" and the like.
+wheelhouse: setup
+	$(BIN)/python deploy/gpu/wheelhouse.py $(WHEELHOUSE_ARGS)
+
 # The soak test's long form (docs/reliability.md): concurrency 64 across the services of REPOSITORY for
 # five minutes (SOAK_ARGS="--duration 600" for longer), under BENCH_LOCK like the benchmark; the report
 # also goes to .soak/report.json.
 soak: setup
-	$(if $(BENCH_LOCK),flock $(BENCH_LOCK) env MYELIN_SOAK_LOCKED=1) $(BIN)/python scripts/soak.py --repository $(REPOSITORY) --json .soak/report.json $(SOAK_ARGS)
+	$(if $(BENCH_LOCK),flock $(BENCH_LOCK) env MYELIN_SOAK_LOCKED=1) $(BIN)/python scripts/soak.py --repository $(or $(REPOSITORY),model_repository) --json .soak/report.json $(SOAK_ARGS)
 
 # Re-pin every dependency from a fresh environment.
 lock:

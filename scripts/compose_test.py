@@ -7,10 +7,15 @@
 3. `compose up`: the trainer trains (quick config) and exports into the `models` volume; every
    family service enabled in docker-compose.yml starts once it has finished, and must report
    healthy through grpc.health.v1; Prometheus scrapes them.
+   One family (`--scale-family`, the classifier) runs `--replicas` (3) replicas from the start.
 4. Every service is called through the SDK on its published gRPC port and over KServe REST on its
    HTTP port; Prometheus must see every target up, have the request counters of those calls, and
    have loaded the alert rules.
-5. `compose down --volumes`, whatever happened.
+5. Scale-out: the SDK inside the compose network (`docker compose run client`, scripts/myelin_load.py)
+   calls `dns:///classifier:50051` (the family's own port) under closed-loop load; Prometheus must
+   see calls on every replica (it finds them through Docker's DNS too); one replica is killed
+   (`docker kill`) under the load, which goes on for 10 s more: no call may fail.
+6. `compose down --volumes`, whatever happened.
 
 Grafana runs only where its image can be pulled (or is already present): none here.
 """
@@ -22,6 +27,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -34,6 +40,8 @@ import numpy as np
 import yaml
 
 from myelin_client import Client
+from myelin_serving.server import load_family
+from myelin_serving.settings import HTTP_PORT_OFFSET
 from myelin_training.data import mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,8 +171,13 @@ def enabled_families() -> list[str]:
     ]
 
 
+def containers(compose: list[str], service: str) -> list[str]:
+    return run(*compose, "ps", "--all", "-q", service, capture=True).split()
+
+
 def container(compose: list[str], service: str) -> str:
-    return run(*compose, "ps", "--all", "-q", service, capture=True).strip()
+    (one,) = containers(compose, service)
+    return one
 
 
 def state(container_id: str) -> dict[str, Any]:
@@ -172,25 +185,26 @@ def state(container_id: str) -> dict[str, Any]:
     return state
 
 
-def wait_healthy(compose: list[str], families: list[str], timeout: float = 300) -> None:
+def wait_healthy(compose: list[str], families: list[str], replicas: dict[str, int], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     pending = set(families)
     while pending:
         for family in sorted(pending):
-            status = state(container(compose, family))
-            health = status.get("Health", {}).get("Status")
-            if health == "healthy":
-                log(f"{family}: healthy (grpc.health.v1 SERVING)")
+            ids = containers(compose, family)
+            states = [state(i) for i in ids]
+            healths = [s.get("Health", {}).get("Status") for s in states]
+            if len(ids) == replicas.get(family, 1) and all(h == "healthy" for h in healths):
+                log(f"{family}: {len(ids)} replica(s) healthy (grpc.health.v1 SERVING)")
                 pending.discard(family)
-            elif not status["Running"] or time.monotonic() > deadline:
+            elif not all(s["Running"] for s in states) or time.monotonic() > deadline:
                 run(*compose, "logs", "--tail", "50", family, check=False)
-                raise SystemExit(f"{family} is {status['Status']}, health {health}")
+                raise SystemExit(f"{family}: {[s['Status'] for s in states]}, health {healths}")
         time.sleep(1)
 
 
 def published(compose: list[str], service: str, port: int) -> str:
     """host:port where compose published the service's container port."""
-    address = run(*compose, "port", service, str(port), capture=True).strip()
+    address = run(*compose, "port", "--index", "1", service, str(port), capture=True).strip()
     host, _, host_port = address.rpartition(":")
     return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{host_port}"
 
@@ -278,7 +292,7 @@ SMOKE: dict[str, Callable[[Client, Path], str]] = {
 def call_services(compose: list[str], families: list[str], data_dir: Path) -> None:
     """Call each service through the SDK on its published port: health, the Models service, its own call."""
     for family in families:
-        target = published(compose, family, 50051)
+        target = published(compose, family, load_family(family).default_port)
         with Client(target, timeout=60) as client:
             client.wait_ready(timeout=60)
             models = client.list_models()
@@ -287,7 +301,8 @@ def call_services(compose: list[str], families: list[str], data_dir: Path) -> No
             served = ", ".join(f"{m.name} v{m.version}" for m in models)
             extra = SMOKE[family](client, data_dir) if family in SMOKE else "no family call yet (see SMOKE)"
             log(f"{family} at {target} through the SDK: serves {served}; {extra}")
-        http = published(compose, family, 51051)  # the HTTP port: KServe REST's readiness and metadata
+        # The HTTP port (the gRPC port + 1000): KServe REST's readiness and metadata.
+        http = published(compose, family, load_family(family).default_port + HTTP_PORT_OFFSET)
         for path in ("/v2/health/ready", f"/v2/models/{models[0].name}"):
             with urllib.request.urlopen(f"http://{http}{path}", timeout=10) as response:
                 if response.status != 200:
@@ -328,17 +343,76 @@ def check_prometheus(compose: list[str], families: list[str], timeout: float = 9
     log(f"Prometheus: alert rules loaded: {', '.join(alerts)}")
 
 
+# --- 5. scale-out: the SDK over every replica through Docker's DNS, one replica killed -----------------
+
+
+def prometheus_query(base: str, query: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = prometheus_get(base, "/api/v1/query", query=query)["result"]
+    return result
+
+
+def per_replica_calls(base: str, family: str) -> dict[str, float]:
+    query = f'sum by (instance) (myelin_requests_total{{service="{family}", method=~".*/Classify"}})'
+    return {r["metric"]["instance"]: float(r["value"][1]) for r in prometheus_query(base, query)}
+
+
+def check_scale_out(compose: list[str], family: str, replicas: int, timeout: float = 120) -> None:
+    base = f"http://{published(compose, 'prometheus', 9090)}"
+    before = per_replica_calls(base, family)
+    target = f"dns:///{family}:{load_family(family).default_port}"
+    control = Path(tempfile.mkdtemp(prefix="myelin-load-"))
+    control.chmod(0o777)  # the container's user writes nothing, but must read the folder
+    command = [*compose, "run", "--rm", "--no-deps", "-T", "-v", f"{control}:/control:ro", "--entrypoint", "python"]
+    command += ["client", "/scripts/myelin_load.py", "--target", target, "--stop-file", "/control/stop"]
+    load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert load.stdout is not None
+    try:
+        if load.stdout.readline().strip() != "load started":
+            raise SystemExit(f"the load client did not start (exit {load.wait()})")
+        log(f"{family}: the SDK in the compose network calls {target} under closed-loop load")
+        deadline = time.monotonic() + timeout
+        while True:  # until Prometheus has scraped calls on every replica
+            counts = per_replica_calls(base, family)
+            reached = {i: c - before.get(i, 0.0) for i, c in counts.items() if c > before.get(i, 0.0)}
+            if len(reached) >= replicas:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{family}: calls reached {len(reached)} of {replicas} replicas: {reached}")
+            time.sleep(2)
+        log(f"{family}: calls reached every replica through Docker's DNS: {reached}")
+        victim = containers(compose, family)[-1]
+        run("docker", "kill", victim, capture=True)
+        log(f"{family}: killed replica {victim[:12]} (docker kill) under load; 10 s more of load")
+        time.sleep(10)
+        (control / "stop").touch()
+        summary = json.loads(load.stdout.read().strip().splitlines()[-1])
+    finally:
+        (control / "stop").touch()
+        load.wait(timeout=120)
+        shutil.rmtree(control, ignore_errors=True)
+    if summary["failed"] or not summary["ok"]:
+        raise SystemExit(f"{family}: {summary['ok']} calls answered, failed: {summary['failed']}")
+    log(f"{family}: {summary['ok']} calls answered, none failed, across the kill")
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="compose-test", description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave the stack up (compose down yourself)")
+    parser.add_argument("--scale-family", default="classifier", help="the family run as several replicas")
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument(
+        "--families",
+        help="only these (comma-separated): the trainer runs first for them alone, then their services come "
+        "up without it (a quicker run on a busy machine); default every family docker-compose.yml enables",
+    )
     args = parser.parse_args(argv)
     data_dir = Path(os.environ.get("MYELIN_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
     started = time.monotonic()
-    families = enabled_families()
-    log(f"families enabled in docker-compose.yml: {', '.join(families)}")
+    families = args.families.split(",") if args.families else enabled_families()
+    log(f"families: {', '.join(families)}")
     with docker_engine():
         compose = [*compose_command(), "--project-name", PROJECT, "--project-directory", str(ROOT)]
         compose += ["--file", str(ROOT / "docker-compose.yml")]
@@ -356,20 +430,29 @@ def main(argv: list[str] | None = None) -> None:
             log(f"Grafana: no {GRAFANA_IMAGE} image here and no registry to pull it from; not started")
         try:
             up_started = time.monotonic()
-            with timed("compose up (trainer runs, then the services start)"):
-                run(*compose, "up", "--detach", "--no-build", *services)
-            trainer = state(container(compose, "trainer"))
-            if trainer["ExitCode"] != 0:
-                run(*compose, "logs", "trainer", check=False)
-                raise SystemExit(f"trainer exited {trainer['ExitCode']}")
-            run(*compose, "logs", "--no-color", "trainer", check=False)
+            scale = ["--scale", f"{args.scale_family}={args.replicas}"]
+            if args.families:
+                with timed(f"trainer for {args.families} alone (compose run), then the services start"):
+                    train = ["myelin-train-all", "--config", "quick", "--families", args.families]
+                    run(*compose, "run", "--rm", "trainer", *train)
+                    run(*compose, "up", "--detach", "--no-build", "--no-deps", *scale, *services[1:])
+            else:
+                with timed("compose up (trainer runs, then the services start)"):
+                    run(*compose, "up", "--detach", "--no-build", *scale, *services)
+                trainer = state(container(compose, "trainer"))
+                if trainer["ExitCode"] != 0:
+                    run(*compose, "logs", "trainer", check=False)
+                    raise SystemExit(f"trainer exited {trainer['ExitCode']}")
+                run(*compose, "logs", "--no-color", "trainer", check=False)
             with timed("services healthy after the trainer finished"):
-                wait_healthy(compose, families)
+                wait_healthy(compose, families, {args.scale_family: args.replicas})
             timings["up to all healthy (training included)"] = time.monotonic() - up_started
             with timed("SDK calls"):
                 call_services(compose, families, data_dir)
             with timed("Prometheus checks"):
                 check_prometheus(compose, families)
+            with timed(f"scale-out: {args.replicas} {args.scale_family} replicas, one killed under load"):
+                check_scale_out(compose, args.scale_family, args.replicas)
         finally:
             if args.keep:
                 log(f"left up: {' '.join(compose)} down --volumes")

@@ -1,16 +1,17 @@
 """`make up` / `make down`: the suite as local processes, for people who do not use containers.
 
-    python scripts/myelin_stack.py up [--repository DIR] [--state-dir .run] [--port-base 50051]
+    python scripts/myelin_stack.py up [--repository DIR] [--state-dir .run] [--free-ports]
     python scripts/myelin_stack.py down [--state-dir .run]
 
 `up` starts one `myelin-serve` per family that both the installed services know and the repository
-holds models for, on the ports docker-compose.yml publishes (gRPC 50051 + i, HTTP 1000 above each:
-51051 + i, with /metrics; `--port-base 0` picks free ones), waits until each says SERVING over
-grpc.health.v1, and, when a
-`prometheus` binary is on PATH, starts Prometheus on 127.0.0.1:9090 with a generated scrape config
-and the suite's alert rules; then the web console (`myelin-console`, http://127.0.0.1:8080,
-`--console-port`) in front of the services' HTTP ports. Pid files, port files, logs and Prometheus' data go to the state
-directory; `down` stops what they name (SIGTERM: the services drain, then exit).
+holds models for, each on its family's default port (the one its .proto names, which compose's
+containers listen on too: classifier 50051, translator 50052, generator 50053, embedder 50054;
+HTTP, with /metrics, on the gRPC port + 1000; `--free-ports` lets each pick free ones), waits until
+each says SERVING over grpc.health.v1, and, when a `prometheus` binary is on PATH, starts Prometheus on
+127.0.0.1:9090 with a generated scrape config and the suite's alert rules; then the web console
+(`myelin-console`, http://127.0.0.1:8080, `--console-port`) in front of the services' HTTP ports.
+Pid files, port files, logs and Prometheus' data go to the state directory; `down` stops what they
+name (SIGTERM: the services drain, then exit).
 """
 
 from __future__ import annotations
@@ -31,18 +32,16 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from myelin_serving.server import FAMILIES
+from myelin_serving.server import FAMILIES, load_family
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RULES = ROOT / "deploy" / "prometheus" / "rules"
-# The order fixes the ports, as docker-compose.yml publishes them: classifier 50051, translator 50052,
-# generator 50053, embedder 50054; each HTTP port (REST, /metrics) 1000 above. A family not named
-# here comes after them.
-PORT_ORDER = ("classifier", "translator", "generator", "embedder")
-HTTP_PORT_OFFSET = 1000
 PROMETHEUS_PORT = 9090
 CONSOLE_PORT = 8080
+# Where `make demo` leaves its models (relative to the checkout, where make runs): `make up` serves
+# them when there is no model_repository.
+DEMO_REPOSITORY = Path(".demo") / "repository"
 # Processes this interpreter started, so that `down` in the same process (the tests) reaps them.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -70,16 +69,31 @@ def families_in(repository: Path) -> set[str]:
 
 
 def port_order() -> list[str]:
-    return [*PORT_ORDER, *sorted(set(FAMILIES) - set(PORT_ORDER))]
+    """The families the services know, by default port (classifier first)."""
+    return sorted(FAMILIES, key=lambda family: load_family(family).default_port)
 
 
-def planned_ports(families: list[str], port_base: int) -> dict[str, tuple[int, int]]:
-    """family -> (gRPC port, HTTP port); port_base 0 lets each process pick free ones."""
-    if port_base == 0:
-        return dict.fromkeys(families, (0, 0))
-    order = port_order()
-    ports = {family: port_base + order.index(family) for family in families}
-    return {family: (port, port + HTTP_PORT_OFFSET) for family, port in ports.items()}
+def planned_ports(families: list[str], *, free_ports: bool) -> dict[str, int]:
+    """family -> gRPC port: its default (HTTP on that + 1000), or 0 for free ones (HTTP free too)."""
+    return {family: 0 if free_ports else load_family(family).default_port for family in families}
+
+
+def choose_repository(repository: Path | None) -> Path:
+    """The repository asked for; unset, ./model_repository, else the one `make demo` left."""
+    if repository is not None:
+        if not repository.is_dir():
+            raise SystemExit(f"no model repository at {repository}: train first (make demo, or myelin-train-all)")
+        return repository
+    default = Path("model_repository")
+    if default.is_dir():
+        return default
+    if DEMO_REPOSITORY.is_dir():
+        print(f"no ./{default}: serving the models `make demo` left in ./{DEMO_REPOSITORY}")
+        return DEMO_REPOSITORY
+    raise SystemExit(
+        f"no model repository at ./{default} nor ./{DEMO_REPOSITORY}: train first (make demo, or myelin-train-all "
+        "into model_repository), or name one with REPOSITORY=DIR"
+    )
 
 
 def prometheus_config(services: list[Service], *, interval_s: float = 10) -> dict[str, Any]:
@@ -131,7 +145,8 @@ def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def start_service(family: str, repository: Path, state: Path, port: int, http_port: int) -> subprocess.Popen[bytes]:
+def start_service(family: str, repository: Path, state: Path, port: int) -> subprocess.Popen[bytes]:
+    """`myelin-serve FAMILY` on `port` (0: a free one), its HTTP port the one the service derives from it."""
     port_file = state / f"{family}.port"
     port_file.unlink(missing_ok=True)
     command = [
@@ -143,8 +158,6 @@ def start_service(family: str, repository: Path, state: Path, port: int, http_po
         "127.0.0.1",
         "--port",
         str(port),
-        "--http-port",
-        str(http_port),
         "--port-file",
         str(port_file),
     ]
@@ -207,15 +220,13 @@ def up(
     repository: Path,
     state: Path,
     *,
-    port_base: int = 50051,
+    free_ports: bool = False,
     prometheus_port: int = PROMETHEUS_PORT,
     prometheus_interval_s: float = 10,
     console_port: int | None = None,
 ) -> list[Service]:
     if any(state.glob("*.pid")):
         raise SystemExit(f"{state} has pid files: the stack is up already (`make down` first)")
-    if not repository.is_dir():
-        raise SystemExit(f"no model repository at {repository}: train first (make demo, or myelin-train-all)")
     state.mkdir(parents=True, exist_ok=True)
     present = families_in(repository)
     families = [f for f in port_order() if f in FAMILIES and f in present]
@@ -225,8 +236,8 @@ def up(
         print(f"{family}: no model in {repository}, not started")
     started = time.monotonic()
     processes = {
-        family: start_service(family, repository, state, port, http_port)
-        for family, (port, http_port) in planned_ports(families, port_base).items()
+        family: start_service(family, repository, state, port)
+        for family, port in planned_ports(families, free_ports=free_ports).items()
     }
     try:
         services = [wait_serving(family, process, state) for family, process in processes.items()]
@@ -243,7 +254,7 @@ def up(
         wait_prometheus_ready(prometheus_port)
         print(f"prometheus: http://127.0.0.1:{prometheus_port} (targets, alerts), config {state / 'prometheus.yml'}")
     if console_port is None:  # beside free service ports, a free console port
-        console_port = 0 if port_base == 0 else CONSOLE_PORT
+        console_port = 0 if free_ports else CONSOLE_PORT
     try:
         console = start_console(services, repository, state, console_port)
     except RuntimeError:
@@ -300,8 +311,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="myelin_stack", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start the services (and Prometheus) on a model repository")
-    start.add_argument("--repository", type=Path, default=Path("model_repository"))
-    start.add_argument("--port-base", type=int, default=50051, help="first gRPC port; 0 picks free ports")
+    start.add_argument(
+        "--repository", type=Path, help="default: ./model_repository, else the one `make demo` left (.demo/repository)"
+    )
+    start.add_argument("--free-ports", action="store_true", help="free ports instead of the families' defaults")
     start.add_argument("--prometheus-port", type=int, default=PROMETHEUS_PORT)
     start.add_argument("--console-port", type=int, default=CONSOLE_PORT, help="the web console's port; 0: a free one")
     stop = commands.add_parser("down", help="stop what `up` started")
@@ -309,10 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--state-dir", type=Path, default=Path(".run"))
     args = parser.parse_args(argv)
     if args.command == "up":
+        repository = choose_repository(args.repository).resolve()
         up(
-            args.repository.resolve(),
+            repository,
             args.state_dir,
-            port_base=args.port_base,
+            free_ports=args.free_ports,
             prometheus_port=args.prometheus_port,
             console_port=args.console_port,
         )

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.repository} holds no model of a family with a workload ({', '.join(WORKLOADS)})")
     shutil.rmtree(args.state_dir, ignore_errors=True)
     args.state_dir.mkdir(parents=True)
-    processes = {f: start_service(f, args.repository, args.state_dir, 0, 0) for f in families}
+    processes = {f: start_service(f, args.repository, args.state_dir, 0) for f in families}
     exit_codes: dict[str, int | None] = {}
     try:
         services = {f: wait_serving(f, processes[f], args.state_dir).target for f in families}

@@ -30,7 +30,16 @@ def classifier_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Pa
     runs = tmp_path_factory.mktemp("runs")
     for train, name in ((train_mlp, "mnist-mlp"), (train_cnn, "mnist-cnn")):
         train(
-            ["--dry-run", "--data-dir", str(data_dir), "--repository", str(repository), "--run-dir", str(runs / name)]
+            [
+                "--dry-run",
+                "--publish",
+                "--data-dir",
+                str(data_dir),
+                "--repository",
+                str(repository),
+                "--run-dir",
+                str(runs / name),
+            ]
         )
     return repository
 
@@ -64,6 +73,7 @@ def generator_training(tmp_path_factory: pytest.TempPathFactory, data_dir: Path)
                 "--arch",
                 arch,
                 "--dry-run",
+                "--publish",
                 "--data-dir",
                 str(data_dir),
                 "--repository",
@@ -88,7 +98,16 @@ def translator_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> 
     repository = tmp_path_factory.mktemp("translator-repository")
     run_dir = tmp_path_factory.mktemp("translator-run")
     train_translator(
-        ["--dry-run", "--data-dir", str(data_dir), "--repository", str(repository), "--run-dir", str(run_dir)]
+        [
+            "--dry-run",
+            "--publish",
+            "--data-dir",
+            str(data_dir),
+            "--repository",
+            str(repository),
+            "--run-dir",
+            str(run_dir),
+        ]
     )
     return repository, run_dir
 
@@ -115,8 +134,8 @@ def word2vec_repository(tmp_path_factory: pytest.TempPathFactory, data_dir: Path
     runs = tmp_path_factory.mktemp("word2vec-runs")
     for arch, loss in (("skipgram", "ns"), ("cbow", "hs")):
         train_word2vec(
-            ["--dry-run", "--corpus-preset", "english", "--data-dir", str(data_dir), "--repository", str(repository),
-             "--run-dir", str(runs / arch), "--arch", arch, "--loss", loss]
+            ["--dry-run", "--publish", "--corpus-preset", "english", "--data-dir", str(data_dir),
+             "--repository", str(repository), "--run-dir", str(runs / arch), "--arch", arch, "--loss", loss]
         )  # fmt: skip
     return repository
 

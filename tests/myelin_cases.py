@@ -26,6 +26,8 @@ from myelin_rpcs import (
     TOO_BIG,
     UNDECODABLE,
     Bad,
+    Graph,
+    GraphInput,
     ServiceCase,
     Tensor,
     any_request,
@@ -207,6 +209,36 @@ def _kserve_infer(model: str, name: str, array: np.ndarray, datatype: str) -> pb
     )
 
 
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+RANGE = "its values must lie in [0, "
+
+
+def graph_request(graph: Graph, lengths: dict[str, int], **arrays: Any) -> pb.ModelInferRequest:
+    """A raw ModelInfer for `graph`: each input zeros at the given axis lengths, unless given."""
+    request = pb.ModelInferRequest(model_name=graph.endpoint)
+    for spec in graph.inputs:
+        dtype = {"INT64": "<i8", "BOOL": "?", "FP32": "<f4"}[spec.datatype]
+        shape = tuple(lengths[a] if isinstance(a, str) else a for a in spec.axes)
+        array = np.asarray(arrays.get(spec.name, np.zeros(shape)), dtype=dtype)
+        request.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(array.shape))
+        request.raw_input_contents.append(array.tobytes())
+    return request
+
+
+def kserve_bad(graph: Graph, lengths: dict[str, int], cases: list[tuple[str, dict[str, Any], str]]) -> list[Bad]:
+    """ModelInfer cases for one graph: (id, axis lengths (ints) and input values that differ, message fragment)."""
+    bad = []
+    for case_id, changes, message in cases:
+        axes = {k: v for k, v in changes.items() if k in lengths and isinstance(v, int)}  # else an input's values
+        arrays = {k: v for k, v in changes.items() if k not in axes}
+        request = graph_request(graph, {**lengths, **axes}, **arrays)
+        bad.append(Bad(f"ModelInfer {graph.endpoint} {case_id}", INFER, request, INVALID, message))
+    return bad
+
+
+CLASSIFIER_GRAPHS = tuple(
+    Graph(model, (GraphInput("image", "FP32", ("batch", 28, 28)),)) for model in ("mnist-cnn", "mnist-mlp")
+)
 CLASSIFIER = ServiceCase(
     family="classifier",
     repository_fixture="classifier_repository",
@@ -217,8 +249,16 @@ CLASSIFIER = ServiceCase(
         (CLASSIFY, _classify(ZEROS, top_k=3)),
         (CLASSIFY, _classify(classifier_pb2.Image(encoded=png(28, 28)), ZEROS, model="mnist-mlp")),
     ),
-    bad=classifier_bad(),
+    bad=(
+        *classifier_bad(),
+        *kserve_bad(
+            CLASSIFIER_GRAPHS[0],
+            {"batch": 1},
+            [("257 rows", {"batch": 257}, "the limit is 256"), ("no rows", {"batch": 0}, "is empty")],
+        ),
+    ),
     fuzz=((CLASSIFY, classify_requests()),),
+    graphs=CLASSIFIER_GRAPHS,
 )
 
 # The embedder family (word2vec): Embed, MostSimilar, Analogy, Similarity, DoesntMatch.
@@ -239,8 +279,11 @@ def embedder_bad() -> tuple[Bad, ...]:
     vec = embedder_pb2.Vector
     bad = [
         Bad("Embed no words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v()), INVALID, "words is empty"),
-        Bad("Embed 100k words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(), words=["the"] * 100_000),
+        Bad("Embed 1,000 words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(), words=["the"] * 1000),
             INVALID, "the limit is"),
+        # refused from its bytes, before parsing (wire.py): 64 x max_request_batch fields at most
+        Bad("Embed 100k words", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(), words=["the"] * 100_000),
+            TOO_BIG, "more than 16,384 fields"),
         Bad("Embed unknown model", _e("Embed"), embedder_pb2.EmbedRequest(model=_w2v(name="mnist-cnn"), words=["the"]),
             NOT_FOUND, "embedder service serves"),
         Bad("MostSimilar nothing", _e("MostSimilar"), embedder_pb2.MostSimilarRequest(model=_w2v()), INVALID,
@@ -326,6 +369,21 @@ def embedder_fuzz() -> tuple[tuple[str, st.SearchStrategy[Message]], ...]:
     )  # fmt: skip
 
 
+def _w2v_graphs(model: str) -> tuple[Graph, Graph]:
+    lookup = Graph(f"{model}.lookup", (GraphInput("ids", "INT64", ("batch",)),), {"ids": (0, 1000)})
+    neighbours = Graph(
+        f"{model}.neighbours",
+        (
+            GraphInput("queries", "FP32", ("batch", 100)),
+            GraphInput("exclude", "INT64", ("batch", "exclude")),
+            GraphInput("limit", "INT64", ("batch",)),
+        ),
+        {"exclude": (-1, 1000), "limit": (1, 1000)},
+    )
+    return lookup, neighbours
+
+
+LOOKUP, NEIGHBOURS = _w2v_graphs(W2V)
 EMBEDDER = ServiceCase(
     family="embedder",
     repository_fixture="word2vec_repository",
@@ -340,8 +398,29 @@ EMBEDDER = ServiceCase(
             embedder_pb2.SimilarityRequest(model=_w2v(), pairs=[embedder_pb2.WordPair(first="the", second="of")]),
         ),
     ),
-    bad=embedder_bad(),
+    bad=(
+        *embedder_bad(),
+        *kserve_bad(
+            LOOKUP,
+            {"batch": 1},
+            [
+                ("id 10**9", {"ids": [10**9]}, RANGE),
+                ("id -1", {"ids": [-1]}, RANGE),
+                ("257 rows", {"batch": 257}, "256"),
+            ],
+        ),
+        *kserve_bad(
+            NEIGHBOURS,
+            {"batch": 1, "exclude": 8},
+            [
+                ("exclude 10**9", {"exclude": np.full((1, 8), 10**9)}, "its values must lie in [-1, "),
+                ("exclude 1,025 wide", {"exclude": 1025}, "axis 'exclude' is 1025 long"),
+                ("limit -1", {"limit": [-1]}, RANGE),
+            ],
+        ),
+    ),
     fuzz=embedder_fuzz(),
+    graphs=(LOOKUP, NEIGHBOURS, *_w2v_graphs("word2vec-cbow-hs")),
 )
 
 # The translator family: Translate.
@@ -393,6 +472,26 @@ def translate_requests() -> st.SearchStrategy[Message]:
     return st.builds(build, sentences, ints, ints, floats, st.booleans())
 
 
+ENCODER = Graph(
+    f"{TRANSLATOR_MODEL}.encoder",
+    (GraphInput("source_ids", "INT64", ("batch", "source")), GraphInput("source_mask", "BOOL", ("batch", "source"))),
+    {"source_ids": (0, 300)},
+)
+_CACHE_AXES: tuple[str | int, ...] = ("batch", 1, 4, "past", 8)  # the dry-run translator: 1 layer, 4 heads of 8
+DECODER = Graph(
+    f"{TRANSLATOR_MODEL}.decoder",
+    (
+        GraphInput("input_ids", "INT64", ("batch", "new")),
+        GraphInput("position_ids", "INT64", ("batch", "new")),
+        GraphInput("past_keys", "FP32", _CACHE_AXES),
+        GraphInput("past_values", "FP32", _CACHE_AXES),
+        GraphInput("past_mask", "BOOL", ("batch", "past")),
+        GraphInput("cross_keys", "FP32", ("batch", 1, 4, "source", 8)),
+        GraphInput("cross_values", "FP32", ("batch", 1, 4, "source", 8)),
+        GraphInput("source_mask", "BOOL", ("batch", "source")),
+    ),
+    {"input_ids": (0, 300), "position_ids": (0, 100)},
+)
 TRANSLATOR = ServiceCase(
     family="translator",
     repository_fixture="translator_repository",
@@ -407,14 +506,41 @@ TRANSLATOR = ServiceCase(
         raw_input_contents=[np.array([[1, 5, 2]], "<i8").tobytes(), np.ones((1, 3), "?").tobytes()],
     ),
     good=((TRANSLATE, _translate("I am here.", max_length=8)),),
-    bad=translator_bad(),
+    bad=(
+        *translator_bad(),
+        *kserve_bad(
+            ENCODER,
+            {"batch": 1, "source": 3},
+            [
+                ("token 10**9", {"source_ids": np.full((1, 3), 10**9)}, RANGE),
+                ("token -1", {"source_ids": np.full((1, 3), -1)}, RANGE),
+                ("200 tokens", {"source": 200}, "axis 'source' is 200 long; this graph takes 1 to"),
+                ("no tokens", {"source": 0}, "axis 'source' is 0 long"),
+                ("257 rows", {"batch": 257}, "the limit is 256"),
+            ],
+        ),
+        *kserve_bad(
+            DECODER,
+            {"batch": 1, "new": 1, "past": 0, "source": 3},
+            [
+                ("position 10**6", {"position_ids": [[10**6]]}, RANGE),
+                ("token 10**9", {"input_ids": [[10**9]]}, RANGE),
+                ("past 1,000 long", {"past": 1000}, "axis 'past' is 1000 long"),
+                ("no new token", {"new": 0}, "axis 'new' is 0 long"),
+                ("257 rows", {"batch": 257}, "the limit is 256"),
+                ("rows disagree", {"source_mask": np.ones((2, 3))}, "inputs must agree on it"),
+            ],
+        ),
+    ),
     fuzz=((TRANSLATE, translate_requests()),),
+    graphs=(ENCODER, DECODER),
 )
 
 # The generator family: Generate (server streaming) and Complete.
 
 GENERATE = "/myelin_api.v1.Generator/Generate"
 COMPLETE = "/myelin_api.v1.Generator/Complete"
+SCORE = "/myelin_api.v1.Generator/Score"
 GENERATOR_MODEL = "generator-gpt-shakespeare"
 
 
@@ -454,7 +580,21 @@ def generator_bad() -> tuple[Bad, ...]:
         ]
         bad += [Bad(f"{kind} {case_id}", method, _generate(model=name), INVALID, "not a valid model name")
                 for case_id, name in invalid_names(GENERATOR_MODEL)]  # fmt: skip
+    bad += [
+        Bad("Score empty", SCORE, _score(""), INVALID, "scoring takes 2 tokens"),
+        Bad("Score one token", SCORE, _score("R"), INVALID, "scoring takes 2 tokens"),
+        Bad("Score over the context", SCORE, _score("a" * 200), INVALID, "split it into windows"),
+        Bad("Score huge", SCORE, _score("a" * 500_000), INVALID, "500,000 characters"),
+        Bad("Score unknown model", SCORE, _score(model="mnist-cnn"), NOT_FOUND, "mnist-cnn"),
+        Bad("Score undecodable", SCORE, UNDECODABLE, INVALID, "not a valid message"),
+        Bad("Score over the size limit", SCORE, _score("a" * MESSAGE_LIMIT), TOO_BIG, "larger than max"),
+    ]
     return tuple(bad)
+
+
+def _score(text: str = "ROMEO: hello", **fields: Any) -> generator_pb2.ScoreRequest:
+    model = common_pb2.ModelRef(name=fields.pop("model", GENERATOR_MODEL))
+    return generator_pb2.ScoreRequest(model=model, text=text)
 
 
 def generate_requests() -> st.SearchStrategy[Message]:
@@ -485,6 +625,29 @@ def generate_requests() -> st.SearchStrategy[Message]:
 
 # the dry-run GPT: 2 layers, 2 heads of 16; an empty cache of keys (B, H, D, S) and values (B, H, S, D)
 _CACHE = {"key": np.zeros((1, 2, 16, 0), np.float32), "value": np.zeros((1, 2, 0, 16), np.float32)}
+GPT_STEP = Graph(
+    f"{GENERATOR_MODEL}.step",
+    (
+        GraphInput("input_ids", "INT64", ("batch", "sequence")),
+        GraphInput("padding", "INT64", ("batch",)),
+        GraphInput("length", "INT64", ()),
+        *(
+            GraphInput(
+                f"past.{layer}.{kind}",
+                "FP32",
+                ("batch", 2, 16, "slots") if kind == "key" else ("batch", 2, "slots", 16),
+            )
+            for layer in range(2)
+            for kind in ("key", "value")
+        ),
+    ),
+    {"input_ids": (0, 50), "padding": (0, 0), "length": (0, 0)},
+)
+GRU_STEP = Graph(
+    "generator-gru-shakespeare.step",
+    (GraphInput("input_ids", "INT64", ("batch", "sequence")), GraphInput("state", "FP32", (1, "batch", 32))),
+    {"input_ids": (0, 50)},
+)
 GENERATOR = ServiceCase(
     family="generator",
     repository_fixture="generator_repository",
@@ -512,9 +675,33 @@ GENERATOR = ServiceCase(
     good=(
         (COMPLETE, _generate(max_new_tokens=8, seed=1)),
         (GENERATE, _generate(max_new_tokens=8, seed=2, temperature=0.8, top_k=5, top_p=0.9, stop=["\n\n"])),
+        (SCORE, _score()),
     ),
-    bad=generator_bad(),
+    bad=(
+        *generator_bad(),
+        *kserve_bad(
+            GPT_STEP,
+            {"batch": 1, "sequence": 1, "slots": 0},
+            [
+                ("token 10**9", {"input_ids": [[10**9]]}, RANGE),
+                ("token -1", {"input_ids": [[-1]]}, RANGE),
+                ("length -5", {"length": -5}, RANGE),
+                ("length past the cache", {"length": 5}, "the cache has 0 slots"),
+                ("past the position table", {"length": 127, "slots": 127, "sequence": 2}, "positions end at 127"),
+                ("padding past the inputs", {"padding": [7]}, "padding must leave the last input real"),
+                ("no tokens", {"sequence": 0}, "axis 'sequence' is 0 long"),
+                ("rows disagree", {"past.0.key": np.zeros((2, 2, 16, 0))}, "inputs must agree on it"),
+                ("257 rows", {"batch": 257}, "the limit is 256"),
+            ],
+        ),
+        *kserve_bad(
+            GRU_STEP,
+            {"batch": 1, "sequence": 1},
+            [("token 10**9", {"input_ids": [[10**9]]}, RANGE), ("no tokens", {"sequence": 0}, "is 0 long")],
+        ),
+    ),
     fuzz=((GENERATE, generate_requests()), (COMPLETE, generate_requests())),
+    graphs=(GPT_STEP, GRU_STEP),
 )
 
 # One entry per family.

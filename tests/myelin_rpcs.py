@@ -11,15 +11,17 @@ is derived from the case here.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
@@ -133,6 +135,23 @@ class Bad:
 
 
 @dataclass(frozen=True)
+class GraphInput:
+    name: str
+    datatype: str
+    axes: tuple[str | int, ...]  # each axis: its symbolic name in the graph, or its fixed length
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A graph KServe reaches, as the fuzzing sees it: its inputs, and values safely inside each
+    integer input's range (out-of-range ones are drawn from far outside any model's)."""
+
+    endpoint: str  # the KServe model name: `<model>` or `<model>.<graph>`
+    inputs: tuple[GraphInput, ...]
+    values: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ServiceCase:
     family: str
     repository_fixture: str  # a session fixture (tests/conftest.py) building a repository of this family
@@ -142,6 +161,7 @@ class ServiceCase:
     good: tuple[tuple[str, Message], ...]  # the family's own well-formed requests
     bad: tuple[Bad, ...]  # the family's own bad requests
     fuzz: tuple[tuple[str, st.SearchStrategy[Message]], ...]  # hypothesis strategies for its RPCs
+    graphs: tuple[Graph, ...] = ()  # every graph KServe reaches in its repository fixture, every input
 
     def well_formed(self) -> list[tuple[str, Message]]:
         """What background traffic sends: the family's requests and the shared services' ones."""
@@ -407,6 +427,15 @@ def shared_bad(case: ServiceCase) -> list[Bad]:
             "unknown service",
         ),
     ]
+    bad.append(
+        Bad(
+            "GetModel over its size limit",
+            f"/{MODELS}/GetModel",
+            _get("x" * 70_000),  # GetModel takes names and a version: 64 KiB, refused before parsing
+            TOO_BIG,
+            "this method takes at most 65,536",
+        )
+    )
     for case_id, name in invalid_names(model):
         bad += [
             Bad(f"GetModel {case_id}", f"/{MODELS}/GetModel", _get(name), INVALID, "not a valid model name"),
@@ -495,9 +524,72 @@ def infer_requests(case_model: str, infer: pb.ModelInferRequest) -> st.SearchStr
     return st.builds(build, model_names(case_model), versions, datatypes, shapes, payloads, floats)
 
 
+INTEGERS = {"INT64": "<i8", "INT32": "<i4", "INT16": "<i2", "INT8": "i1", "UINT8": "u1", "UINT64": "<u8"}
+FLOATS = {"FP32": "<f4", "FP64": "<f8", "FP16": "<f2"}
+# Values far outside any model's range: what made onnxruntime raise (a token id of 10**9), or read a
+# table from its end (-1), or overflow an index.
+OUT_OF_RANGE = (-1, -(2**31), -(2**63), 10**9, 2**31 - 1, 2**63 - 1)
+
+
+@st.composite
+def graph_requests(draw: st.DrawFn, graphs: Sequence[Graph]) -> pb.ModelInferRequest:
+    """ModelInfer requests for every input of every graph, shapes and payloads drawn together: one
+    length per symbolic axis (mostly small, sometimes empty, past a limit, or disagreeing between
+    inputs), payloads that fit the shape (sometimes not), values mostly in range, sometimes far
+    outside it, non-finite floats; raw or typed contents, inputs in any order."""
+    graph = draw(st.sampled_from(graphs))
+    axes = sorted({a for i in graph.inputs for a in i.axes if isinstance(a, str)})
+    lengths = {a: draw(st.one_of(st.integers(1, 5), st.sampled_from([0, 129, 257, 1025]))) for a in axes}
+    raw = draw(st.booleans())
+    inputs = list(graph.inputs)
+    if draw(st.booleans()):
+        inputs = draw(st.permutations(inputs))
+    request = pb.ModelInferRequest(model_name=graph.endpoint)
+    for spec in inputs:
+        shape = [lengths[a] if isinstance(a, str) else a for a in spec.axes]
+        if shape and draw(st.integers(0, 9)) == 0:  # one axis disagrees with the other inputs
+            axis = draw(st.integers(0, len(shape) - 1))
+            shape[axis] += draw(st.sampled_from([-1, 1]))
+            shape[axis] = max(shape[axis], 0)
+        if math.prod(shape) > 300_000:  # keep it under the suite's message limit, mostly
+            shape = [min(d, 2) for d in shape]
+        array = _values(draw, spec, shape, graph.values.get(spec.name, (0, 1)))
+        tensor = request.inputs.add(name=spec.name, datatype=spec.datatype, shape=shape)
+        if raw:
+            data = array.tobytes()
+            if draw(st.integers(0, 19)) == 0:
+                data = data[: -array.itemsize or None]  # one element short
+            request.raw_input_contents.append(data)
+        elif spec.datatype in INTEGERS:
+            tensor.contents.int64_contents.extend(array.astype(np.int64).ravel().tolist())
+        elif spec.datatype == "BOOL":
+            tensor.contents.bool_contents.extend(array.ravel().tolist())
+        else:
+            tensor.contents.fp32_contents.extend(array.astype(np.float32).ravel().tolist())
+    return request
+
+
+def _values(draw: st.DrawFn, spec: GraphInput, shape: list[int], valid: tuple[int, int]) -> np.ndarray:
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    count = math.prod(shape)
+    if spec.datatype in INTEGERS:
+        array = rng.integers(valid[0], valid[1] + 1, size=count).astype(INTEGERS[spec.datatype])
+        if count and draw(st.booleans()):
+            array[rng.integers(count)] = np.array(draw(st.sampled_from(OUT_OF_RANGE))).astype(array.dtype)
+    elif spec.datatype == "BOOL":
+        array = rng.integers(0, 2, size=count).astype("?")
+    else:
+        array = rng.standard_normal(count).astype(FLOATS.get(spec.datatype, "<f4"))
+        if count and draw(st.integers(0, 3)) == 0:
+            array[rng.integers(count)] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 3e38]))
+    return array.reshape(shape)
+
+
 def shared_fuzz(case: ServiceCase) -> list[tuple[str, st.SearchStrategy[Message]]]:
     names = model_names(case.model)
+    graphs = [(f"/{KSERVE}/ModelInfer", graph_requests(case.graphs))] if case.graphs else []
     return [
+        *graphs,
         (f"/{KSERVE}/ModelInfer", infer_requests(case.model, case.infer)),
         (f"/{KSERVE}/ModelReady", st.builds(pb.ModelReadyRequest, name=names, version=ANY_TEXT)),
         (f"/{KSERVE}/ModelMetadata", st.builds(pb.ModelMetadataRequest, name=names, version=ANY_TEXT)),

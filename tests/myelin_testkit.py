@@ -8,6 +8,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -57,6 +58,25 @@ def settings_for(repository: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def broken_version(repository: Path, model: str, version: int = 2) -> Path:
+    """A copy of `model`'s version 1 as `version` whose ONNX graph is not a graph: a version that fails to load."""
+    broken = repository / model / str(version)
+    shutil.copytree(repository / model / "1", broken)
+    manifest = json.loads((broken / "model.json").read_text())
+    (broken / "model.json").write_text(json.dumps({**manifest, "version": version}))
+    (broken / "model.onnx").write_bytes(b"not a graph")
+    return broken
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Until `check()` is true; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
 
 
 class ServerThread:

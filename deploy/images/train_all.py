@@ -2,7 +2,7 @@
 """Train and export every model family into one model repository: compose's `trainer` and the
 Kubernetes training Job run this (`myelin-train-all` in the training image).
 
-    myelin-train-all [--config quick|full] [--families classifier,generator] [--force] [--dry-run]
+    myelin-train-all [--config quick|full] [--families classifier,generator] [--force] [--dry-run [--publish]]
 
 FAMILIES is the one list: each family and the `myelin-train` commands that produce its models. A
 family whose trainer this image does not have is skipped with a message, so the list can name
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated (default: all)")
     parser.add_argument("--force", action="store_true", help="train even where the repository has the family")
     parser.add_argument("--dry-run", action="store_true", help="pass --dry-run to every trainer (seconds each)")
+    parser.add_argument(
+        "--publish", action="store_true", help="with --dry-run: export under the real names (see myelin-train --help)"
+    )
     args = parser.parse_args(argv)
     settings = TrainingSettings()
     if settings.data_dir is None or settings.repository is None:
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for command in recipe.commands:
             line = [part.format(data=settings.data_dir, config=recipe.configs[args.config]) for part in command]
-            line += ["--repository", str(settings.repository), *(["--dry-run"] if args.dry_run else [])]
+            line += ["--repository", str(settings.repository)]
+            line += [flag for flag, on in (("--dry-run", args.dry_run), ("--publish", args.publish)) if on]
             print(f"{family}: myelin-train {' '.join(line)}", flush=True)
             subprocess.run([str(Path(sys.executable).parent / "myelin-train"), *line], check=True)
     print(f"trained in {time.monotonic() - started:.0f} s; repository: {settings.repository}", flush=True)

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from myelin_serving.server import FAMILIES
+from myelin_serving.server import FAMILIES, load_family
+from myelin_serving.settings import HTTP_PORT_OFFSET
 from myelin_testkit import REPO_ROOT
 
 pytestmark = pytest.mark.deploy
@@ -64,6 +65,17 @@ def test_every_family_service_is_wired_alike(compose: list[str]) -> None:
     resolved = config(compose, "docker-compose.yml", profiles=ALL_PROFILES)
     host_ports: list[str] = []
     for name, service in family_services(resolved).items():
+        # Scalable: its gRPC port (its family's) and its HTTP port (REST, OpenAI routes, /metrics: + 1000)
+        # published on free ports of loopback, never on fixed ones.
+        port = load_family(name).default_port
+        texts = [
+            published.removesuffix("/tcp")
+            if isinstance(published, str)
+            else f"{published['host_ip']}:{published.get('published', '')}:{published['target']}"
+            for published in service["ports"]
+        ]
+        assert texts == [f"127.0.0.1::{port}", f"127.0.0.1::{port + HTTP_PORT_OFFSET}"], f"{name} publishes {texts}"
+        assert float(service["environment"]["MYELIN_MAX_CONNECTION_AGE_S"]) > 0, name
         assert service["command"] == [name]
         assert service["depends_on"] == {"trainer": {"condition": "service_completed_successfully"}}
         assert any(
@@ -71,11 +83,6 @@ def test_every_family_service_is_wired_alike(compose: list[str]) -> None:
             or v == {"type": "volume", "source": "models", "target": "/models", "read_only": True}
             for v in service["volumes"]
         ), name
-        for port in service["ports"]:
-            text = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}:{port['target']}"
-            assert text.startswith("127.0.0.1:"), f"{name} publishes {text} beyond loopback"
-            host_ports.append(text.split(":")[1])
-    assert len(host_ports) == len(set(host_ports)), f"two services publish the same host port: {sorted(host_ports)}"
     trainer = resolved["services"]["trainer"]
     assert trainer["command"][0] == "myelin-train-all"
     assert any(
@@ -86,6 +93,12 @@ def test_every_family_service_is_wired_alike(compose: list[str]) -> None:
         for port in resolved["services"][name]["ports"]:
             text = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}"
             assert text.startswith("127.0.0.1:"), name
+            host_ports.append(text.split(":")[1])
+    assert len(host_ports) == len(set(host_ports)), f"two services publish the same host port: {sorted(host_ports)}"
+    # The SDK inside the network (docker compose run client ...): a tool, off `up`.
+    client = config(compose, "docker-compose.yml", profiles="tools")["services"]["client"]
+    assert client["entrypoint"] == ["myelin"] and client["image"].startswith("myelin-training:")
+    assert raw_compose()["services"]["client"]["profiles"] == ["tools"]
 
 
 def test_every_family_the_services_know_is_enabled_everywhere() -> None:
@@ -126,19 +139,3 @@ def test_grafana_is_provisioned_from_the_repository() -> None:
     for dashboard in Path(REPO_ROOT / "deploy/grafana/dashboards").glob("*.json"):
         text = dashboard.read_text()
         assert '"uid": "myelin-prometheus"' in text and source["uid"] == "myelin-prometheus", dashboard.name
-
-
-def test_each_family_publishes_its_grpc_port_and_its_http_port_1000_above(compose: list[str]) -> None:
-    """gRPC on 50051 in every container, HTTP (REST, OpenAI routes, /metrics) on 51051, where Prometheus scrapes."""
-    resolved = config(compose, "docker-compose.yml", profiles=ALL_PROFILES)
-    for name, service in family_services(resolved).items():
-        published = {}
-        for port in service["ports"]:  # "ip:published:target" (compose v1) or a mapping (v2)
-            text = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}:{port['target']}"
-            _, host, target = text.removesuffix("/tcp").split(":")
-            published[int(target)] = int(host)
-        assert set(published) == {50051, 51051}, name
-        assert published[51051] == published[50051] + 1000, name
-    prometheus = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "myelin"]
-    assert {sd["port"] for sd in job["dns_sd_configs"]} == {51051}

@@ -1,5 +1,6 @@
 """The web console in docker-compose.yml and deploy/k8s: its own image, every family the services know
-reached at its HTTP port, the model repository read-only for the curves, published on loopback."""
+reached at its HTTP port (its default gRPC port + 1000), the model repository read-only for the
+curves, published on loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from myelin_serving.server import FAMILIES
+from myelin_serving.server import FAMILIES, load_family
 from myelin_testkit import REPO_ROOT
 
 pytestmark = pytest.mark.deploy
@@ -30,7 +31,8 @@ def test_compose_runs_the_console_in_front_of_every_family(compose: list[str]) -
     environment = console["environment"]
     for family in FAMILIES:
         assert family in services and family in console["depends_on"]
-        assert environment[f"MYELIN_CONSOLE_{family.upper()}_URL"] == f"http://{family}:51051"
+        http_port = load_family(family).default_port + 1000
+        assert environment[f"MYELIN_CONSOLE_{family.upper()}_URL"] == f"http://{family}:{http_port}"
     assert environment["MYELIN_CONSOLE_REPOSITORY"] == "/models"
     assert any(
         v == {"type": "volume", "source": "models", "target": "/models", "read_only": True}
@@ -54,10 +56,8 @@ def test_kubernetes_runs_the_console_in_front_of_every_family(kubectl: str) -> N
     assert container["image"] == "myelin-console:cpu"
     environment = {e["name"]: e["value"] for e in container["env"]}
     for family in FAMILIES:
-        url = environment[f"MYELIN_CONSOLE_{family.upper()}_URL"]
-        assert url == f"http://myelin-{family}:51051"
         ports = {p["name"]: p["port"] for p in services[f"myelin-{family}"]["spec"]["ports"]}
-        assert ports["http"] == 51051
+        assert environment[f"MYELIN_CONSOLE_{family.upper()}_URL"] == f"http://myelin-{family}:{ports['http']}"
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     console = services["myelin-console"]
     assert console["spec"]["selector"].items() <= labels.items()

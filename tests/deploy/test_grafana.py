@@ -52,5 +52,8 @@ def test_dashboard_covers_what_the_issue_asks_for() -> None:
         "myelin_queue_duration_seconds_bucket",
         "myelin_generated_tokens_total",
         "myelin_model_info",
+        # Scale-out: each replica (instance) and the family's sum.
+        "sum by (service, instance) (rate(myelin_requests_total",
+        "sum by (service) (rate(myelin_requests_total",
     ):
         assert needle in exprs, needle

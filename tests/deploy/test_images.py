@@ -39,11 +39,20 @@ def test_healthcheck_passes_when_serving_and_fails_when_not(classifier_repositor
     assert gone.returncode == 1 and "UNAVAILABLE" in gone.stdout
 
 
+def test_healthcheck_asks_the_family_port_when_no_port_is_set() -> None:
+    """Each family's container listens on its own default port; the health check asks that one."""
+    env = {k: v for k, v in os.environ.items() if k != "MYELIN_PORT"} | {"MYELIN_SERVICE": "translator"}
+    done = subprocess.run(
+        [sys.executable, str(IMAGES / "healthcheck.py")], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert done.stdout.startswith("127.0.0.1:50052: "), done.stdout + done.stderr
+
+
 @pytest.mark.slow
 def test_train_all_trains_each_family_once(data_dir: Path, tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     env = {**os.environ, "MYELIN_DATA_DIR": str(data_dir), "MYELIN_REPOSITORY": str(repository)}
-    command = [sys.executable, str(IMAGES / "train_all.py"), "--dry-run"]
+    command = [sys.executable, str(IMAGES / "train_all.py"), "--dry-run", "--publish"]
     first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     manifests = {p.parent.parent.name: json.loads(p.read_text()) for p in repository.glob("*/*/model.json")}

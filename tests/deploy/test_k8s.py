@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from myelin_serving.server import load_family
+from myelin_serving.settings import HTTP_PORT_OFFSET
 from myelin_testkit import BIN, REPO_ROOT
 
 pytestmark = pytest.mark.deploy
@@ -58,22 +60,27 @@ def test_each_family_has_what_scale_out_needs(kubectl: str, family: str) -> None
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector["app.kubernetes.io/component"] == family
     assert container["args"] == [family]
-    # gRPC health (grpc.health.v1) decides readiness and liveness, every probe alike; startup allows
-    # for loading models.
+    # gRPC health (grpc.health.v1) decides readiness and liveness; startup allows for loading models.
+    # The family's default gRPC port (its .proto's), HTTP on that + 1000 (KServe REST, OpenAI routes, the
+    # /metrics Prometheus scrapes): listened, probed and served on.
+    port, http = load_family(family).default_port, load_family(family).default_port + HTTP_PORT_OFFSET
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert container[probe]["grpc"] == {"port": 50051}, probe
-    # The HTTP port (the gRPC port + 1000): KServe REST, OpenAI routes, and the /metrics Prometheus scrapes.
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": 50051, "http": 51051}
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("51051", "/metrics")
+        assert container[probe]["grpc"] == {"port": port}, probe
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": port, "http": http}
     assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
-        ("grpc", 50051, "grpc"),
-        ("http", 51051, "http"),
+        ("grpc", port, "grpc"),
+        ("http", http, "http"),
     }
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (str(http), "/metrics")
+    # Warm-up takes seconds: a warm replica joins within 2 s; five minutes allowed before a restart.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] <= 2 and startup["periodSeconds"] * startup["failureThreshold"] >= 300
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     env = {e["name"]: e["value"] for e in container["env"]}
     assert float(env["MYELIN_MAX_CONNECTION_AGE_S"]) > 0
+    # SIGTERM: NOT_SERVING, still serving for the drain delay, then draining within the grace period.
+    assert 0 < float(env["MYELIN_DRAIN_DELAY_S"]) < float(env["MYELIN_GRACE_PERIOD_S"])
     assert env["MYELIN_REPOSITORY"] == "/models"
     models = next(v for v in pod["volumes"] if v["name"] == "models")
     assert models["persistentVolumeClaim"] == {"claimName": "myelin-models", "readOnly": True}

@@ -66,7 +66,9 @@ def stack(
         pytest.fail("prometheus not found: run `make deploy-tools` (Debian's prometheus)")
     state = tmp_path_factory.mktemp("stack")
     port = free_port()
-    services = myelin_stack.up(classifier_repository, state, port_base=0, prometheus_port=port, prometheus_interval_s=1)
+    services = myelin_stack.up(
+        classifier_repository, state, free_ports=True, prometheus_port=port, prometheus_interval_s=1
+    )
     try:
         yield services, PrometheusAPI(port)
     finally:
@@ -145,7 +147,7 @@ def test_every_dashboard_query_is_valid_and_the_panels_show_data(stack: tuple[li
 
 
 def test_make_down_stops_what_make_up_started(classifier_repository: Path, tmp_path: Path) -> None:
-    services = myelin_stack.up(classifier_repository, tmp_path, port_base=0, prometheus_port=free_port())
+    services = myelin_stack.up(classifier_repository, tmp_path, free_ports=True, prometheus_port=free_port())
     pids = {p.stem: int(p.read_text()) for p in tmp_path.glob("*.pid")}
     assert set(pids) == {"classifier", "prometheus", "console"} and len(services) == 1
     myelin_stack.down(tmp_path)

@@ -19,6 +19,7 @@ def test_train_export_serve_classify(tmp_path: Path, data_dir: Path) -> None:
             BIN / "myelin-train",
             "cnn",
             "--dry-run",
+            "--publish",
             "--data-dir",
             data_dir,
             "--repository",

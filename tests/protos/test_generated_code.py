@@ -38,6 +38,11 @@ def test_kserve_contract_keeps_the_standard_names() -> None:
         "ServerMetadata",
         "ModelMetadata",
         "ModelInfer",
+        # the model repository extension, as Triton has it
+        "ModelConfig",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+        "RepositoryModelUnload",
     }
     request = grpc_predict_v2_pb2.ModelInferRequest.DESCRIPTOR
     assert request.fields_by_name["raw_input_contents"].number == 7

@@ -17,6 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
+from myelin_api.v1.common_pb2 import MODEL_STATE_FAILED, MODEL_STATE_READY, ModelMetadata
+from myelin_api.v1.models_pb2 import ListModelsResponse
 from myelin_cases import CASES, CLASSIFY, ZEROS, _classify
 from myelin_rpcs import HEALTH, KSERVE, MODELS, NOT_FOUND, OK, UNDECODABLE, _get, call, with_fields
 from myelin_testkit import ServerThread, settings_for
@@ -149,9 +151,13 @@ def test_model_names_never_reach_files_outside_the_repository(
             ]:
                 outcome = call(channel, method, request)
                 assert outcome.code in (grpc.StatusCode.INVALID_ARGUMENT, NOT_FOUND), (name, method, outcome)
-        # The manifest that points outside its version folder is ignored; version 1 serves.
-        versions = call(channel, f"/{MODELS}/GetModel", _get("mnist-cnn", 2))
-        assert versions.code is NOT_FOUND and "has no version 2" in versions.details
+        # The manifest that points outside its version folder makes version 2 FAILED; version 1 serves.
+        described = call(channel, f"/{MODELS}/GetModel", _get("mnist-cnn", 2))
+        states = {v.version: (v.state, v.reason) for v in ModelMetadata.FromString(described.responses[0]).versions}
+        assert states[1] == (MODEL_STATE_READY, "") and states[2][0] == MODEL_STATE_FAILED
+        assert "must be a plain file name inside the version folder" in states[2][1]
+        assert call(channel, CLASSIFY, _classify(ZEROS, model="mnist-cnn")).code is OK
         listed = call(channel, f"/{MODELS}/ListModels", b"")
-        assert listed.code is OK and b"secret-model" not in listed.responses[0]
+        assert listed.code is OK
+        assert [m.name for m in ListModelsResponse.FromString(listed.responses[0]).models] == ["mnist-cnn", "mnist-mlp"]
     assert "must be a plain file name inside the version folder" in caplog.text

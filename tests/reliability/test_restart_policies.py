@@ -36,7 +36,7 @@ def test_compose_restarts_every_long_running_service_and_outwaits_the_drain() ->
     serving = {n: s for n, s in compose["services"].items() if str(s.get("image", "")).find("myelin-serving") >= 0}
     assert "classifier" in serving
     for name, service in compose["services"].items():
-        expected = ("no",) if name == "trainer" else ("unless-stopped", "always", "on-failure")
+        expected = ("no",) if name in ("trainer", "client") else ("unless-stopped", "always", "on-failure")
         assert service.get("restart") in expected, name
     for name, service in serving.items():
         grace = float(environment(service).get("MYELIN_GRACE_PERIOD_S", DEFAULT_GRACE_S))

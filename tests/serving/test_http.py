@@ -48,16 +48,16 @@ def http_server(classifier_repository: Path) -> ServerThread:
 def test_the_http_port_is_the_grpc_port_plus_1000_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("MYELIN_HTTP_PORT", "MYELIN_METRICS_PORT", "MYELIN_HTTP_HOST", "MYELIN_METRICS_HOST", "MYELIN_PORT"):
         monkeypatch.delenv(name, raising=False)
-    assert Settings().http_port == 51051
-    assert Settings(port=50053).http_port == 51053
-    assert Settings(port=0).http_port == 0  # beside a free port, a free port
-    assert Settings(port=50053, http_port=-1).http_port == -1
+    assert Settings().with_ports(50051).http_port == 51051
+    assert Settings(port=50053).with_ports(50051).http_port == 51053
+    assert Settings(port=0).with_ports(50051).http_port == 0  # beside a free port, a free port
+    assert Settings(port=50053, http_port=-1).with_ports(50051).http_port == -1
     assert Settings(host="0.0.0.0").http_host == "0.0.0.0"
     monkeypatch.setenv("MYELIN_METRICS_PORT", "9464")  # the metrics server's variable still works
     monkeypatch.setenv("MYELIN_METRICS_HOST", "10.0.0.7")
-    assert (Settings().http_port, Settings().http_host) == (9464, "10.0.0.7")
+    assert (Settings().with_ports(50051).http_port, Settings().http_host) == (9464, "10.0.0.7")
     monkeypatch.setenv("MYELIN_HTTP_PORT", "8000")  # and the new name wins
-    assert Settings().http_port == 8000
+    assert Settings().with_ports(50051).http_port == 8000
     for flag in ("--http-port", "--metrics-port"):
         _, overrides = parse_args(["classifier", flag, "9100"])
         assert overrides["http_port"] == 9100
@@ -72,7 +72,7 @@ def test_a_taken_http_port_stops_start_up_naming_the_port_and_the_setting(classi
         async def create() -> None:
             create_server(settings_for(classifier_repository, http_port=port))
 
-        with pytest.raises(OSError, match=f"could not listen for HTTP on 127.0.0.1:{port}") as info:
+        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{port} for HTTP") as info:
             asyncio.run(create())
         assert "MYELIN_HTTP_PORT" in str(info.value) and "--http-port" in str(info.value)
         done = subprocess.run(
@@ -81,7 +81,7 @@ def test_a_taken_http_port_stops_start_up_naming_the_port_and_the_setting(classi
             capture_output=True, text=True, timeout=60, env={**os.environ, "MYELIN_LOG_LEVEL": "WARNING"},
         )  # fmt: skip
     assert done.returncode == 1
-    assert f"could not listen for HTTP on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+    assert f"could not listen on 127.0.0.1:{port} for HTTP" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_metrics_health_and_unknown_routes_on_the_one_port(http_server: ServerThread) -> None:

@@ -4,6 +4,7 @@ exceptions for the error table's statuses, and a client that hangs up freeing it
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -286,3 +287,28 @@ def _refused(url: str) -> bool:
         return http_request(f"{url}/v2/health/ready", timeout=2).status == 400
     except ConnectionRefusedError:
         return True
+
+
+def test_while_the_server_drains_http_answers_503_and_probes_still_answer(generator_repository: Path) -> None:
+    """Shutdown's order over HTTP, as over gRPC: after the drain delay new requests are refused with 503
+    (retry elsewhere) while a gRPC call is still running, the open probes still answer (not ready), and
+    once the running call has ended both ports close."""
+    settings = settings_for(
+        generator_repository, service="generator", http_port=0, generation=LONG_GENERATION, drain_delay_s=0
+    )
+    with ServerThread(settings) as server, Client(server.target) as client:
+        url, body = server.http_url, json.dumps({"model": GRU, "prompt": "ROMEO:", "max_tokens": 4}).encode()
+        headers = {"Content-Type": "application/json"}
+        assert http_request(f"{url}/v1/completions", "POST", body, headers).status == 200
+        with client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS_TOKENS) as stream:
+            next(iter(stream))  # a gRPC call in flight: the drain waits for it
+            stopping = asyncio.run_coroutine_threadsafe(server.server.stop(30), server.loop)
+            wait_for(server.server.interceptor.draining)
+            refused = http_request(f"{url}/v1/completions", "POST", body, headers)
+            assert refused.status == 503 and "shutting down" in refused.error
+            assert http_request(f"{url}/v2/health/live").status == 200
+            assert http_request(f"{url}/v2/health/ready").status == 400
+            assert not stopping.done()
+        stopping.result(timeout=20)  # the stream's end lets the stop finish, well inside its 30 s
+        with pytest.raises(ConnectionRefusedError):
+            http_request(f"{url}/v2/health/live", timeout=5)

@@ -10,7 +10,10 @@ Job: {"target", "protocol": "grpc" (default) | "http", "binary": true (default) 
       tensors as binary data or as JSON, both ways), "ssl": {"root_certificates", "private_key",
       "certificate_chain": PEM paths} | null, "headers": {...}, "models": [{"name", "version",
       "inputs": [{"name", "datatype", "shape", "data": base64 raw little-endian bytes}],
-      "outputs": [names]}]}
+      "outputs": [names]}], "repository": [{"op": "index" | "config" | "load" | "unload", "name",
+      "version", "ready"}]}
+The repository steps (the model repository extension) run in order after the models, each answer
+in report["repository"].
 """
 
 from __future__ import annotations
@@ -112,6 +115,16 @@ def connect(job: dict[str, Any]) -> Any:
     return tritonclient.http.InferenceServerClient(job["target"], ssl=True, ssl_context_factory=context)
 
 
+def repository_step(client: Any, step: dict[str, Any], headers: dict[str, str], as_json: dict[str, bool]) -> Any:
+    if step["op"] == "index":
+        return client.get_model_repository_index(headers=headers, **as_json)
+    if step["op"] == "config":
+        return client.get_model_config(step["name"], step.get("version", ""), headers=headers, **as_json)
+    if step["op"] == "load":
+        return client.load_model(step["name"], headers=headers)
+    return client.unload_model(step["name"], headers=headers)
+
+
 def main() -> None:
     job = json.load(sys.stdin)
     client = connect(job)
@@ -135,6 +148,9 @@ def main() -> None:
                 "infer": attempt(lambda m=model: infer(client, job, m, headers)) if model.get("inputs") else None,
             }
         )
+    report["repository"] = [
+        attempt(lambda s=step: repository_step(client, s, headers, as_json)) for step in job.get("repository", [])
+    ]
     client.close()
     json.dump(report, sys.stdout)
 

@@ -73,7 +73,16 @@ def test_step_graph_decodes_token_by_token_like_the_full_model(tmp_path: Path) -
 
 
 def test_bpe_on_wikitext2_and_resume(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    common = ["--dry-run", "--corpus", "wikitext2", "--data-dir", str(data_dir), "--repository", str(tmp_path / "r")]
+    common = [
+        "--dry-run",
+        "--publish",
+        "--corpus",
+        "wikitext2",
+        "--data-dir",
+        str(data_dir),
+        "--repository",
+        str(tmp_path / "r"),
+    ]
     run_dir = ["--run-dir", str(tmp_path / "run")]
     train_main([*common, *run_dir, "--max-iters", "6"])
     train_main([*common, *run_dir, "--max-iters", "12", "--resume"])
@@ -110,7 +119,7 @@ def test_resume_without_a_checkpoint_says_so(data_dir: Path, tmp_path: Path) -> 
 
 def test_the_weights_of_the_best_validation_estimate_are_exported(data_dir: Path, tmp_path: Path) -> None:
     """A run that gets worse after its best evaluation exports the best weights, not the last ones."""
-    common = ["--dry-run", "--data-dir", str(data_dir), "--repository", str(tmp_path / "r")]
+    common = ["--dry-run", "--publish", "--data-dir", str(data_dir), "--repository", str(tmp_path / "r")]
     run_dir = tmp_path / "run"
     train_main([*common, "--run-dir", str(run_dir), "--max-iters", "20"])
     # Resumed with a learning rate far too high: the later evaluations are worse than iteration 20's.

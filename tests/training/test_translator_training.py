@@ -183,7 +183,7 @@ def test_average_weights_is_the_element_wise_mean(tmp_path: Path) -> None:
 def test_average_last_keeps_the_last_epochs_and_exports_what_validation_prefers(tmp_path: Path, data_dir: Path) -> None:
     repository, run_dir = tmp_path / "repository", tmp_path / "run"
     common = ["--data-dir", str(data_dir), "--repository", str(repository), "--run-dir", str(run_dir)]
-    train_main(["translator", "--dry-run", "--epochs", "3", "--average-last", "2", *common])
+    train_main(["translator", "--dry-run", "--publish", "--epochs", "3", "--average-last", "2", *common])
     assert sorted(p.name for p in run_dir.glob("weights-epoch*.pt")) == ["weights-epoch2.pt", "weights-epoch3.pt"]
     manifest = json.loads((repository / "translator-tatoeba" / "1" / "model.json").read_text())
     evaluation = manifest["evaluation"]

@@ -92,6 +92,8 @@ class DynamicBatcher:
         self._delay = config.max_queue_delay_us / 1e6 if config.enabled else 0.0
         self._model, self._version = model, str(version)
         self._metrics = metrics.for_batcher(model, str(version)) if metrics is not None else None
+        if self._metrics is not None:
+            self._metrics.configured(self._max_rows, self._delay, config.max_queue_size, config.instances)
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # a first request, a full batch, or closing

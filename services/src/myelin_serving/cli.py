@@ -20,6 +20,7 @@ from typing import Any
 import uvloop
 from pydantic import ValidationError
 
+from myelin_serving.runtime import GraphLoadError
 from myelin_serving.server import FAMILIES, create_server
 from myelin_serving.settings import Settings
 
@@ -51,16 +52,21 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, An
     parser.add_argument("service", choices=sorted(FAMILIES), help="model family to serve")
     parser.add_argument("--repository", type=Path, help="model repository (MYELIN_REPOSITORY)")
     parser.add_argument("--host", help="address to bind (MYELIN_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="gRPC port, 0 picks a free one (MYELIN_PORT, default 50051)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="gRPC port, 0 picks a free one (MYELIN_PORT; default: the family's, as its .proto names it: "
+        "classifier 50051, translator 50052, generator 50053, embedder 50054)",
+    )
     parser.add_argument(
         "--http-port",
         "--metrics-port",
         dest="http_port",
         type=int,
-        help="HTTP port (REST, OpenAI routes, /metrics), 0 picks a free one, -1 for none (MYELIN_HTTP_PORT, "
+        help="HTTP port (REST, OpenAI routes, /metrics), 0 picks a free one, -1 for none (MYELIN_HTTP_PORT; "
         "default: the gRPC port + 1000); --metrics-port is its older name",
     )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="MYELIN_DEVICE, default auto")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (MYELIN_DEVICE, default auto)")
     parser.add_argument("--port-file", type=Path, help="write the bound ports here as JSON once listening")
     args = parser.parse_args(argv)
     overrides = {
@@ -78,21 +84,33 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, An
     return args, overrides
 
 
-async def serve(settings: Settings, port_file: Path | None) -> None:
-    server, port = create_server(settings)
-    await server.start()
-    http = f"{server.http.scheme}://{settings.http_host}:{server.http.port}" if server.http else "off"
+async def serve(settings: Settings, port_file: Path | None) -> str | None:
+    """Serve until SIGTERM or SIGINT; the reason when the service cannot start."""
+    try:
+        server, port = create_server(settings)
+        await server.start()
+    except (OSError, ValueError, GraphLoadError) as exc:
+        # Said and dropped here, on the running loop: the half-built server goes with the exception.
+        return f"myelin-serve: {exc}"
+    http = f"{server.http.scheme}://{server.settings.http_host}:{server.http.port}" if server.http else "off"
     log.info("%s service listening on %s:%d (gRPC); HTTP: %s", settings.service, settings.host, port, http)
     if port_file is not None:
-        ports = {"port": port, "http_port": server.http_port, "metrics_port": server.http_port}
-        port_file.write_text(json.dumps(ports))  # noqa: ASYNC240 - once, tiny
+        # Written beside and renamed into place: whoever waits for the file never reads it half written.
+        # metrics_port: the HTTP port's older name (/metrics is served there), for existing readers.
+        staged = port_file.with_name(port_file.name + ".tmp")
+        staged.write_text(json.dumps({"port": port, "http_port": server.http_port, "metrics_port": server.http_port}))
+        staged.replace(port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(server.failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
     log.info("stopping: NOT_SERVING now, up to %.0f s for requests in flight", settings.grace_period_s)
     await server.stop()
+    return f"myelin-serve: {server.failure}" if server.failure else None
 
 
 def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -109,11 +127,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"myelin-serve: invalid settings:\n{exc}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)  # process-wide: set once, here
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
-            runner.run(serve(settings, args.port_file))
-    except OSError as exc:
-        sys.exit(f"myelin-serve: {exc}")
+    with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+        failure = runner.run(serve(settings, args.port_file))
+    if failure is not None:
+        sys.exit(failure)
 
 
 if __name__ == "__main__":

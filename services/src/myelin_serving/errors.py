@@ -32,8 +32,8 @@ class Overloaded(MyelinError):
     """A queue or concurrency limit is full; retry later."""
 
 
-class PayloadTooLarge(MyelinError):
-    """The request body is over the size limit (gRPC refuses such messages before any handler runs)."""
+class TooLarge(MyelinError):
+    """The request is larger than the method takes (its size is refused before any work on it)."""
 
 
 class DeadlineExceeded(MyelinError):
@@ -65,7 +65,7 @@ STATUS_CODES: dict[type[MyelinError], Status] = {
     NotFound: Status(grpc.StatusCode.NOT_FOUND, 404),
     ModelNotReady: Status(grpc.StatusCode.UNAVAILABLE, 503),
     Overloaded: Status(grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
-    PayloadTooLarge: Status(grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
+    TooLarge: Status(grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     DeadlineExceeded: Status(grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     Unauthenticated: Status(grpc.StatusCode.UNAUTHENTICATED, 401),
     Unavailable: Status(grpc.StatusCode.UNAVAILABLE, 503),

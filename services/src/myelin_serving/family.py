@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
+from google.protobuf import descriptor_pool
+
+from myelin_api.v1 import common_pb2
 from myelin_serving.http.routes import HttpRoutes
 from myelin_serving.interceptors import HandlerRegistry
 from myelin_serving.metrics import Metrics
@@ -30,3 +33,17 @@ class Family:
     add_servicers: Callable[[HandlerRegistry, ServingContext], None]
     # HTTP routes beside the core's (KServe REST, /metrics): OpenAI-compatible ones where they fit.
     add_routes: Callable[[HttpRoutes, ServingContext], None] | None = None
+    # Request sizes (bytes) the family's methods take at most, where lower than max_message_bytes:
+    # refused with RESOURCE_EXHAUSTED before parsing. Keys are method names ("Generate").
+    max_request_bytes: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def default_port(self) -> int:
+        """The gRPC port its proto names (`option (default_port)` on its service): one table for
+        myelin-serve, the `myelin` CLI, compose, Kubernetes and `make up`."""
+        option = common_pb2.DESCRIPTOR.extensions_by_name["default_port"]
+        for name in self.service_names:
+            for described, value in descriptor_pool.Default().FindServiceByName(name).GetOptions().ListFields():
+                if described is option:
+                    return int(value)
+        raise ValueError(f"no service of the {self.name} family names its default_port in its .proto")

@@ -6,7 +6,11 @@ are few and bounded: method, code, model, version.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -14,6 +18,17 @@ LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class Metrics:
+    # What a loaded version is and runs with: these series go as soon as it is unloaded, the rest of
+    # its series once its calls have drained.
+    LOADED_VERSION_SERIES = (
+        "myelin_model_ready",
+        "myelin_model_info",
+        "myelin_batcher_max_batch_size",
+        "myelin_batcher_max_queue_delay_seconds",
+        "myelin_batcher_max_queue_size",
+        "myelin_batcher_instances",
+    )
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         # Requests, every gRPC method and HTTP route.
@@ -60,6 +75,31 @@ class Metrics:
             "myelin_batcher_rejections",
             "Requests the batcher refused or dropped: queue_full, deadline, queue_timeout",
             ["model", "code"],
+            registry=registry,
+        )
+        # The batching settings in force, per loaded model version (what GetModel and ModelConfig show).
+        self.batcher_max_batch_size = Gauge(
+            "myelin_batcher_max_batch_size",
+            "Rows one onnxruntime execution may take (1: batching off)",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.batcher_max_queue_delay = Gauge(
+            "myelin_batcher_max_queue_delay_seconds",
+            "How long the oldest queued request may wait for others to join its batch",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.batcher_max_queue_size = Gauge(
+            "myelin_batcher_max_queue_size",
+            "Requests that may wait at once; more are refused",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.batcher_instances = Gauge(
+            "myelin_batcher_instances",
+            "onnxruntime executions in flight at once",
+            ["model", "version"],
             registry=registry,
         )
         # Step loops of sequence models (translator): one decoder call per step for every request.
@@ -164,6 +204,27 @@ class Metrics:
         )
         self.server_info = Info("myelin_server", "Service family, version and execution provider", registry=registry)
 
+    def forget(self, model: str, version: str | None = None, names: Iterable[str] = ()) -> None:
+        """Drop the series of one `version` of `model`, or with no version every series of the model
+        (its last version went): removed models and versions do not stay on /metrics. `names`
+        limits it to those metric families."""
+        wanted = set(names)
+        for metric in vars(self).values():
+            if not isinstance(metric, MetricWrapperBase):
+                continue
+            gone: set[tuple[str, ...]] = set()
+            for family in metric.collect():
+                if wanted and family.name not in wanted:
+                    continue
+                for sample in family.samples:
+                    labels = {k: v for k, v in sample.labels.items() if k not in ("le", "quantile")}
+                    if labels.get("model") != model or (version is not None and labels.get("version") != version):
+                        continue
+                    gone.add(tuple(labels.values()))  # label values, in the metric's label order
+            for values in gone:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
+
     def for_method(self, method: str) -> MethodMetrics:
         return MethodMetrics(self, method)
 
@@ -194,7 +255,7 @@ class BatcherMetrics:
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
         self._metrics = metrics
-        self.model = model
+        self.model, self.version = model, version
         self.queue_duration = metrics.queue_duration.labels(model)
         self.queue_depth = metrics.queue_depth.labels(model)
         self.batch_size = metrics.batch_size.labels(model)
@@ -204,3 +265,11 @@ class BatcherMetrics:
 
     def rejected(self, reason: str) -> None:
         self._metrics.rejections.labels(self.model, reason).inc()
+
+    def configured(self, max_rows: int, delay_s: float, max_queue_size: int, instances: int) -> None:
+        """The settings this version's batchers run with (every batcher of a version has the same); the
+        series go with the version's others (`Metrics.forget`)."""
+        m = self._metrics
+        gauges = (m.batcher_max_batch_size, m.batcher_max_queue_delay, m.batcher_max_queue_size, m.batcher_instances)
+        for gauge, value in zip(gauges, (max_rows, delay_s, max_queue_size, instances), strict=True):
+            gauge.labels(self.model, self.version).set(value)

@@ -1,93 +1,44 @@
-"""The model repository: discovery, versions, manifests and (re)loading.
+"""The model repository: versions, their states, and (re)loading them.
 
-Layout (what training writes): <root>/<model-name>/<version>/model.json plus the ONNX graphs and
-side files the manifest names. Versions are integer folder names; anything else (a training job's
-`.staging-*` folder) is ignored. A service loads every version whose manifest names its family,
-serves the newest ready one unless a request names a version, and on each refresh loads new
-versions, unloads removed ones, and keeps the previous version serving when a new one fails.
+`discovery.py` reads the repository (layout, folder rules, manifests, symlinks); this module keeps
+what one service serves: it loads every version whose manifest names its family, serves the newest
+ready one unless a request names a version, and on each refresh loads new versions, unloads removed
+ones, keeps the previous files serving when a new copy fails, and shows a version that cannot be
+read as FAILED with the reason (GetModel, ModelReady, `myelin_model_ready` 0) while the rest loads.
+A failure is logged once per change of the version's files. When a version goes, so do its metric
+series, and a model's when its last version goes. A model unloaded on request (UnloadModel,
+RepositoryModelUnload) stays out of rescans until it is loaded again.
 
 Request model names never touch the file system: they are looked up among the names discovered
-here, after a syntax check.
+there, after a syntax check.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import json
 import logging
-import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-
 from myelin_serving.batching import DynamicBatcher
-from myelin_serving.errors import InvalidArgument, ModelNotReady, NotFound
+from myelin_serving.discovery import MANIFEST as MANIFEST
+from myelin_serving.discovery import NAME_RE as NAME_RE
+from myelin_serving.discovery import BrokenVersion, Entry, Scanner
+from myelin_serving.discovery import GraphEntry as GraphEntry
+from myelin_serving.discovery import Manifest as Manifest
+from myelin_serving.discovery import ModelVersion as ModelVersion
+from myelin_serving.discovery import TensorSpec as TensorSpec
+from myelin_serving.discovery import check_name as check_name
+from myelin_serving.errors import InvalidArgument, ModelNotReady, NotFound, Unavailable
+from myelin_serving.limits import GraphLimits
 from myelin_serving.metrics import Metrics
 from myelin_serving.runtime import OnnxGraph, RuntimeOptions
 from myelin_serving.settings import BatchingSettings, GenerationSettings, Settings
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "model.json"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class TensorSpec(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class GraphEntry(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    file: str
-    inputs: list[TensorSpec] = []
-    outputs: list[TensorSpec] = []
-
-    @field_validator("file")
-    @classmethod
-    def _plain_name(cls, value: str) -> str:
-        # A manifest may only point at files inside its own version folder.
-        if not value or "/" in value or "\\" in value or value in (".", ".."):
-            raise ValueError(f"graph file {value!r} must be a plain file name inside the version folder")
-        return value
-
-
-class Manifest(BaseModel):
-    """The fields services rely on; everything else in model.json is kept and shown as-is."""
-
-    model_config = ConfigDict(extra="allow")
-    schema_version: int = 1
-    name: str
-    version: int
-    family: str
-    architecture: str = ""
-    graphs: dict[str, GraphEntry]
-    labels: list[str] = []
-    evaluation: dict[str, Any] = {}
-    serving: dict[str, Any] = {}
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One version folder on disk, with its parsed manifest."""
-
-    name: str
-    version: int
-    path: Path
-    manifest: Manifest
-    manifest_text: str
-    fingerprint: str
-
-    def graph_path(self, graph: str) -> Path:
-        return self.path / self.manifest.graphs[graph].file
 
 
 class LoadedModel:
@@ -102,6 +53,8 @@ class LoadedModel:
         self.manifest = version.manifest
         self.graphs = graphs
         self.batchers = batchers
+        # What each graph takes from a KServe caller (limits.py); the manager fills in the defaults.
+        self.input_limits: dict[str, GraphLimits] = {}
 
     @property
     def provider(self) -> str:
@@ -133,6 +86,18 @@ class LoadContext:
         overrides = version.manifest.serving.get("batching", {})
         return BatchingSettings.model_validate({**self.batching.model_dump(), **overrides})
 
+    def graph_limits(self, version: ModelVersion, **declared: Any) -> GraphLimits:
+        """A graph's KServe limits: the settings' rows and elements (the manifest's `serving.limits`
+        max_rows and max_elements override them), with what the family `declared` (axes, values...)."""
+        rows = self.settings.max_request_batch if self.settings is not None else 256
+        elements = self.settings.max_request_elements if self.settings is not None else 4 * 1024 * 1024
+        limits = version.manifest.serving.get("limits", {})
+        sizes = {
+            "max_rows": int(limits.get("max_rows", rows)),
+            "max_elements": int(limits.get("max_elements", elements)),
+        }
+        return GraphLimits(**{**sizes, **declared})
+
     def batcher(self, version: ModelVersion, graph: OnnxGraph) -> DynamicBatcher:
         return DynamicBatcher(
             graph.run, self.batching_for(version), model=version.name, version=version.version, metrics=self.metrics
@@ -159,66 +124,6 @@ class ReloadReport:
     failed: list[str] = field(default_factory=list)
 
 
-def check_name(name: str) -> str:
-    if not name:
-        raise InvalidArgument("model.name is required")
-    if not NAME_RE.fullmatch(name):  # not match: `$` would let a trailing newline through
-        raise InvalidArgument(
-            f"{name[:80]!r} is not a valid model name: use letters, digits, '.', '_' and '-', "
-            "starting with a letter or digit, at most 128 characters"
-        )
-    return name
-
-
-def scan(root: Path, family: str) -> dict[str, dict[int, ModelVersion]]:
-    """Every version folder under `root` whose manifest names `family`. Blocking: run in a thread."""
-    found: dict[str, dict[int, ModelVersion]] = {}
-    if not root.is_dir():
-        return found
-    for model_dir in sorted(root.iterdir()):
-        if not model_dir.is_dir() or not NAME_RE.fullmatch(model_dir.name):
-            continue
-        for version_dir in model_dir.iterdir():
-            if not version_dir.is_dir() or not version_dir.name.isdigit():
-                continue
-            version = _read_version(model_dir.name, int(version_dir.name), version_dir)
-            if version is not None and version.manifest.family == family:
-                found.setdefault(model_dir.name, {})[version.version] = version
-    return found
-
-
-def _read_version(name: str, number: int, path: Path) -> ModelVersion | None:
-    manifest_path = path / MANIFEST
-    try:
-        text = manifest_path.read_text()
-    except FileNotFoundError:
-        return None  # not a version (yet)
-    try:
-        manifest = Manifest.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        log.error("ignoring %s: unreadable manifest: %s", manifest_path, exc)
-        return None
-    except ValidationError as exc:
-        # Each problem with where it is ("graphs.model.file: ..."), not pydantic's "1 validation error" header.
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors())
-        log.error("ignoring %s: invalid manifest: %s", manifest_path, problems)
-        return None
-    if manifest.name != name or manifest.version != number:
-        log.error("ignoring %s: it describes %s/%s", manifest_path, manifest.name, manifest.version)
-        return None
-    return ModelVersion(name, number, path, manifest, text, _fingerprint(path, text))
-
-
-def _fingerprint(path: Path, manifest_text: str) -> str:
-    # A version folder is immutable once published; this notices the rare in-place rewrite.
-    digest = hashlib.sha256(manifest_text.encode())
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.is_file():
-            st = entry.stat()
-            digest.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return digest.hexdigest()
-
-
 class ModelManager:
     """The versions one service serves, their states, and their lifecycle."""
 
@@ -239,6 +144,11 @@ class ModelManager:
         self._latest = latest
         self._metrics = metrics
         self._models: dict[str, dict[int, VersionStatus]] = {}
+        self._scanner = Scanner(root, family)
+        self._refresh_problem = ""  # the last refresh failure logged, so that it is logged once
+        # Unloaded on request (UnloadModel, RepositoryModelUnload): rescans leave them out until loaded.
+        self._held: set[str] = set()
+        self._on_disk: dict[str, dict[int, Entry]] = {}  # what the last rescan found
         self._lock = asyncio.Lock()
         self._closing: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[], Awaitable[None]]] = []
@@ -290,11 +200,16 @@ class ModelManager:
     # Lifecycle.
 
     async def refresh(self) -> ReloadReport:
-        """Bring the loaded set in line with the repository on disk."""
+        """Bring the loaded set in line with the repository on disk.
+
+        Raises Unavailable when the repository itself cannot be read; what is loaded stays."""
         async with self._lock:
             report = ReloadReport()
-            on_disk = await asyncio.to_thread(scan, self.root, self.family)
-            wanted = {name: self._apply_policy(versions) for name, versions in on_disk.items()}
+            try:
+                on_disk = self._on_disk = await asyncio.to_thread(self._scanner.scan)
+            except OSError as exc:
+                raise Unavailable(f"cannot read the model repository {self.root}: {exc}") from exc
+            wanted = {name: self._apply_policy(v) for name, v in on_disk.items() if name not in self._held}
             for name in list(self._models):
                 for number in list(self._models[name]):
                     if number not in wanted.get(name, {}):
@@ -303,25 +218,68 @@ class ModelManager:
                 if not self._models[name]:
                     del self._models[name]
             for name, versions in wanted.items():
-                for number, version in sorted(versions.items()):
+                for number, entry in sorted(versions.items()):
                     current = self._models.get(name, {}).get(number)
-                    if current is not None and current.fingerprint == version.fingerprint:
+                    if current is not None and current.fingerprint == entry.fingerprint:
                         continue
-                    ok = await self._load(version, current)
+                    if isinstance(entry, BrokenVersion):
+                        ok = self._failed(entry, self._status(entry, current), entry.reason, time.perf_counter())
+                    else:
+                        ok = await self._load(entry, current)
                     (report.loaded if ok else report.failed).append(f"{name}/{number}")
         if report.loaded or report.unloaded or report.failed:
             for listener in self._listeners:
                 await listener()
         return report
 
+    def on_disk(self) -> dict[str, dict[int, Entry]]:
+        """The models of this family in the repository at the last rescan, loaded or not."""
+        return self._on_disk
+
+    def unloaded(self, name: str) -> bool:
+        """Whether `name` was unloaded on request (and stays so until `load_model`)."""
+        return name in self._held
+
+    async def load_model(self, name: str) -> ReloadReport:
+        """Serve `name` again if it was unloaded, and rescan now. NotFound when the repository lacks it."""
+        check_name(name)
+        self._held.discard(name)
+        report = await self.refresh()
+        if name not in self._on_disk:
+            raise NotFound(f"model {name!r} is not in the repository; {self._holds()}")
+        return report
+
+    async def unload_model(self, name: str) -> list[str]:
+        """Stop serving every version of `name` until `load_model`; calls holding it finish first."""
+        check_name(name)
+        async with self._lock:
+            if name not in self._models and name not in self._on_disk:
+                raise NotFound(f"model {name!r} is not in the repository; {self._holds()}")
+            self._held.add(name)
+            unloaded = [f"{name}/{number}" for number in sorted(self._models.get(name, {}))]
+            for number in list(self._models.get(name, {})):
+                self._unload(name, number)
+            self._models.pop(name, None)
+        for listener in self._listeners:
+            await listener()
+        return unloaded
+
+    def _holds(self) -> str:
+        names = sorted(set(self._on_disk) | set(self._models))
+        return f"its {self.family} models are: {', '.join(names) or 'none'}"
+
     async def watch(self, interval: float) -> None:
-        """Refresh every `interval` seconds until cancelled."""
+        """Refresh every `interval` seconds until cancelled; a failure is logged once, until it changes."""
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.refresh()
-            except Exception:
-                log.exception("repository refresh failed; will retry")
+                problem = ""
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._refresh_problem:
+                    log.error("repository refresh failed (retrying every %g s): %s", interval, problem)
+            self._refresh_problem = problem
 
     async def close(self) -> None:
         async with self._lock:
@@ -331,58 +289,75 @@ class ModelManager:
             self._models.clear()
         await asyncio.gather(*self._closing, return_exceptions=True)
 
-    def _apply_policy(self, versions: dict[int, ModelVersion]) -> dict[int, ModelVersion]:
+    def _apply_policy(self, versions: dict[int, Entry]) -> dict[int, Entry]:
         if not self._latest:
             return versions
         keep = sorted(versions)[-self._latest :]
         return {v: versions[v] for v in keep}
 
+    def _status(self, entry: Entry, current: VersionStatus | None) -> VersionStatus:
+        status = current or VersionStatus(entry.version, "LOADING", fingerprint=entry.fingerprint)
+        self._models.setdefault(entry.name, {})[entry.version] = status
+        return status
+
     async def _load(self, version: ModelVersion, current: VersionStatus | None) -> bool:
-        name, number = version.name, version.version
-        label = f"{name}/{number}"
-        status = current or VersionStatus(number, "LOADING", fingerprint=version.fingerprint)
-        self._models.setdefault(name, {})[number] = status
+        status = self._status(version, current)
         started = time.perf_counter()
         try:
             model = await self._loader(version, self._context)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            log.error("model %s failed to load: %s", label, reason)
-            status.fingerprint = version.fingerprint
-            if status.model is None:
-                status.state, status.reason, status.source = "FAILED", reason, version
-            else:
-                status.reason = f"reload failed, still serving the earlier files: {reason}"
-            self._observe_load(name, number, None, ok=False, seconds=time.perf_counter() - started)
-            return False
+            return self._failed(version, status, f"{type(exc).__name__}: {exc}", started)
+        for graph in model.graphs:
+            model.input_limits.setdefault(graph, self._context.graph_limits(version))
         old = status.model
         status.model, status.state, status.reason = model, "READY", ""
         status.fingerprint, status.source = version.fingerprint, version
         if old is not None:
             self._closing.append(asyncio.create_task(old.close()))
         seconds = time.perf_counter() - started
-        self._observe_load(name, number, model, ok=True, seconds=seconds)
-        log.info("model %s ready on %s (loaded and warmed up in %.2f s)", label, model.provider, seconds)
+        self._observe_load(version.name, version.version, model, seconds=seconds)
+        log.info("model %s/%s ready on %s (loaded and warmed up in %.2f s)", version.name, version.version,
+                 model.provider, seconds)  # fmt: skip
         return True
+
+    def _failed(self, entry: Entry, status: VersionStatus, reason: str, started: float) -> bool:
+        """The version's files cannot be served: FAILED, or the earlier files keep serving. Logged once
+        per change of its files (the fingerprint), since nothing is retried until they change."""
+        label = f"{entry.name}/{entry.version}"
+        log.error("model %s failed to load: %s", label, reason)
+        # Callers read the reason (GetModel, errors): files by their place in the repository, never by
+        # the server's own paths.
+        reason = reason.replace(str(entry.path), label).replace(str(self.root), "the repository")
+        status.fingerprint = entry.fingerprint
+        if status.model is None:
+            status.state, status.reason = "FAILED", reason
+            status.source = entry if isinstance(entry, ModelVersion) else None
+        else:
+            status.reason = f"reload failed, still serving the earlier files: {reason}"
+        self._observe_load(entry.name, entry.version, None, seconds=time.perf_counter() - started)
+        return False
 
     def _unload(self, name: str, number: int) -> None:
         status = self._models[name].pop(number)
         if self._metrics is not None:
-            with contextlib.suppress(KeyError):
-                self._metrics.model_ready.remove(name, str(number))
-            if status.model is not None:
-                with contextlib.suppress(KeyError):
-                    self._metrics.model_info.remove(name, str(number), self.family, status.model.provider)
-        if status.model is not None:
-            # Requests already holding the model finish; its batchers drain, then stop.
-            self._closing.append(asyncio.create_task(status.model.close()))
+            self._metrics.forget(name, str(number), self._metrics.LOADED_VERSION_SERIES)
+        # Requests already holding the model finish; its batchers drain, then stop; then its series go.
+        self._closing.append(asyncio.create_task(self._close(name, number, status.model)))
         self._closing = [t for t in self._closing if not t.done()]
         log.info("model %s/%s unloaded", name, number)
 
-    def _observe_load(self, name: str, number: int, model: LoadedModel | None, *, ok: bool, seconds: float) -> None:
+    async def _close(self, name: str, number: int, model: LoadedModel | None) -> None:
+        if model is not None:
+            await model.close()
+        if self._metrics is not None and number not in self._models.get(name, {}):  # not loaded again meanwhile
+            self._metrics.forget(name, str(number))
+            if not self._models.get(name):  # its last version went (and no new one came meanwhile)
+                self._metrics.forget(name)
+
+    def _observe_load(self, name: str, number: int, model: LoadedModel | None, *, seconds: float) -> None:
         if self._metrics is None:
             return
-        self._metrics.model_loads.labels(name, "ok" if ok else "failed").inc()
+        self._metrics.model_loads.labels(name, "ok" if model is not None else "failed").inc()
         if model is not None:
             self._metrics.model_load_duration.labels(name).observe(seconds)
             self._metrics.model_ready.labels(name, str(number)).set(1)

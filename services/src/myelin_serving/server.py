@@ -6,6 +6,14 @@ models and batchers, `grpc.health.v1` (NOT_SERVING until a model is loaded and w
 soon as shutdown starts), server reflection; and on its HTTP port (myelin_serving.http) the Open
 Inference Protocol over REST, the family's HTTP routes and Prometheus `/metrics`, in the same event
 loop over the same models.
+
+Shutdown (`MyelinServer.stop`): NOT_SERVING and the end of every health Watch at once; for the drain
+delay both ports still take calls (clients watching health move away); then new calls are refused,
+UNAVAILABLE on gRPC and 503 on HTTP (a retry goes elsewhere), while the calls already running
+finish; once no gRPC call runs and gRPC has handed over every call it received, or when the grace
+period ends, both servers stop: gRPC, and HTTP once its requests in flight (streams included) have
+ended or the grace period is over. Every call therefore ends as answered or refused, never
+CANCELLED, unless it was still running when the grace period ended.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -33,8 +42,9 @@ from myelin_serving.kserve import add_to_server as add_kserve
 from myelin_serving.metrics import Metrics
 from myelin_serving.models_service import ModelsServicer
 from myelin_serving.repository import LoadContext, ModelManager
-from myelin_serving.runtime import RuntimeOptions
-from myelin_serving.settings import Settings
+from myelin_serving.runtime import CUDA_UNUSABLE, RuntimeOptions, check_device
+from myelin_serving.settings import Settings, parse_device
+from myelin_serving.wire import ParseLimits
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,18 @@ FAMILIES = {
     "embedder": "myelin_serving.embedder",
 }
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
+# Requests that carry names, versions and little else (the Models service, health, KServe's metadata
+# and model repository calls, reflection) are refused above this many bytes, before parsing; the rest
+# get max_message_bytes or what their family says (`Family.max_request_bytes`).
+CONTROL_REQUEST_BYTES = 64 * 1024
+CONTROL_METHODS = (
+    *(f"/{MODELS_SERVICE}/{m}" for m in ("ListModels", "GetModel", "ReloadModels", "LoadModel", "UnloadModel")),
+    *(f"/{health.SERVICE_NAME}/{m}" for m in ("Check", "Watch", "List")),
+    *(f"/{KSERVE_SERVICE}/{m}" for m in ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata")),
+    *(f"/{KSERVE_SERVICE}/{m}" for m in ("ModelConfig", "RepositoryIndex")),
+    *(f"/{KSERVE_SERVICE}/{m}" for m in ("RepositoryModelLoad", "RepositoryModelUnload")),
+    f"/{reflection.SERVICE_NAME}/ServerReflectionInfo",
+)
 
 
 def load_family(name: str) -> Family:
@@ -66,6 +88,7 @@ class MyelinServer:
         family: Family,
         health_servicer: HealthServicer,
         metrics: Metrics,
+        interceptor: ServingInterceptor,
     ) -> None:
         self.settings = settings
         self.grpc_server = server
@@ -74,12 +97,16 @@ class MyelinServer:
         self.family = family
         self.health = health_servicer
         self.metrics = metrics
+        self.interceptor = interceptor
         self.http: HttpServer | None = None  # None: the HTTP port is off (http_port -1)
         self._health_names = health_names(family)
         self._stopping = False
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._ready = asyncio.Event()
+        # Set when the service cannot do what it was asked to (see `failure`): the process should end.
+        self.failed = asyncio.Event()
+        self.failure = ""
         manager.on_change(self._update_health)
 
     @property
@@ -97,7 +124,9 @@ class MyelinServer:
         return self._serving is True and not self._stopping
 
     async def start(self) -> None:
-        """Listen now; load and warm up the models in the background (health says when)."""
+        """Listen now; load and warm up the models in the background (health says when).
+
+        Both ports are bound already (create_server), so nothing here fails on a taken port."""
         await self._set_health(False)
         await self.grpc_server.start()
         if self.http is not None:
@@ -110,16 +139,25 @@ class MyelinServer:
             await self._ready.wait()
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first, then refuse new calls, let calls in flight finish for `grace` seconds."""
+        """NOT_SERVING first, then refuse new calls, let calls in flight finish for `grace` seconds.
+
+        The first `drain_delay_s` of the grace period still serves new calls: clients watching health
+        see NOT_SERVING and send their next calls elsewhere before the server stops taking them."""
         if self._stopping:
             return
         self._stopping = True
-        await self.health.enter_graceful_shutdown()
+        deadline = time.monotonic() + (self.settings.grace_period_s if grace is None else grace)
+        await self.health.enter_graceful_shutdown()  # ends every Watch, after NOT_SERVING
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        grace = self.settings.grace_period_s if grace is None else grace
-        await asyncio.gather(self.grpc_server.stop(grace), *([self.http.stop(grace)] if self.http else []))
+        # Still serving for the drain delay, so that health-checking clients move away; then new
+        # calls are refused (UNAVAILABLE, HTTP 503: retried elsewhere) until no gRPC call arrives.
+        await asyncio.sleep(min(self.settings.drain_delay_s, max(deadline - time.monotonic(), 0)))
+        self.interceptor.drain()
+        await self.interceptor.drained(deadline)
+        remaining = max(deadline - time.monotonic(), 0)
+        await asyncio.gather(self.grpc_server.stop(remaining), *([self.http.stop(remaining)] if self.http else []))
         await self.manager.close()
         log.info("%s service stopped", self.family.name)
 
@@ -136,12 +174,33 @@ class MyelinServer:
                 len(report.failed),
                 self.manager.root,
             )
+            if parse_device(self.settings.device)[0] == "cuda" and report.failed and not report.loaded:
+                self._fail_without_cuda()
+            if not report.loaded and not report.failed:
+                log.warning(
+                    "no %s model in %s: NOT_SERVING until one is exported there (%s)",
+                    self.family.name,
+                    self.manager.root,
+                    f"rescanned every {self.settings.reload_interval_s:g} s"
+                    if self.settings.reload_interval_s > 0
+                    else "ReloadModels rescans it",
+                )
         except Exception:
             log.exception("loading models from %s failed", self.manager.root)
         await self._update_health()
         self._ready.set()
         if self.settings.reload_interval_s > 0:
             self._spawn(self.manager.watch(self.settings.reload_interval_s))
+
+    def _fail_without_cuda(self) -> None:
+        """`--device cuda` and no version could use CUDA (onnxruntime-gpu without a usable GPU): fail, as
+        compose.gpu.yml and the GPU overlay promise, rather than stay up NOT_SERVING."""
+        reasons = [s.reason for name in self.manager.names() for s in self.manager.statuses(name)]
+        if reasons and all(CUDA_UNUSABLE in reason for reason in reasons):
+            device = self.settings.device
+            self.failure = f"device {device!r} {CUDA_UNUSABLE} for any model version: is a GPU visible to this process?"
+            log.error("%s", self.failure)
+            self.failed.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -164,35 +223,37 @@ class MyelinServer:
 class HealthServicer(health.aio.HealthServicer):
     """grpc.health.v1 for a fixed set of service names.
 
-    The stock servicer answers an unknown name with a bare NOT_FOUND, and keeps a condition for every
-    name anyone ever watched; this one says which names it knows, and answers a Watch of an unknown
-    name with SERVICE_UNKNOWN without keeping anything for it."""
+    The stock servicer answers an unknown name with a bare NOT_FOUND, keeps a condition for every
+    name anyone ever watched, and keeps every Watch open through shutdown; this one says which names
+    it knows, answers a Watch of an unknown name with SERVICE_UNKNOWN without keeping anything for
+    it, and ends every Watch (after NOT_SERVING) as soon as shutdown starts."""
 
     def __init__(self, names: tuple[str, ...]) -> None:
         super().__init__()
         self._names = frozenset(names)
         self._known = ", ".join(repr(n) for n in names)
         self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {}
+        self._changed = asyncio.Condition()
         self._shutting_down = False
 
     async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        self._statuses[service] = status
         await super().set(service, status)
+        async with self._changed:
+            self._statuses[service] = status
+            self._changed.notify_all()
 
     async def enter_graceful_shutdown(self) -> None:
-        self._shutting_down = True
         await super().enter_graceful_shutdown()
+        async with self._changed:
+            self._shutting_down = True
+            self._changed.notify_all()
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthListResponse:
         """Every name and its status (the stock aio servicer does not implement List: INTERNAL)."""
-        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthListResponse(
-            statuses={
-                name: health_pb2.HealthCheckResponse(status=not_serving if self._shutting_down else status)
-                for name, status in self._statuses.items()
-            }
+            statuses={name: health_pb2.HealthCheckResponse(status=self._status(name)) for name in self._statuses}
         )
 
     async def Check(
@@ -206,11 +267,29 @@ class HealthServicer(health.aio.HealthServicer):
         return await super().Check(request, context)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
-        if request.service in self._names:
-            await super().Watch(request, context)
-            return
-        await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN))
-        await asyncio.Event().wait()  # the name never becomes known: hold the stream until the caller leaves
+        """The status now, then every change, until the caller leaves or shutdown starts."""
+
+        def now() -> health_pb2.HealthCheckResponse.ServingStatus:
+            if request.service in self._names:
+                return self._status(request.service)
+            return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+        sent = None
+        while True:
+            status = now()
+            if status != sent:  # written outside the lock: a slow reader must not hold up set()
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                sent = status
+            if self._shutting_down:
+                return
+            async with self._changed:
+                if now() == sent and not self._shutting_down:
+                    await self._changed.wait()
+
+    def _status(self, service: str) -> health_pb2.HealthCheckResponse.ServingStatus:
+        if self._shutting_down:
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return self._statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -225,10 +304,24 @@ def health_names(family: Family) -> tuple[str, ...]:
 
 def create_server(settings: Settings, *, registry: CollectorRegistry | None = None) -> tuple[MyelinServer, int]:
     """Build and bind the server for `settings.service`; call inside a running event loop."""
+    if not settings.repository.is_dir():
+        # Triton refuses to start on a missing repository too; an empty one is fine (models may come).
+        raise OSError(
+            f"no model repository at {settings.repository} (--repository, MYELIN_REPOSITORY): train a model into "
+            "it first (myelin-train FAMILY --repository DIR), or point at an existing one"
+        )
+    check_device(settings.device)
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     family = load_family(settings.service)
+    settings = settings.with_ports(family.default_port)
     context = LoadContext(
-        RuntimeOptions(settings.device, settings.intra_op_threads, settings.intra_op_spinning),
+        RuntimeOptions(
+            settings.device,
+            settings.intra_op_threads,
+            settings.intra_op_spinning,
+            settings.io_binding,
+            settings.device_memory_limit_mb,
+        ),
         settings.batching,
         metrics,
         settings=settings,
@@ -241,8 +334,11 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         tokens=settings.tokens(),
         default_deadline_s=settings.default_deadline_s,
         access_log_enabled=settings.access_log,
+        max_request_bytes=request_limits(family, settings),
+        # Generous for any well-formed request: a Classify of 256 raw images holds about 1,500 fields.
+        parse_limits=ParseLimits(max_fields=64 * settings.max_request_batch, max_numbers=settings.max_request_elements),
     )
-    server = grpc.aio.server(options=_channel_options(settings))
+    server = grpc.aio.server(options=_channel_options(settings), interceptors=interceptor.aio_interceptors())
     # Every servicer registers through the interceptor, which wraps its handlers once, here.
     handlers = HandlerRegistry(server, interceptor)
     serving_context = ServingContext(manager, settings, metrics)
@@ -257,18 +353,42 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     credentials = _server_credentials(settings)
     try:
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpc's way of saying the address cannot be bound
-        raise OSError(f"could not listen on {address}: {exc}") from exc
+    except RuntimeError:  # grpc's way of saying the address cannot be bound; it says no more
+        raise OSError(
+            f"could not listen on {address} for gRPC: the port is taken (another service?) or the host is not "
+            "an address of this machine; choose another port with --port (MYELIN_PORT), or another host with "
+            "--host (MYELIN_HOST)"
+        ) from None
     metrics.server_info.info({"service": family.name, "version": __version__, "device": settings.device})
-    myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics)
-    protocol = InferenceProtocol(manager, max_request_batch=settings.max_request_batch)
+    myelin_server = MyelinServer(settings, server, port, manager, family, health_servicer, metrics, interceptor)
+    protocol = InferenceProtocol(
+        manager,
+        max_request_batch=settings.max_request_batch,
+        max_request_elements=settings.max_request_elements,
+        runs=settings.batching,
+        version_policy_latest=settings.version_policy_latest,
+    )
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
-    if settings.http_port >= 0:
+    if settings.http_port is not None and settings.http_port >= 0:
         app = create_app(
-            family, serving_context, protocol, serving=lambda: myelin_server.serving, rpc_methods=handlers.methods
+            family,
+            serving_context,
+            protocol,
+            serving=lambda: myelin_server.serving,
+            draining=interceptor.draining,
+            rpc_methods=handlers.methods,
         )
-        myelin_server.http = HttpServer(app, settings)
+        myelin_server.http = HttpServer(app, settings, settings.http_port)
     return myelin_server, port
+
+
+def request_limits(family: Family, settings: Settings) -> dict[str, int]:
+    """Methods whose requests are refused at a size below max_message_bytes, and that size."""
+    limits = dict.fromkeys(CONTROL_METHODS, CONTROL_REQUEST_BYTES)
+    for service in family.service_names:
+        for method, size in family.max_request_bytes.items():
+            limits[f"/{service}/{method}"] = size
+    return {method: size for method, size in limits.items() if size < settings.max_message_bytes}
 
 
 def _channel_options(settings: Settings) -> list[tuple[str, int]]:

@@ -7,12 +7,22 @@ and the command line overrides what it names.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Family = Literal["classifier", "translator", "generator", "embedder"]
+# The HTTP port, unless set, is the gRPC port + this (51051 for the classifier's 50051).
+HTTP_PORT_OFFSET = 1000
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' -> (kind, device index)."""
+    kind, colon, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N (N a device index), not {device!r}")
+    return kind, int(index or 0)
 
 
 class BatchingSettings(BaseModel):
@@ -83,12 +93,6 @@ class TranslatorSettings(BaseModel):
         return self
 
 
-def _second_port(data: dict[str, Any]) -> int:
-    """The HTTP port's default: the gRPC port + 1000 (51051 beside 50051), 0 beside port 0."""
-    port: int = data["port"]
-    return port + 1000 if port else 0
-
-
 class Settings(BaseSettings):
     # validate_by_name: Settings(http_port=...) as well as the MYELIN_* names of aliased fields.
     model_config = SettingsConfigDict(
@@ -98,16 +102,15 @@ class Settings(BaseSettings):
     service: Family = "classifier"
     repository: Path = Path("model_repository")
     host: str = "127.0.0.1"
-    # 0 picks a free port; the log (and --port-file) says which.
-    port: int = Field(50051, ge=0, le=65535)
+    # Unset: the family's default port (its proto's `default_port`: classifier 50051, translator
+    # 50052, generator 50053, embedder 50054). 0 picks a free port; the log (and --port-file) says which.
+    port: int | None = Field(None, ge=0, le=65535)
     # The HTTP port: the Open Inference Protocol over REST, the family's OpenAI-compatible routes and
-    # Prometheus /metrics. Default: the gRPC port + 1000 (0 when port is 0); 0 picks a free port, -1
-    # turns HTTP off. MYELIN_METRICS_PORT (and --metrics-port) still work: it was the metrics server's.
-    http_port: int = Field(
-        default_factory=_second_port,
-        ge=-1,
-        le=65535,
-        validation_alias=AliasChoices("MYELIN_HTTP_PORT", "MYELIN_METRICS_PORT"),
+    # Prometheus /metrics. Unset: the gRPC port + 1000 (51051 for the classifier), or a free port when
+    # the gRPC port is 0; 0 picks a free port, -1 turns HTTP off. MYELIN_METRICS_PORT (and
+    # --metrics-port) still work: it was the metrics server's.
+    http_port: int | None = Field(
+        None, ge=-1, le=65535, validation_alias=AliasChoices("MYELIN_HTTP_PORT", "MYELIN_METRICS_PORT")
     )
     # Address of the HTTP port; default: `host`. MYELIN_METRICS_HOST is the older name.
     http_host: str = Field(
@@ -121,10 +124,21 @@ class Settings(BaseSettings):
     default_deadline_s: float = Field(30.0, gt=0)
     # On SIGTERM: NOT_SERVING at once, then this long for requests in flight to finish.
     grace_period_s: float = Field(10.0, ge=0)
+    # The first part of the grace period: NOT_SERVING but still taking calls, so that clients which
+    # watch health (the SDK on a replica target) move their calls to other replicas before the
+    # server stops taking them (gRPC cancels a call that arrives once it has stopped: CANCELLED).
+    drain_delay_s: float = Field(1.0, ge=0)
     # Close connections after this long so clients re-resolve and spread over new replicas (0: never).
     max_connection_age_s: float = Field(0, ge=0)
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto (CUDA when onnxruntime can use it, else CPU), cpu, cuda, or cuda:N for the N-th GPU.
+    device: str = "auto"
+    # IO binding (onnxruntime IOBinding + OrtValue): caches, states and batches stay on the device
+    # between runs and only what the host reads is copied back. auto: on for CUDA, off for the CPU
+    # provider, where numpy arrays are already the device's memory and the binding costs time.
+    io_binding: Literal["auto", "on", "off"] = "auto"
+    # MiB each onnxruntime session's CUDA arena may hold (gpu_mem_limit); 0: no limit.
+    device_memory_limit_mb: int = Field(0, ge=0)
     # onnxruntime intra-op threads per session; 0 lets onnxruntime choose (one per core).
     intra_op_threads: int = Field(0, ge=0)
     # Let onnxruntime's threads busy-wait between runs: lower latency on dedicated cores, but on
@@ -140,8 +154,12 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     batching: BatchingSettings = BatchingSettings()
     generation: GenerationSettings = GenerationSettings()
-    # Items (images, sentences...) one request may carry.
+    # Items (images, sentences...) one request may carry; for KServe ModelInfer, rows of any graph.
     max_request_batch: int = Field(256, ge=1)
+    # Numbers (tensor elements) of all the inputs of one KServe ModelInfer together, counted from the
+    # declared shapes before anything is decoded: typed contents carry a zero in one byte, so the
+    # message size alone does not bound the decoded arrays (4 Mi: 32 MiB as INT64).
+    max_request_elements: int = Field(4 * 1024 * 1024, ge=1)
     translator: TranslatorSettings = TranslatorSettings()
     # Rescan the repository this often to load new versions and unload removed ones (0: never).
     reload_interval_s: float = Field(2.0, ge=0)
@@ -161,6 +179,12 @@ class Settings(BaseSettings):
     # Log every request (method, status, duration; never metadata or payloads).
     access_log: bool = False
 
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        parse_device(value)  # ValueError with the accepted forms
+        return value
+
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
@@ -176,6 +200,20 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
         return self
+
+    def with_ports(self, default_port: int) -> Settings:
+        """These settings with both ports decided: `port` unset takes `default_port` (the family's),
+        `http_port` unset follows the gRPC port (+ 1000, or 0 for 0)."""
+        port = default_port if self.port is None else self.port
+        http_port = self.http_port
+        if http_port is None:
+            http_port = port + HTTP_PORT_OFFSET if port else 0
+            if http_port > 65535:
+                raise ValueError(
+                    f"the HTTP port defaults to the gRPC port + {HTTP_PORT_OFFSET} = {http_port}, "
+                    "which is not a port: set --http-port (MYELIN_HTTP_PORT), -1 for none"
+                )
+        return self.model_copy(update={"port": port, "http_port": http_port})
 
     def tokens(self) -> frozenset[str]:
         """Accepted bearer tokens: the list plus one token per line of auth_tokens_file."""

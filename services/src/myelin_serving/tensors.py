@@ -89,9 +89,7 @@ def datatype_of(array: np.ndarray) -> str:
 def decode(tensor: RequestTensor, spec: TensorInfo, index: int) -> np.ndarray:
     """The tensor as a numpy array the graph accepts, after every check against `spec`."""
     where = f"inputs[{index}] {tensor.name!r}"
-    if tensor.datatype != spec.datatype:
-        raise InvalidArgument(f"{where} has datatype {tensor.datatype or '(unset)'}; the graph takes {spec.datatype}")
-    check_shape(tensor.shape, spec, where)
+    check_header(tensor, spec, index)
     count = math.prod(tensor.shape)
     if tensor.raw is not None:
         array = _from_raw(tensor.datatype, tensor.raw, count, where)
@@ -101,6 +99,39 @@ def decode(tensor: RequestTensor, spec: TensorInfo, index: int) -> np.ndarray:
     if tensor.datatype == "BYTES":
         return _as_strings(array, where)
     return array
+
+
+def check_header(tensor: RequestTensor, spec: TensorInfo, index: int) -> None:
+    """Datatype and shape against `spec`, and the payload's size against the shape: what can be
+    checked before anything is decoded (nothing here allocates for the tensor's elements)."""
+    where = f"inputs[{index}] {tensor.name!r}"
+    if tensor.datatype != spec.datatype:
+        raise InvalidArgument(f"{where} has datatype {tensor.datatype or '(unset)'}; the graph takes {spec.datatype}")
+    check_shape(tensor.shape, spec, where)
+    count = math.prod(tensor.shape)
+    if tensor.raw is not None:
+        if tensor.datatype == "BYTES":
+            if len(tensor.raw) < count * LENGTH_PREFIX:
+                raise InvalidArgument(
+                    f"{where}: {count} raw BYTES elements cannot fit in {len(tensor.raw)} bytes "
+                    "(each needs a 4-byte length)"
+                )
+            return
+        itemsize = DTYPES[tensor.datatype].itemsize
+        if len(tensor.raw) != count * itemsize:
+            raise InvalidArgument(
+                f"{where}: {count} {tensor.datatype} elements need {count * itemsize} raw bytes, got {len(tensor.raw)}"
+            )
+        return
+    field = CONTENTS_FIELDS.get(tensor.datatype)
+    if field is None:
+        raise InvalidArgument(f"{where}: {tensor.datatype} has no typed contents field; send it in raw_input_contents")
+    others = [f for f in ALL_CONTENTS_FIELDS if f != field and len(getattr(tensor.contents, f))]
+    if others:
+        raise InvalidArgument(f"{where}: {tensor.datatype} data goes in contents.{field}, not in contents.{others[0]}")
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise InvalidArgument(f"{where}: shape needs {count} elements, contents.{field} has {len(values)}")
 
 
 def check_shape(shape: Sequence[int], spec: TensorInfo, where: str) -> None:
@@ -124,12 +155,7 @@ def _shape_text(spec: TensorInfo) -> str:
 def _from_raw(datatype: str, raw: bytes, count: int, where: str) -> np.ndarray:
     if datatype == "BYTES":
         return _split_bytes(raw, count, where)
-    dtype = DTYPES[datatype]
-    if len(raw) != count * dtype.itemsize:
-        raise InvalidArgument(
-            f"{where}: {count} {datatype} elements need {count * dtype.itemsize} raw bytes, got {len(raw)}"
-        )
-    array = np.frombuffer(raw, dtype=dtype)
+    array = np.frombuffer(raw, dtype=DTYPES[datatype])  # its length was checked (check_header)
     if datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
         raise InvalidArgument(f"{where}: raw BOOL bytes must be 0 or 1")
     return array
@@ -160,15 +186,7 @@ def join_bytes(items: Sequence[bytes]) -> bytes:
 
 
 def _from_contents(datatype: str, contents: Any, count: int, where: str) -> np.ndarray:
-    field = CONTENTS_FIELDS.get(datatype)
-    if field is None:
-        raise InvalidArgument(f"{where}: {datatype} has no typed contents field; send it in raw_input_contents")
-    others = [f for f in ALL_CONTENTS_FIELDS if f != field and len(getattr(contents, f))]
-    if others:
-        raise InvalidArgument(f"{where}: {datatype} data goes in contents.{field}, not in contents.{others[0]}")
-    values = getattr(contents, field)
-    if len(values) != count:
-        raise InvalidArgument(f"{where}: shape needs {count} elements, contents.{field} has {len(values)}")
+    values = getattr(contents, CONTENTS_FIELDS[datatype])  # its field and count were checked (check_header)
     if datatype == "BYTES":
         items = np.empty(count, dtype=object)
         items[:] = list(values)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from myelin_training.settings import TrainingSettings
 
+DRY_RUN_SUFFIX = "-dry-run"
+
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, default_name: str, needs_data: bool = True) -> None:
     settings = TrainingSettings()
@@ -21,7 +23,25 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_name: str, 
     parser.add_argument("--device", default=settings.device, choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=None, help="metrics, plots, checkpoints (default: runs/<name>)")
-    parser.add_argument("--dry-run", action="store_true", help="a few hundred examples, one short epoch: seconds")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"a few hundred examples, one short epoch: seconds. Exported as <name>{DRY_RUN_SUFFIX} (run folder "
+        f"runs/<name>{DRY_RUN_SUFFIX}), so a service never serves it as a version of <name>; see --publish",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="with --dry-run: export under --name all the same, as the newest version of the real model "
+        "(what tests of the serving side want)",
+    )
+
+
+def dry_run_name(args: argparse.Namespace) -> None:
+    """A dry run's model (and run folder) is <name>-dry-run unless --publish: a model trained for seconds
+    must never become the newest version of the real one by accident."""
+    if args.dry_run and not args.publish and not args.name.endswith(DRY_RUN_SUFFIX):
+        args.name += DRY_RUN_SUFFIX
 
 
 def require_paths(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:

@@ -17,6 +17,7 @@ TRAINERS = {
 }
 EVALUATORS = {
     "classifier": "myelin_training.evaluate_classifier",
+    "generator": "myelin_training.generator.evaluate",
     "translator": "myelin_training.translator.evaluate",
     "word2vec": "myelin_training.word2vec.evaluate_cli",
 }

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from myelin_training import export
-from myelin_training.args import add_common_arguments, require_paths
+from myelin_training import checkpoints, export
+from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data import mnist
 from myelin_training.device import resolve_device
 from myelin_training.reporting import MetricsLog, plot_curves
@@ -134,8 +134,15 @@ def parse_args(recipe: DigitsRecipe, argv: list[str] | None) -> argparse.Namespa
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue from <run-dir>/{checkpoints.CHECKPOINT} (written after every epoch) with its configs; "
+        "--epochs sets a new total (the schedule stretched to it); a finished run only exports again",
+    )
     args = parser.parse_args(argv)
     require_paths(parser, args, "data_dir", "repository")
+    dry_run_name(args)
     return args
 
 
@@ -149,6 +156,8 @@ def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     run_dir = args.run_dir or Path("runs") / args.name
+    checkpoint_path = run_dir / checkpoints.CHECKPOINT
+    resume = checkpoints.load(checkpoint_path) if args.resume else None
 
     train_full = mnist.load_split(args.data_dir, "train")
     test = mnist.load_split(args.data_dir, "test")
@@ -156,7 +165,9 @@ def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
     if args.dry_run:
         train_full = mnist.MnistSplit(train_full.images[:768], train_full.labels[:768])
         test = mnist.MnistSplit(test.images[:512], test.labels[:512])
-        config, val_size = dataclasses.replace(config, epochs=1), 256
+        config, val_size = dataclasses.replace(config, epochs=args.epochs or 1), 256
+    if resume is not None:
+        config = TrainConfig(**{**resume["train_config"], "epochs": args.epochs or resume["train_config"]["epochs"]})
     train, val = mnist.train_validation_split(train_full, val_size, args.seed)
 
     def tensors(split: mnist.MnistSplit) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,13 +181,37 @@ def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
     generator = torch.Generator().manual_seed(args.seed)
-    log = MetricsLog(run_dir / "metrics.jsonl")
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    log = MetricsLog(run_dir / "metrics.jsonl", append=resume is not None)
+    start_epoch, wall_before = 1, 0.0
+    if resume is not None:
+        net.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        start_epoch, wall_before = resume["epoch"] + 1, resume["wall_seconds"]
+        if resume["train_config"]["epochs"] == config.epochs:
+            scheduler.load_state_dict(resume["scheduler"])
+        else:  # a new total: the one cycle stretched to it, from the step the run had reached
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=config.lr,
+                total_steps=max(config.epochs, resume["epoch"]) * steps_per_epoch,
+                pct_start=0.15,
+                last_epoch=resume["epoch"] * steps_per_epoch - 1,
+            )
+        log.keep_until("epoch", resume["epoch"])
+        print(f"resumed from {checkpoint_path} after epoch {resume['epoch']} of {config.epochs}")
+    started = time.perf_counter() - wall_before
+    for epoch in range(start_epoch, config.epochs + 1):
         net.train()
         order = torch.randperm(len(y_train), generator=generator).to(device)
         seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"{recipe.name} epoch {epoch}/{config.epochs}", unit="batch")
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"{recipe.name} epoch {epoch}/{config.epochs}",
+            unit="batch",
+            disable=None,  # a terminal only: no carriage returns in logs
+        )
         for step in bar:
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             inputs, targets = batch_inputs(x_train[idx], config.augment, generator), y_train[idx]
@@ -202,6 +237,20 @@ def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
             "elapsed_seconds": round(time.perf_counter() - started, 2),
         }
         log.write(record)
+        checkpoints.save(
+            checkpoint_path,
+            {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "train_config": dataclasses.asdict(config),
+                "model_config": dataclasses.asdict(recipe.model_config),
+                "epoch": epoch,
+                "wall_seconds": time.perf_counter() - started,
+            },
+        )
         tqdm.write(
             f"epoch {epoch}: train loss {record['train_loss']:.4f} val loss {val_loss:.4f} val acc {val_acc:.4f}"
         )

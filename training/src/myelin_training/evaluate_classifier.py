@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from myelin_client import Client
+from myelin_client import Client, default_target
 from myelin_training.data import mnist
 from myelin_training.digits import predictions_digest
 from myelin_training.settings import TrainingSettings
@@ -51,7 +51,7 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="myelin-eval classifier", description=__doc__)
-    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--target", default=default_target("classifier"), help="HOST:PORT (default: %(default)s)")
     parser.add_argument("--model", action="append", help="model name (repeatable; default: every classifier served)")
     parser.add_argument("--data-dir", type=Path, default=TrainingSettings().data_dir)
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -34,6 +34,9 @@ import torch
 from myelin_training.data.files import sha256_file
 
 OPSET = 18
+SAME_AXIS_NAME = (
+    r"# The axis name: (\S+) will not be used, since it shares the same shape constraints with another axis: \1\.$"
+)
 MANIFEST = "model.json"
 SCHEMA_VERSION = 1
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -93,6 +96,10 @@ def export_graph(spec: GraphExport, path: Path, *, seed: int = 0) -> tuple[Parit
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*", category=FutureWarning)
+        # One Dim shared by several inputs (the batch of every input) is one symbol, as meant; torch 2.13
+        # still warns, once per further input, that the name it already gave that symbol "will not be
+        # used". Only that case (the same name twice) is silenced; a real clash of two names still shows.
+        warnings.filterwarnings("ignore", message=SAME_AXIS_NAME, category=UserWarning)
         torch.onnx.export(
             module,
             spec.example_inputs,

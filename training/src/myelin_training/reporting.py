@@ -13,6 +13,32 @@ matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt
 
 
+def count(n: int, noun: str, plural: str = "") -> str:
+    """'1 epoch', '12,345 epochs' (plural: when adding an s will not do)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def parameters(n: int) -> str:
+    """'3.2M parameters' from a million up, exact below ('24,714 parameters'), never '0.0 M'."""
+    return f"{n / 1e6:.1f}M parameters" if n >= 1_000_000 else count(n, "parameter")
+
+
+def figures(record: Mapping[str, Any], *, skip: tuple[str, ...] = ()) -> str:
+    """A record's float figures for a log line, each in its own form: rates whole with thousands
+    separators, seconds to a tenth, losses and scores to four decimals."""
+
+    def shown(key: str, value: float) -> str:
+        if key.endswith("_per_second"):
+            return f"{value:,.0f}"
+        if key.endswith("seconds"):
+            return f"{value:.1f}"
+        return f"{value:.4f}"
+
+    return ", ".join(
+        f"{key} {shown(key, value)}" for key, value in record.items() if isinstance(value, float) and key not in skip
+    )
+
+
 class MetricsLog:
     """Appends records to `<run_dir>/metrics.jsonl` and keeps them for plotting."""
 
@@ -24,6 +50,11 @@ class MetricsLog:
             self.records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         else:
             path.write_text("")
+
+    def keep_until(self, key: str, last: float) -> None:
+        """Drop the records after `last` (a resumed run repeats what its checkpoint had not kept)."""
+        self.records = [r for r in self.records if r[key] <= last]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, record: Mapping[str, Any]) -> None:
         self.records.append(dict(record))

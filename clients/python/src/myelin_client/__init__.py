@@ -10,12 +10,15 @@
         print(client.translate("I am cold.", beam_size=4).texts)
 
 `Client` blocks, `AsyncClient` awaits; both have the same methods. Errors: see myelin_client.errors.
+`default_target("translator")` is where a family's service listens by default (127.0.0.1:50052).
 """
 
+from myelin_client._diagnosis import default_target
 from myelin_client.aio import AsyncClient
 from myelin_client.client import Client
 from myelin_client.errors import (
     CancelledError,
+    ClientClosedError,
     DeadlineExceededError,
     InvalidArgumentError,
     MyelinError,
@@ -29,18 +32,21 @@ from myelin_client.streams import AsyncGenerationStream, GenerationStream
 from myelin_client.types import (
     AnalogyAnswer,
     AnalogyResult,
+    Batching,
     Classification,
     ClassifyResult,
     Completion,
     DoesntMatchResult,
     EmbedResult,
     GenerationChunk,
+    GenerationOptions,
     LabelProbability,
     ModelInfo,
     Neighbour,
     NeighboursResult,
     PairSimilarity,
     ReloadResult,
+    ScoreResult,
     SimilarityResult,
     TensorSpec,
     TranslateResult,
@@ -56,15 +62,18 @@ __all__ = [
     "AnalogyResult",
     "AsyncClient",
     "AsyncGenerationStream",
+    "Batching",
     "CancelledError",
     "Classification",
     "ClassifyResult",
     "Client",
+    "ClientClosedError",
     "Completion",
     "DeadlineExceededError",
     "DoesntMatchResult",
     "EmbedResult",
     "GenerationChunk",
+    "GenerationOptions",
     "GenerationStream",
     "InvalidArgumentError",
     "LabelProbability",
@@ -76,6 +85,7 @@ __all__ = [
     "PairSimilarity",
     "ReloadResult",
     "ResourceExhaustedError",
+    "ScoreResult",
     "ServerError",
     "SimilarityResult",
     "TensorSpec",
@@ -85,4 +95,5 @@ __all__ = [
     "UnavailableError",
     "VersionStatus",
     "WordVector",
+    "default_target",
 ]

@@ -18,18 +18,21 @@ from myelin_client.images import to_images
 from myelin_client.types import (
     AnalogyAnswer,
     AnalogyResult,
+    Batching,
     Classification,
     ClassifyResult,
     Completion,
     DoesntMatchResult,
     EmbedResult,
     GenerationChunk,
+    GenerationOptions,
     LabelProbability,
     ModelInfo,
     Neighbour,
     NeighboursResult,
     PairSimilarity,
     ReloadResult,
+    ScoreResult,
     SimilarityResult,
     TensorSpec,
     TranslateResult,
@@ -91,34 +94,26 @@ FINISH_REASONS = {
 
 
 def generate_request(
-    prompt: str,
-    *,
-    model: str,
-    version: int,
-    max_new_tokens: int,
-    temperature: float | None,
-    top_k: int,
-    top_p: float | None,
-    repetition_penalty: float | None,
-    seed: int | None,
-    stop: str | list[str] | tuple[str, ...] | None,
+    prompt: str, *, model: str, version: int, options: GenerationOptions
 ) -> generator_pb2.GenerateRequest:
-    # Unset optional fields take the service defaults (temperature 1, top_p 1, penalty 1, random seed).
+    unknown = sorted(set(options) - set(GenerationOptions.__annotations__))
+    if unknown:
+        # What Python says of an unknown keyword argument: the options arrive as **options.
+        names = ", ".join(GenerationOptions.__annotations__)
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; the generation options are {names}")
+    stop = options.get("stop")
     request = generator_pb2.GenerateRequest(
         model=common_pb2.ModelRef(name=model, version=version),
         prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        top_k=top_k,
+        max_new_tokens=options.get("max_new_tokens", 0),
+        top_k=options.get("top_k", 0),
         stop=[stop] if isinstance(stop, str) else list(stop or ()),
     )
-    if temperature is not None:
-        request.temperature = temperature
-    if top_p is not None:
-        request.top_p = top_p
-    if repetition_penalty is not None:
-        request.repetition_penalty = repetition_penalty
-    if seed is not None:
-        request.seed = seed
+    # Unset optional fields take the service defaults (temperature 1, top_p 1, penalty 1, random seed).
+    for name in ("temperature", "top_p", "repetition_penalty", "seed"):
+        value = options.get(name)
+        if value is not None:
+            setattr(request, name, value)
     return request
 
 
@@ -132,6 +127,16 @@ def complete(request: generator_pb2.GenerateRequest) -> Call[Completion]:
         request,
         generator_pb2.CompleteResponse,
         lambda r: completion(r.model, r.text, list(r.token_ids), r.finish),
+    )
+
+
+def score(text: str, *, model: str, version: int) -> Call[ScoreResult]:
+    request = generator_pb2.ScoreRequest(model=common_pb2.ModelRef(name=model, version=version), text=text)
+    return Call(
+        "/myelin_api.v1.Generator/Score",
+        request,
+        generator_pb2.ScoreResponse,
+        lambda r: ScoreResult(r.model.name, r.model.version, list(r.token_ids), list(r.logprobs)),
     )
 
 
@@ -346,12 +351,36 @@ def reload_models() -> Call[ReloadResult]:
     )
 
 
+def load_model(name: str) -> Call[ModelInfo]:
+    request = models_pb2.LoadModelRequest(name=name)
+    return Call("/myelin_api.v1.Models/LoadModel", request, common_pb2.ModelMetadata, model_info)
+
+
+def unload_model(name: str) -> Call[list[str]]:
+    return Call(
+        "/myelin_api.v1.Models/UnloadModel",
+        models_pb2.UnloadModelRequest(name=name),
+        models_pb2.UnloadModelResponse,
+        lambda r: list(r.unloaded),
+    )
+
+
 def health(service: str) -> Call[str]:
     return Call(
         _health.CHECK,
         _health.HealthCheckRequest(service=service),
         _health.HealthCheckResponse,
         lambda r: _health.STATUS_NAMES.get(r.status, "UNKNOWN"),
+    )
+
+
+def health_list() -> Call[list[str]]:
+    """The services the server reports health for: what it serves ("" is the whole server: left out)."""
+    return Call(
+        _health.LIST,
+        _health.HealthListRequest(),
+        _health.HealthListResponse,
+        lambda r: sorted(name for name in r.statuses if name),
     )
 
 
@@ -371,4 +400,17 @@ def model_info(m: common_pb2.ModelMetadata) -> ModelInfo:
         inputs={name: specs(g.inputs) for name, g in m.graphs.items()},
         outputs={name: specs(g.outputs) for name, g in m.graphs.items()},
         manifest_json=m.manifest_json,
+        batching={name: _batching(g.batching) for name, g in m.graphs.items() if g.HasField("batching")},
+    )
+
+
+def _batching(b: common_pb2.BatchingConfig) -> Batching:
+    return Batching(
+        b.enabled,
+        b.max_batch_size,
+        b.max_queue_delay_us,
+        b.adaptive_delay,
+        b.max_queue_size,
+        b.queue_timeout_s,
+        b.instances,
     )

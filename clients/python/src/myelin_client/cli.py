@@ -9,9 +9,12 @@
     myelin doesnt-match breakfast lunch dinner car
     myelin embed king queen
     myelin models
+    myelin unload mnist-mlp; myelin load mnist-mlp
     myelin health
 
---target defaults to $MYELIN_TARGET or 127.0.0.1:50051; --token to $MYELIN_TOKEN (or --token-file).
+--target defaults to $MYELIN_TARGET, else to 127.0.0.1 and the port of the family the command calls
+(the default_port its .proto names: classify 50051, translate 50052, generate 50053, the embedder
+commands 50054; models and health 50051); --token to $MYELIN_TOKEN (or --token-file).
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from myelin_client import _diagnosis
 from myelin_client._channel import DEFAULT_EMBEDDER
 from myelin_client.client import Client
 from myelin_client.errors import MyelinError
-from myelin_client.types import Neighbour
+from myelin_client.types import GenerationOptions, Neighbour
 
 Command = Callable[[Client, argparse.Namespace], int]
+# The service each command calls, for its default --target (models and health: any service has them).
+CLASSIFIER, TRANSLATOR, GENERATOR, EMBEDDER = (
+    f"myelin_api.v1.{name}" for name in ("Classifier", "Translator", "Generator", "Embedder")
+)
 
 
 def _classify(client: Client, args: argparse.Namespace) -> int:
@@ -42,9 +50,7 @@ def _classify(client: Client, args: argparse.Namespace) -> int:
 
 
 def _generate(client: Client, args: argparse.Namespace) -> int:
-    options = {
-        "model": args.model,
-        "version": args.version,
+    options: GenerationOptions = {
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
         "top_k": args.top_k,
@@ -54,11 +60,11 @@ def _generate(client: Client, args: argparse.Namespace) -> int:
         "stop": args.stop,
     }
     if args.no_stream:
-        result = client.complete(args.prompt, **options)
+        result = client.complete(args.prompt, model=args.model, version=args.version, **options)
         print(args.prompt + result.text)
     else:
         print(args.prompt, end="", flush=True)
-        with client.generate(args.prompt, **options) as stream:
+        with client.generate(args.prompt, model=args.model, version=args.version, **options) as stream:
             for chunk in stream:
                 print(chunk.text, end="", flush=True)
         print()
@@ -157,6 +163,20 @@ def _models(client: Client, args: argparse.Namespace) -> int:
         versions = ", ".join(f"{v.version}:{v.state.lower()}" for v in m.versions)
         figures = ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.evaluation.items()))
         print(f"{m.name}  {m.family}/{m.architecture}  versions [{versions}]  {m.execution_provider}  {figures}")
+        for graph, b in sorted(m.batching.items()):
+            batching = f"up to {b.max_batch_size} rows, {b.max_queue_delay_us} us delay" if b.enabled else "off"
+            print(f"  {graph}: batching {batching}, queue {b.max_queue_size}, {b.instances} instance(s)")
+    return 0
+
+
+def _load(client: Client, args: argparse.Namespace) -> int:
+    info = client.load_model(args.name)
+    print(f"{info.name} loaded: " + ", ".join(f"{v.version}:{v.state.lower()}" for v in info.versions))
+    return 0
+
+
+def _unload(client: Client, args: argparse.Namespace) -> int:
+    print(f"{args.name} unloaded: {', '.join(client.unload_model(args.name)) or 'nothing was loaded'}")
     return 0
 
 
@@ -169,7 +189,10 @@ def _health(client: Client, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="myelin", description="Call Myelin's gRPC services.")
     parser.add_argument(
-        "--target", default=os.environ.get("MYELIN_TARGET", "127.0.0.1:50051"), help="HOST:PORT or dns:///name:port"
+        "--target",
+        default=os.environ.get("MYELIN_TARGET"),
+        help="HOST:PORT or dns:///name:port (default: $MYELIN_TARGET, else 127.0.0.1 and the port of the family "
+        "the command calls: classify 50051, translate 50052, generate 50053, embedder commands 50054)",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     parser.add_argument("--token", default=os.environ.get("MYELIN_TOKEN"), help="bearer token")
@@ -185,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", default="mnist-cnn")
     classify.add_argument("--version", type=int, default=0, help="0: newest")
     classify.add_argument("--top-k", type=int, default=1)
-    classify.set_defaults(run=_classify)
+    classify.set_defaults(run=_classify, service=CLASSIFIER)
 
     generate = commands.add_parser("generate", help="continue a prompt, printing the text as it streams")
     generate.add_argument("prompt", help="the text to continue (may be empty)")
@@ -199,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="the same seed gives the same text")
     generate.add_argument("--stop", action="append", help="stop sequence (repeatable)")
     generate.add_argument("--no-stream", action="store_true", help="wait for the whole text (Complete)")
-    generate.set_defaults(run=_generate)
+    generate.set_defaults(run=_generate, service=GENERATOR)
     translate = commands.add_parser("translate", help="translate English sentences to French")
     translate.add_argument("sentences", nargs="+", help="English sentences (quote each one)")
     translate.add_argument("--model", default="translator-tatoeba")
@@ -209,13 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--length-penalty", type=float, help="alpha in [0, 2] (service default: 0.6)")
     translate.add_argument("--truncate", action="store_true", help="cut over-long sentences instead of refusing")
     translate.add_argument("--json", action="store_true")
-    translate.set_defaults(run=_translate)
+    translate.set_defaults(run=_translate, service=TRANSLATOR)
 
     def embedder_command(name: str, run: Command, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)
         command.add_argument("--model", default=DEFAULT_EMBEDDER)
         command.add_argument("--version", type=int, default=0, help="0: newest")
-        command.set_defaults(run=run)
+        command.set_defaults(run=run, service=EMBEDDER)
         return command
 
     embed = embedder_command("embed", _embed, "print word vectors")
@@ -238,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(run=_models)
 
+    load = commands.add_parser("load", help="load a model from the service's repository (again, after unload)")
+    load.add_argument("name")
+    load.set_defaults(run=_load)
+    unload = commands.add_parser("unload", help="stop serving a model until `myelin load` (rescans leave it out)")
+    unload.add_argument("name")
+    unload.set_defaults(run=_unload)
+
     health = commands.add_parser("health", help="print the health status; exit 1 unless SERVING")
     health.add_argument("--service", default="", help="a gRPC service name; empty for the whole server")
     health.set_defaults(run=_health)
@@ -246,11 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    target = args.target or _diagnosis.service_target(getattr(args, "service", CLASSIFIER))
     try:
         if args.token_file is not None:
             args.token = next(iter(args.token_file.read_text().splitlines()), "").strip() or None
         with Client(
-            args.target,
+            target,
             timeout=args.timeout,
             token=args.token,
             tls=args.tls,
@@ -261,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
             run: Command = args.run
             code = run(client, args)
     except MyelinError as exc:
-        print(f"myelin: {exc}", file=sys.stderr)
+        print(f"myelin: {target}: {exc}", file=sys.stderr)
         code = 2
     except OSError as exc:
         print(f"myelin: {exc}", file=sys.stderr)

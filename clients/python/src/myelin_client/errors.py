@@ -8,9 +8,12 @@
     ├── UnauthenticatedError      UNAUTHENTICATED, PERMISSION_DENIED: missing or wrong token
     ├── UnavailableError          UNAVAILABLE: server down, starting, or shutting down; retry
     ├── CancelledError            CANCELLED: the call was cancelled
-    └── ServerError               INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS, ...: a server fault
+    ├── ServerError               INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS, ...: a server fault, or
+    │                             (UNIMPLEMENTED) the wrong address: the message names what it serves
+    └── ClientClosedError         no call made: the client was closed (close(), or its `with` ended)
 
-`from_rpc_error` is the one place a `grpc.RpcError` becomes one of these.
+`from_rpc_error` is the one place a `grpc.RpcError` becomes one of these; `hint` adds what the
+client knows beyond the server's words (the address it probably meant, a refused TLS handshake).
 """
 
 from __future__ import annotations
@@ -59,6 +62,17 @@ class ServerError(MyelinError):
     pass
 
 
+class ClientClosedError(MyelinError):
+    """A call on a closed client; no request was sent. `code` is FAILED_PRECONDITION."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"this client of {target} is closed (close() was called, or its `with` block ended): "
+            "make a new client to call again",
+        )
+
+
 _BY_CODE: dict[grpc.StatusCode, type[MyelinError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
@@ -73,7 +87,9 @@ _BY_CODE: dict[grpc.StatusCode, type[MyelinError]] = {
 }
 
 
-def from_rpc_error(error: grpc.RpcError) -> MyelinError:
+def from_rpc_error(error: grpc.RpcError, *, hint: str = "") -> MyelinError:
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = (error.details() if hasattr(error, "details") else None) or str(error)
+    if hint:
+        details = f"{details} ({hint})"
     return _BY_CODE.get(code, ServerError)(code, details)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -113,6 +115,21 @@ class ModelInfo:
     inputs: dict[str, list[TensorSpec]] = field(default_factory=dict)  # graph name -> inputs
     outputs: dict[str, list[TensorSpec]] = field(default_factory=dict)
     manifest_json: str = ""
+    # graph name -> the dynamic batcher in force; graphs the service runs without one are absent
+    batching: dict[str, Batching] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a graph's concurrent requests are batched (the service's settings, then the manifest's)."""
+
+    enabled: bool
+    max_batch_size: int  # rows per onnxruntime execution
+    max_queue_delay_us: int  # how long the oldest request may wait for others
+    adaptive_delay: bool  # wait only when another request is expected inside the delay
+    max_queue_size: int  # requests waiting at once; more are refused
+    queue_timeout_s: float
+    instances: int  # executions in flight at once
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,43 @@ class ReloadResult:
     loaded: list[str]
     unloaded: list[str]
     failed: list[str]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """A text's tokens and the log-probability (natural log) of each after the ones before it."""
+
+    model: str
+    version: int
+    token_ids: list[int]
+    logprobs: list[float]  # one fewer than token_ids: the first token is context only
+
+    @property
+    def perplexity(self) -> float:
+        """exp of the mean negative log-probability per predicted token."""
+        return math.exp(-sum(self.logprobs) / len(self.logprobs))
+
+
+class GenerationOptions(TypedDict, total=False):
+    """How `generate` and `complete` sample: keyword arguments of both (and of both clients), or a dict
+    passed as `**options`. A key left out (or None) takes the service's default.
+
+    max_new_tokens: at most this many new tokens (0: the service default).
+    temperature: 0 is greedy (default 1).
+    top_k: sample from the k most probable tokens (0: off).
+    top_p: nucleus sampling, in (0, 1] (default 1: off).
+    repetition_penalty: above 1 discourages repeats (default 1: off).
+    seed: the same seed gives the same text (default: a random one, reported in the Completion).
+    stop: a stop sequence, or several: generation ends when the text contains one (left out of it).
+    """
+
+    max_new_tokens: int
+    temperature: float | None
+    top_k: int
+    top_p: float | None
+    repetition_penalty: float | None
+    seed: int | None
+    stop: str | list[str] | tuple[str, ...] | None
 
 
 @dataclass(frozen=True)

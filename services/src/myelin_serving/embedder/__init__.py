@@ -20,4 +20,7 @@ FAMILY = Family(
     load=load,
     add_servicers=_add_servicers,
     add_routes=openai.add_routes,
+    max_request_bytes=dict.fromkeys(
+        ("Embed", "MostSimilar", "Analogy", "Similarity", "DoesntMatch"), openai.REQUEST_BYTES
+    ),
 )

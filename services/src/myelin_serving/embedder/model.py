@@ -23,6 +23,7 @@ from myelin_serving.runtime import OnnxGraph
 LOOKUP, NEIGHBOURS = "lookup", "neighbours"
 DEFAULT_TOP_K = 10
 EXCLUDE_ALIGN = 8  # exclude widths are padded to a multiple of this, so requests share batches
+MAX_EXCLUDE = 1024  # ids one KServe neighbours row may exclude (the export's bound on that axis)
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,12 @@ async def load(version: ModelVersion, context: LoadContext) -> EmbedderModel:
         raise ValueError(f"{version.name}: cannot tell the neighbours graph's K (set embedding.max_top_k)")
     batchers = {name: context.batcher(version, graph) for name, graph in graphs.items()}
     model = EmbedderModel(version, graphs, batchers, vocabulary, dim, max_top_k)
+    # What a KServe caller may feed each graph: ids in the vocabulary (-1 pads `exclude`).
+    words = len(vocabulary)
+    model.input_limits[LOOKUP] = context.graph_limits(version, values={"ids": (0, words - 1)})
+    model.input_limits[NEIGHBOURS] = context.graph_limits(
+        version, axes={"exclude": (1, MAX_EXCLUDE)}, values={"exclude": (-1, words - 1), "limit": (0, words)}
+    )
     # Warm-up at one row and at a full batch, before the version is marked ready.
     rows = context.batching_for(version).max_batch_size
     for n in sorted({1, rows}):

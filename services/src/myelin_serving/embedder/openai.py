@@ -47,10 +47,15 @@ class EmbeddingRequest(BaseModel):
         return texts
 
 
+# Largest request, gRPC or HTTP (refused before it is read): words, and vectors of at most a few
+# thousand numbers, 256 terms a request (max_request_batch).
+REQUEST_BYTES = 4 * 1024 * 1024
+
+
 class Embeddings:
     def __init__(self, context: ServingContext) -> None:
         self._manager = context.manager
-        self._limit = context.settings.max_message_bytes
+        self._limit = min(context.settings.max_message_bytes, REQUEST_BYTES)
         self._max_items = context.settings.max_request_batch
 
     async def create(self, request: Request) -> Response:

@@ -25,4 +25,5 @@ FAMILY = Family(
     load=load,
     add_servicers=_add_servicers,
     add_routes=openai.add_routes,
+    max_request_bytes=dict.fromkeys(("Generate", "Complete", "Score"), openai.REQUEST_BYTES),
 )

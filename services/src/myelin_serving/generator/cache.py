@@ -15,13 +15,16 @@ Two kinds, picked by the manifest's `decoder.cache`:
 - `StateBatch` (GRU): the hidden state (L, B, hidden); rows join and leave, nothing to pad.
 
 `prefill` and `step` run the graph (blocking: call them off the event loop); `join` and `keep`
-are cheap array bookkeeping done between steps.
+are cheap array bookkeeping done between steps. The caches are the graph's `tensors` (devices.py):
+numpy arrays, or OrtValues that stay on the graph's device, where only the step's token ids go in
+and its logits come out.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,13 +35,14 @@ from myelin_serving.runtime import OnnxGraph
 class Rows:
     """Caches of freshly prefilled sequences, ready to join a batch."""
 
-    cache: list[np.ndarray]  # KV: keys (N, H, D, T), values (N, H, T, D), T filled slots; state: [(L, N, hidden)]
+    cache: list[Any]  # KV: keys (N, H, D, T), values (N, H, T, D), T filled slots; state: [(L, N, hidden)]
     padding: np.ndarray  # (N,) int64; zeros for state caches
 
 
 class CacheBatch(ABC):
     def __init__(self, graph: OnnxGraph) -> None:
         self.graph = graph
+        self.tensors = graph.tensors
         self.rows = 0
 
     @abstractmethod
@@ -61,13 +65,6 @@ class CacheBatch(ABC):
 SLOT_CHUNK = 32  # cache slots added at a time: S - length is 1..32 after a step
 
 
-def _at(axis: int, rows: slice | np.ndarray, slots: slice) -> tuple[slice | np.ndarray, ...]:
-    """Index of `rows` and `slots` in a 4-d cache tensor whose slot axis is `axis` (2 or 3)."""
-    index: list[slice | np.ndarray] = [rows, slice(None), slice(None), slice(None)]
-    index[axis] = slots
-    return tuple(index)
-
-
 class KVCacheBatch(CacheBatch):
     def __init__(
         self,
@@ -87,14 +84,12 @@ class KVCacheBatch(CacheBatch):
         self.length = 0  # filled slots, the same in every row (rows are right-aligned)
         self.cache = self._buffers(0, 0)  # one buffer per cache input
         self.padding = np.zeros(0, dtype=np.int64)  # (B,)
-        self._feeds: dict[str, np.ndarray] = {}
+        self._feeds: dict[str, Any] = {}
 
-    def _buffers(self, rows: int, slots: int) -> list[np.ndarray]:
+    def _buffers(self, rows: int, slots: int) -> list[Any]:
         # zeros, not empty: unfilled slots are masked, but 0 x NaN garbage would still be NaN
         h, d = self._heads, self._head_dim
-        return [
-            np.zeros((rows, h, d, slots) if axis == 3 else (rows, h, slots, d), dtype=np.float32) for axis in self._axes
-        ]
+        return [self.tensors.zeros((rows, h, d, slots) if axis == 3 else (rows, h, slots, d)) for axis in self._axes]
 
     @staticmethod
     def _slots_for(length: int) -> int:
@@ -104,10 +99,13 @@ class KVCacheBatch(CacheBatch):
     def past_length(self) -> int:
         return self.length
 
-    def _set(self, cache: list[np.ndarray], padding: np.ndarray, length: int) -> None:
+    def _capacity(self) -> int:
+        return self.tensors.shape(self.cache[0])[self._axes[0]]
+
+    def _set(self, cache: list[Any], padding: np.ndarray, length: int) -> None:
         self.cache, self.padding, self.length = cache, padding, length
         self.rows = len(padding)
-        self._feeds = dict(zip(self._inputs, cache, strict=True))  # the same arrays every step
+        self._feeds = dict(zip(self._inputs, cache, strict=True))  # the same buffers every step
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Rows]:
         longest = max(len(p) for p in prompts)
@@ -121,19 +119,25 @@ class KVCacheBatch(CacheBatch):
             "length": np.array(0, dtype=np.int64),
             **dict(zip(self._inputs, self._buffers(len(prompts), 0), strict=True)),
         }
-        out = self.graph.run(feeds, ["logits", *self._outputs])
-        return out["logits"], Rows([out[name] for name in self._outputs], padding)  # T slots each
+        host, kept = self.tensors.run(self.graph.session, feeds, ["logits"], self._outputs)
+        return host["logits"], Rows([kept[name] for name in self._outputs], padding)  # T slots each
 
     def join(self, rows: Rows) -> None:
-        joining = rows.cache[0].shape[self._axes[0]]
+        t = self.tensors
+        joining = t.shape(rows.cache[0])[self._axes[0]]
         length = max(self.length, joining)
         old_shift, new_shift = length - self.length, length - joining  # left padding added
-        cache = self._buffers(self.rows + len(rows.padding), self._slots_for(length))
-        for axis, buffer, old, new in zip(self._axes, cache, self.cache, rows.cache, strict=True):
-            buffer[_at(axis, slice(0, self.rows), slice(old_shift, length))] = old[
-                _at(axis, slice(None), slice(0, self.length))
-            ]
-            buffer[_at(axis, slice(self.rows, None), slice(new_shift, length))] = new
+        room = self._slots_for(length) - length
+        cache = [
+            t.concat(
+                [
+                    t.window(old, axis, 0, self.length, before=old_shift, after=room),
+                    t.window(new, axis, 0, joining, before=new_shift, after=room),
+                ],
+                axis=0,
+            )
+            for axis, old, new in zip(self._axes, self.cache, rows.cache, strict=True)
+        ]
         self._set(cache, np.concatenate([self.padding + old_shift, rows.padding + new_shift]), length)
 
     def keep(self, indices: list[int]) -> None:
@@ -144,60 +148,77 @@ class KVCacheBatch(CacheBatch):
         padding = self.padding[index]
         trim = int(padding.min())  # slots that are padding in every remaining row
         length = self.length - trim
-        cache = self._buffers(len(index), self._slots_for(length))
-        for axis, buffer, old in zip(self._axes, cache, self.cache, strict=True):
-            buffer[_at(axis, slice(None), slice(0, length))] = old[_at(axis, index, slice(trim, self.length))]
+        after = self._slots_for(length) - length
+        cache = [
+            self.tensors.window(old, axis, trim, self.length, after=after, rows=index)
+            for axis, old in zip(self._axes, self.cache, strict=True)
+        ]
         self._set(cache, padding - trim, length)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        if self.length == self.cache[0].shape[self._axes[0]]:  # full: grow by a chunk (one copy per chunk)
-            cache = self._buffers(self.rows, self._slots_for(self.length))
-            for axis, buffer, old in zip(self._axes, cache, self.cache, strict=True):
-                buffer[_at(axis, slice(None), slice(0, self.length))] = old
+        if self.length == self._capacity():  # full: grow by a chunk (one copy per chunk)
+            after = self._slots_for(self.length) - self.length
+            cache = [
+                self.tensors.window(old, axis, 0, self.length, after=after)
+                for axis, old in zip(self._axes, self.cache, strict=True)
+            ]
             self._set(cache, self.padding, self.length)
         self._feeds["input_ids"] = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
         self._feeds["padding"] = self.padding
         self._feeds["length"] = np.array(self.length, dtype=np.int64)
-        out = self.graph.run(self._feeds, ["logits", *self._outputs])
-        at = slice(self.length, self.length + 1)
-        for axis, buffer, name in zip(self._axes, self.cache, self._outputs, strict=True):
-            buffer[_at(axis, slice(None), at)] = out[name]  # the step's keys/values, in place
+        host, new = self.tensors.run(self.graph.session, self._feeds, ["logits"], self._outputs)
+        # the step's keys/values, written in place at slot `length`
+        self.tensors.write(self.cache, [new[name] for name in self._outputs], self._axes, self.length)
         self.length += 1
-        return out["logits"]
+        return host["logits"]
 
 
 class StateBatch(CacheBatch):
     def __init__(self, graph: OnnxGraph, *, layers: int, hidden: int) -> None:
         super().__init__(graph)
         self._layers, self._hidden = layers, hidden
-        self.state = np.zeros((layers, 0, hidden), dtype=np.float32)  # (L, B, hidden)
+        self.state = self.tensors.zeros((layers, 0, hidden))  # (L, B, hidden)
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Rows]:
         # No padding inside a recurrence: prompts of equal length run together.
-        logits: list[np.ndarray] = [np.empty(0)] * len(prompts)
-        states: list[np.ndarray] = [np.empty(0)] * len(prompts)
+        t = self.tensors
+        logits = np.empty((len(prompts), 0), dtype=np.float32)
+        states: list[Any] = []
+        order: list[int] = []
         by_length: dict[int, list[int]] = {}
         for i, prompt in enumerate(prompts):
             by_length.setdefault(len(prompt), []).append(i)
+        groups: list[np.ndarray] = []
         for group in by_length.values():
             ids = np.array([prompts[i] for i in group], dtype=np.int64)  # (n, T)
-            zeros = np.zeros((self._layers, len(group), self._hidden), dtype=np.float32)
-            out = self.graph.run({"input_ids": ids, "state": zeros})
-            for j, i in enumerate(group):
-                logits[i] = out["logits"][j]
-                states[i] = out["next_state"][:, j]
-        return np.stack(logits), Rows([np.stack(states, axis=1)], np.zeros(len(prompts), dtype=np.int64))
+            feeds = {"input_ids": ids, "state": t.zeros((self._layers, len(group), self._hidden))}
+            host, kept = t.run(self.graph.session, feeds, ["logits"], ["next_state"])
+            groups.append(host["logits"])
+            states.append(kept["next_state"])
+            order.extend(group)
+        # back to the prompts' order: rows of the groups' concatenation, permuted
+        inverse = np.argsort(np.asarray(order, dtype=np.int64))
+        logits = np.concatenate(groups)[inverse]
+        state = t.concat(states, axis=1)
+        if len(states) > 1:
+            state = t.window(state, 1, 0, len(prompts), rows=inverse, row_axis=1)
+        return logits, Rows([state], np.zeros(len(prompts), dtype=np.int64))
 
     def join(self, rows: Rows) -> None:
-        self.state = np.concatenate([self.state, rows.cache[0]], axis=1)
-        self.rows = self.state.shape[1]
+        self.state = self.tensors.concat([self.state, rows.cache[0]], axis=1)
+        self.rows = self.tensors.shape(self.state)[1]
 
     def keep(self, indices: list[int]) -> None:
-        self.state = np.ascontiguousarray(self.state[:, np.asarray(indices, dtype=np.int64)])
+        # axis 0 (layers) left whole; rows taken along axis 1
+        self.state = self.tensors.window(
+            self.state, 0, 0, self._layers, rows=np.asarray(indices, dtype=np.int64), row_axis=1
+        )
         self.rows = len(indices)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         ids = tokens.reshape(-1, 1).astype(np.int64, copy=False)  # (B, 1)
-        out = self.graph.run({"input_ids": ids, "state": self.state})
-        self.state = out["next_state"]
-        return out["logits"]
+        host, kept = self.tensors.run(
+            self.graph.session, {"input_ids": ids, "state": self.state}, ["logits"], ["next_state"]
+        )
+        self.state = kept["next_state"]
+        return host["logits"]

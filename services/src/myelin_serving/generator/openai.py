@@ -110,12 +110,18 @@ class CompletionRequest(BaseModel):
         )
 
 
+# Largest request, gRPC or HTTP (refused before it is read). A prompt is refused past
+# max_prompt_tokens x its model's longest token (a few KiB for the shipped models), a scored text past
+# the model's context, and stops are 8 x 64 characters: 1 MiB leaves room for raised limits.
+REQUEST_BYTES = 1024 * 1024
+
+
 class Completions:
     """Request in, the generator's own calls, OpenAI JSON (or events) out."""
 
     def __init__(self, context: ServingContext) -> None:
         self._manager = context.manager
-        self._limit = context.settings.max_message_bytes
+        self._limit = min(context.settings.max_message_bytes, REQUEST_BYTES)
 
     async def create(self, request: Request) -> Response:
         params = parse(CompletionRequest, await read_json(request, self._limit))

@@ -103,6 +103,24 @@ class Sampler:
         return int(min(np.searchsorted(cdf, u, side="right"), probs.size - 1))
 
 
+class ForcedTokens(Sampler):
+    """Not a sampler: it answers each step with the text's next token (teacher forcing) and keeps the
+    log-probability the model gave it. A scoring sequence (GeneratorModel.score) rides the decoding
+    loop with it, batched with whatever else is generating."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self._tokens = tokens
+        self.logprobs: list[float] = []
+        self.plain = False
+
+    def __call__(self, logits: np.ndarray) -> int:
+        x = logits.astype(np.float64)  # (vocab,)
+        token = self._tokens[len(self.logprobs)]
+        top = x.max()
+        self.logprobs.append(float(x[token] - top - np.log(np.exp(x - top).sum())))  # log_softmax
+        return token
+
+
 def sample_rows(samplers: list[Sampler], logits: np.ndarray) -> list[int]:
     """The next token of each row of logits (N, vocab), each by its own sampler."""
     plain = [i for i, sampler in enumerate(samplers) if sampler.plain]

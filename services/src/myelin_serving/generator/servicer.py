@@ -50,7 +50,16 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             finish=_finish(result.finish),
         )
 
-    def _model(self, request: generator_pb2.GenerateRequest) -> GeneratorModel:
+    async def Score(
+        self, request: generator_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.ScoreResponse:
+        model = self._model(request)
+        tokens, logprobs = await model.score(request.text, timeout=time_left())
+        return generator_pb2.ScoreResponse(
+            model=common_pb2.ModelRef(name=model.name, version=model.version), token_ids=tokens, logprobs=logprobs
+        )
+
+    def _model(self, request: generator_pb2.GenerateRequest | generator_pb2.ScoreRequest) -> GeneratorModel:
         model = self._manager.get(request.model.name, request.model.version)
         if not isinstance(model, GeneratorModel):
             raise InvalidArgument(f"model {model.name!r} is not a generator")

@@ -21,11 +21,22 @@ class TextCodec:
     def __init__(self, path: Path, *, unk_id: int | None, start_text: str) -> None:
         self.tokenizer = Tokenizer.from_file(str(path))
         self.vocab_size = self.tokenizer.get_vocab_size()
+        # A token covers at most this many characters: a text longer than N of them is more than N tokens.
+        self.longest_token = max(len(token) for token in self.tokenizer.get_vocab())
         self.unk_id = unk_id
         self.start_text = start_text
+        # No token covers more characters than this: a longer prompt cannot fit the token limit.
+        self.max_token_chars = max(len(token) for token in self.tokenizer.get_vocab())
 
-    def encode_prompt(self, prompt: str) -> list[int]:
+    def encode_prompt(self, prompt: str, max_tokens: int) -> list[int]:
+        """The prompt's token ids; refused before tokenizing when it cannot fit in `max_tokens`."""
         text = prompt or self.start_text
+        budget = max_tokens * self.max_token_chars
+        if len(text) > budget:
+            raise InvalidArgument(
+                f"the prompt is {len(text):,} characters; this model takes at most {max_tokens} tokens, which "
+                f"never hold more than {budget:,} characters: shorten it"
+            )
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
         ids = list(encoding.ids)
         if self.unk_id is not None and self.unk_id in ids:
@@ -35,6 +46,10 @@ class TextCodec:
         if not ids:
             raise InvalidArgument("the prompt encodes to no tokens; send some text")
         return ids
+
+    def encode_text(self, text: str) -> list[int]:
+        """Every token of `text`, unknown characters included (as the training's evaluation counts them)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)

@@ -49,6 +49,7 @@ def create_app(
     protocol: InferenceProtocol,
     *,
     serving: Callable[[], bool],
+    draining: Callable[[], bool],
     rpc_methods: Mapping[str, grpc.RpcMethodHandler] | None = None,
 ) -> Starlette:
     settings = context.settings
@@ -58,7 +59,7 @@ def create_app(
         family.add_routes(routes, context)
     add_model_routes(routes)
     rpc.add_routes(routes, rpc_methods or {}, limit=settings.max_message_bytes)
-    wrapper = RouteWrapper(context.metrics, settings)
+    wrapper = RouteWrapper(context.metrics, settings, draining)
     table = [Route(r.path, wrapper.wrap(r), methods=list(r.methods)) for r in routes.routes]
     table.append(Route("/metrics", AsgiEndpoint(make_asgi_app(context.metrics.registry)), methods=["GET"]))
     known = f"{routes.describe()}, GET /metrics"

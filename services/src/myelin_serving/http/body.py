@@ -2,7 +2,8 @@
 
 A declared Content-Length over the limit is refused (413) before a byte of the body is read; a body
 without one (chunked) is read as it streams in and refused the moment it passes the limit, so no
-body larger than the limit is ever held. The limit is `max_message_bytes`, the gRPC door's.
+body larger than the limit is ever held. The limit is the gRPC door's for the same work:
+`max_message_bytes`, or less where the family's methods take less (`Family.max_request_bytes`).
 """
 
 from __future__ import annotations
@@ -12,29 +13,27 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from myelin_serving.errors import InvalidArgument, PayloadTooLarge
+from myelin_serving.errors import InvalidArgument, TooLarge
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, at most `limit` bytes (PayloadTooLarge otherwise, before or while reading)."""
+    """The whole body, at most `limit` bytes (TooLarge otherwise, before or while reading)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit() or not declared.isascii():
             raise InvalidArgument(f"Content-Length must be a byte count, not {declared[:40]!r}")
         if int(declared) > limit:
-            raise PayloadTooLarge(
-                f"the body is {declared} bytes; this server takes at most {limit} (max_message_bytes)"
-            )
+            raise TooLarge(f"the body is {declared} bytes; this server takes at most {limit} on this route")
         # The HTTP parser stops the body at the declared length: reading it whole is bounded.
         return await request.body()
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the body is over {limit} bytes, the most this server takes (max_message_bytes)")
+            raise TooLarge(f"the body is over {limit} bytes, the most this server takes on this route")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -5,7 +5,8 @@ servicers register with the gRPC server. Each endpoint is a plain `async (Reques
 that calls the same domain code its gRPC servicer calls; the wrapper, applied once per route when
 the application is built (like the gRPC interceptor, not a per-request middleware stack), does
 the rest around each call: count and time it (`myelin_requests_total{method="POST /v2/..."}`, the
-gRPC code name as `code`); check the bearer token unless the route is open; give it the server's
+gRPC code name as `code`); refuse it with 503 while the server drains at shutdown, as gRPC answers
+UNAVAILABLE (open routes still answer); check the bearer token unless the route is open; give it the server's
 default deadline (`interceptors.time_left()` reads it, as in a gRPC handler); map a MyelinError to
 its HTTP status from `errors.STATUS_CODES` with a JSON body; log anything unexpected once and answer
 500 without a traceback; write the access log line.
@@ -28,7 +29,16 @@ import grpc
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from myelin_serving.errors import INTERNAL, STATUS_CODES, Cancelled, DeadlineExceeded, MyelinError, Status, status_of
+from myelin_serving.errors import (
+    INTERNAL,
+    STATUS_CODES,
+    Cancelled,
+    DeadlineExceeded,
+    MyelinError,
+    Status,
+    Unavailable,
+    status_of,
+)
 from myelin_serving.http.responses import (
     ErrorBody,
     EventStream,
@@ -37,7 +47,7 @@ from myelin_serving.http.responses import (
     kserve_error,
     sse_event,
 )
-from myelin_serving.interceptors import check_bearer, set_deadline
+from myelin_serving.interceptors import DRAINING, check_bearer, set_deadline
 from myelin_serving.metrics import MethodMetrics, Metrics
 from myelin_serving.settings import Settings
 
@@ -101,8 +111,9 @@ class HttpRoutes:
 class RouteWrapper:
     """Wraps each route's endpoint once (see the module docstring)."""
 
-    def __init__(self, metrics: Metrics | None, settings: Settings) -> None:
+    def __init__(self, metrics: Metrics | None, settings: Settings, draining: Callable[[], bool]) -> None:
         self._metrics = metrics
+        self._draining = draining
         self._tokens = tuple(t.encode() for t in settings.tokens())  # the gRPC port's tokens
         self._deadline = settings.default_deadline_s
         self._access_log = settings.access_log
@@ -118,6 +129,8 @@ class RouteWrapper:
             if series is not None:
                 series.in_flight.inc()
             try:
+                if self._draining() and not route.open:
+                    raise Unavailable(DRAINING)
                 if check_token:
                     check_bearer(request.headers.get("authorization"), self._tokens)
                 set_deadline(started + deadline)

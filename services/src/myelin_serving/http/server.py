@@ -83,8 +83,8 @@ def bind(host: str, port: int) -> socket.socket:
         if sock is not None:
             sock.close()
         raise OSError(
-            f"could not listen for HTTP on {host}:{port}: {exc.strerror or exc}; choose another port with "
-            "--http-port or MYELIN_HTTP_PORT (0: any free port, -1: no HTTP port)"
+            f"could not listen on {host}:{port} for HTTP: {exc.strerror or exc}; choose another port with "
+            "--http-port (MYELIN_HTTP_PORT; 0: any free port), or -1 for no HTTP port"
         ) from exc
     return sock
 
@@ -92,9 +92,9 @@ def bind(host: str, port: int) -> socket.socket:
 class HttpServer:
     """The service's HTTP port. `start()` in the running loop, then `stop(grace)`."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, port: int) -> None:
         self.app = app
-        self._socket = bind(settings.http_host, settings.http_port)
+        self._socket = bind(settings.http_host, port)
         self.port: int = self._socket.getsockname()[1]
         options: dict[str, Any] = {}
         if settings.tls_cert_file is not None and settings.tls_key_file is not None:

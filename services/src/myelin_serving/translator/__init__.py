@@ -25,4 +25,7 @@ FAMILY = Family(
     service_names=(translator_pb2.DESCRIPTOR.services_by_name["Translator"].full_name,),
     load=load,
     add_servicers=_add_servicers,
+    # 256 sentences (max_request_batch) of what a model's source limit can hold is about 1 MiB of
+    # UTF-8 for the shipped models; with `truncate`, longer sentences are cut after parsing.
+    max_request_bytes={"Translate": 8 * 1024 * 1024},
 )

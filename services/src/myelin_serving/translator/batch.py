@@ -12,7 +12,9 @@ A sentence's rows are contiguous, in `jobs` order. After each step every sentenc
 which of its rows continue (and with which token); one gather reorders the whole cache. Columns no
 row uses any more (past slots older than the oldest live sentence, source padding beyond the
 longest live source) are trimmed, so P never exceeds the longest translation in flight.
-No onnxruntime, no asyncio here: the step loop (loop.py) drives it.
+The four key/value tensors are the decoder's `tensors` (devices.py): numpy arrays, or OrtValues
+that stay on the graph's device (the masks, tokens and positions are small host arrays).
+No asyncio here: the step loop (loop.py) drives it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from myelin_serving.devices import HOST, Tensors
 from myelin_serving.translator.search import BeamSearch
 
 
@@ -45,13 +48,14 @@ def _pad_axis(array: np.ndarray, axis: int, size: int, value: float | bool = 0) 
 
 
 class ActiveBatch:
-    def __init__(self, layers: int, heads: int, head_dim: int, *, bos_id: int) -> None:
+    def __init__(self, layers: int, heads: int, head_dim: int, *, bos_id: int, tensors: Tensors[Any] = HOST) -> None:
         self.bos_id = bos_id
-        empty = np.zeros((0, layers, heads, 0, head_dim), dtype=np.float32)
+        self.tensors = tensors
+        empty = (0, layers, heads, 0, head_dim)
         self.jobs: list[Job] = []
-        self.past_keys, self.past_values = empty, empty.copy()
+        self.past_keys, self.past_values = tensors.zeros(empty), tensors.zeros(empty)
         self.past_mask = np.zeros((0, 0), dtype=bool)
-        self.cross_keys, self.cross_values = empty.copy(), empty.copy()
+        self.cross_keys, self.cross_values = tensors.zeros(empty), tensors.zeros(empty)
         self.source_mask = np.zeros((0, 0), dtype=bool)
         self.tokens = np.zeros(0, dtype=np.int64)
         self.positions = np.zeros(0, dtype=np.int64)
@@ -63,20 +67,24 @@ class ActiveBatch:
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def join(
-        self, jobs: Sequence[Job], cross_keys: np.ndarray, cross_values: np.ndarray, source_mask: np.ndarray
-    ) -> None:
+    def join(self, jobs: Sequence[Job], cross_keys: Any, cross_values: Any, source_mask: np.ndarray) -> None:
         """Add sentences (one row each, BOS at position 0) with their encoder outputs (n, L, H, S', Dh)."""
+        t = self.tensors
         n = len(jobs)
         s = max(self.source_mask.shape[1], source_mask.shape[1])
         p = self.past_mask.shape[1]
-        layers, heads, _, head_dim = self.past_keys.shape[1:]
-        empty_past = np.zeros((n, layers, heads, p, head_dim), dtype=np.float32)
-        self.past_keys = np.concatenate([self.past_keys, empty_past])
-        self.past_values = np.concatenate([self.past_values, empty_past])
+        rows = self.rows
+        # the new rows' past slots are zeros: the old rows zero-padded on the row axis
+        self.past_keys = t.window(self.past_keys, 0, 0, rows, after=n)
+        self.past_values = t.window(self.past_values, 0, 0, rows, after=n)
         self.past_mask = np.concatenate([self.past_mask, np.zeros((n, p), dtype=bool)])
-        self.cross_keys = np.concatenate([_pad_axis(self.cross_keys, 3, s), _pad_axis(cross_keys, 3, s)])
-        self.cross_values = np.concatenate([_pad_axis(self.cross_values, 3, s), _pad_axis(cross_values, 3, s)])
+
+        def widen(old: Any, new: Any) -> Any:  # both to s source slots, old rows first
+            have, add = self.source_mask.shape[1], source_mask.shape[1]
+            return t.concat([t.window(old, 3, 0, have, after=s - have), t.window(new, 3, 0, add, after=s - add)], 0)
+
+        self.cross_keys = widen(self.cross_keys, cross_keys)
+        self.cross_values = widen(self.cross_values, cross_values)
         self.source_mask = np.concatenate(
             [_pad_axis(self.source_mask, 1, s, False), _pad_axis(source_mask, 1, s, False)]
         )
@@ -84,21 +92,23 @@ class ActiveBatch:
         self.positions = np.concatenate([self.positions, np.zeros(n, dtype=np.int64)])
         self.jobs.extend(jobs)
 
-    def feeds(self) -> dict[str, np.ndarray]:
+    def feeds(self) -> dict[str, Any]:
         """The decoder step's inputs for every row: one new token each."""
-        feeds = {
+        host = {
             "input_ids": self.tokens[:, None],
             "position_ids": self.positions[:, None],
-            "past_keys": self.past_keys,
-            "past_values": self.past_values,
             "past_mask": self.past_mask,
-            "cross_keys": self.cross_keys,
-            "cross_values": self.cross_values,
             "source_mask": self.source_mask,
         }
-        return {name: np.ascontiguousarray(array) for name, array in feeds.items()}  # trimmed views copy here
+        return {
+            **{name: np.ascontiguousarray(array) for name, array in host.items()},  # trimmed views copy here
+            "past_keys": self.past_keys,
+            "past_values": self.past_values,
+            "cross_keys": self.cross_keys,
+            "cross_values": self.cross_values,
+        }
 
-    def advance(self, log_probs: np.ndarray, present_keys: np.ndarray, present_values: np.ndarray) -> list[Job]:
+    def advance(self, log_probs: np.ndarray, present_keys: Any, present_values: Any) -> list[Job]:
         """Apply one decoder step's outputs: (N, V) log-probs and (N, L, H, P + 1, Dh) caches.
 
         Returns the sentences whose search finished; they have left the batch.
@@ -163,27 +173,30 @@ class ActiveBatch:
         self,
         rows: np.ndarray,
         cross_rows: np.ndarray,
-        keys: np.ndarray,
-        values: np.ndarray,
+        keys: Any,
+        values: Any,
         past_mask: np.ndarray,
         tokens: np.ndarray,
         positions: np.ndarray,
     ) -> None:
-        identity = len(rows) == keys.shape[0] and bool(np.array_equal(rows, np.arange(len(rows))))
+        t = self.tensors
+        identity = len(rows) == past_mask.shape[0] and bool(np.array_equal(rows, np.arange(len(rows))))
         past_mask = past_mask if identity else past_mask[rows]
+        taken = None if identity else rows
         # Trim cache slots that no row uses any more (older than the oldest live sentence).
         used = np.flatnonzero(past_mask.any(axis=0))
-        start = int(used[0]) if used.size else past_mask.shape[1]
+        slots = past_mask.shape[1]
+        start = int(used[0]) if used.size else slots
         self.past_mask = past_mask[:, start:]
-        self.past_keys = keys[:, :, :, start:] if identity else keys[rows][:, :, :, start:]
-        self.past_values = values[:, :, :, start:] if identity else values[rows][:, :, :, start:]
-        same = len(cross_rows) == self.cross_keys.shape[0] and np.array_equal(cross_rows, np.arange(len(cross_rows)))
+        self.past_keys = t.window(keys, 3, start, slots, rows=taken)
+        self.past_values = t.window(values, 3, start, slots, rows=taken)
+        same = len(cross_rows) == self.source_mask.shape[0] and np.array_equal(cross_rows, np.arange(len(cross_rows)))
         if not same:
             source_mask = self.source_mask[cross_rows]
             width = int(np.flatnonzero(source_mask.any(axis=0))[-1]) + 1 if source_mask.size else 0
             self.source_mask = source_mask[:, :width]
-            self.cross_keys = self.cross_keys[cross_rows][:, :, :, :width]
-            self.cross_values = self.cross_values[cross_rows][:, :, :, :width]
+            self.cross_keys = t.window(self.cross_keys, 3, 0, width, rows=cross_rows)
+            self.cross_values = t.window(self.cross_values, 3, 0, width, rows=cross_rows)
         self.tokens, self.positions = tokens, positions
 
 

@@ -22,10 +22,11 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from myelin_serving.devices import HOST, Tensors
 from myelin_serving.errors import DeadlineExceeded, Overloaded, Unavailable
 from myelin_serving.metrics import Metrics
 from myelin_serving.translator.batch import ActiveBatch, Job
@@ -37,12 +38,12 @@ log = logging.getLogger(__name__)
 class StepGraphs(Protocol):
     """What the loop runs: an encoder over padded sources, and one decoder step over all rows."""
 
-    def encode(self, source_ids: np.ndarray, source_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, S) ids and mask -> cross keys and values (n, L, H, S, Dh)."""
+    def encode(self, source_ids: np.ndarray, source_mask: np.ndarray) -> tuple[Any, Any]:
+        """(n, S) ids and mask -> cross keys and values (n, L, H, S, Dh), as the loop's tensors."""
         ...
 
-    def decode(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """ActiveBatch.feeds() -> log_probs (N, V), present keys and values (N, L, H, P + 1, Dh)."""
+    def decode(self, feeds: dict[str, Any]) -> tuple[np.ndarray, Any, Any]:
+        """ActiveBatch.feeds() -> log_probs (N, V) on the host, present keys and values (N, L, H, P + 1, Dh)."""
         ...
 
 
@@ -67,12 +68,21 @@ class _Ticket:
 
 
 class DecodeLoop:
-    def __init__(self, graphs: StepGraphs, config: LoopConfig, *, model: str, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        graphs: StepGraphs,
+        config: LoopConfig,
+        *,
+        model: str,
+        metrics: Metrics | None = None,
+        tensors: Tensors[Any] = HOST,
+    ) -> None:
         self._graphs = graphs
         self.config = config
         self._model = model
         self._metrics = metrics
-        self._batch = ActiveBatch(config.layers, config.heads, config.head_dim, bos_id=config.bos_id)
+        self._tensors = tensors  # what the graphs' caches are: ActiveBatch works on them
+        self._batch = self._empty_batch()
         self._pending: deque[Job] = deque()
         self._reserved = 0  # rows reserved by active sentences
         self._wakeup = asyncio.Event()
@@ -148,9 +158,7 @@ class DecodeLoop:
             except Exception as exc:  # a graph failed: fail every sentence in flight, keep serving
                 log.exception("decoder step failed for model %s", self._model)
                 failed = {id(job): job for job in [*self._batch.jobs, *admitted]}.values()
-                self._batch = ActiveBatch(
-                    self.config.layers, self.config.heads, self.config.head_dim, bos_id=self.config.bos_id
-                )
+                self._batch = self._empty_batch()
                 self._reserved = 0
                 for job in failed:
                     if not job.owner.future.done():
@@ -216,6 +224,10 @@ class DecodeLoop:
         if self._metrics is not None:
             self._metrics.decode_active_rows.labels(self._model).set(self._batch.rows)
         return finished
+
+    def _empty_batch(self) -> ActiveBatch:
+        c = self.config
+        return ActiveBatch(c.layers, c.heads, c.head_dim, bos_id=c.bos_id, tensors=self._tensors)
 
     def _release(self, jobs: Sequence[Job]) -> None:
         self._reserved -= sum(job.owner.rows for job in jobs)

@@ -22,6 +22,8 @@ from myelin_serving.translator.search import SearchOptions
 
 ENCODER, DECODER = "encoder", "decoder"
 DEFAULT_LENGTH_PENALTY = 0.6
+# Requests with more characters than this are tokenized on a worker thread, not on the event loop.
+INLINE_TOKENIZE_CHARS = 16 * 1024
 MAX_LENGTH_PENALTY = 2.0
 
 
@@ -45,26 +47,32 @@ class Limits:
 
 
 class OnnxStepGraphs:
-    """The two onnxruntime sessions behind the step loop, timed into the shared metrics."""
+    """The two onnxruntime sessions behind the step loop, timed into the shared metrics.
+
+    The encoder's outputs and the decoder's caches stay in the graphs' `tensors` (on the device,
+    with IO binding); only the log-probabilities come back to the host.
+    """
 
     def __init__(self, encoder: OnnxGraph, decoder: OnnxGraph, *, model: str, version: int, metrics: Metrics | None):
         self.encoder, self.decoder = encoder, decoder
+        self.tensors = decoder.tensors  # the encoder's too: one per device (runtime.bound_tensors)
         self._labels = (model, str(version))
         self._metrics = metrics
 
-    def encode(self, source_ids: np.ndarray, source_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self._run(
-            self.encoder, {"source_ids": source_ids, "source_mask": source_mask}, ["cross_keys", "cross_values"]
-        )
+    def encode(self, source_ids: np.ndarray, source_mask: np.ndarray) -> tuple[Any, Any]:
+        feeds = {"source_ids": source_ids, "source_mask": source_mask}
+        _, out = self._run(self.encoder, feeds, [], ["cross_keys", "cross_values"])
         return out["cross_keys"], out["cross_values"]
 
-    def decode(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self._run(self.decoder, feeds, ["log_probs", "present_keys", "present_values"])
-        return out["log_probs"], out["present_keys"], out["present_values"]
+    def decode(self, feeds: dict[str, Any]) -> tuple[np.ndarray, Any, Any]:
+        host, out = self._run(self.decoder, feeds, ["log_probs"], ["present_keys", "present_values"])
+        return host["log_probs"], out["present_keys"], out["present_values"]
 
-    def _run(self, graph: OnnxGraph, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    def _run(
+        self, graph: OnnxGraph, feeds: dict[str, Any], fetch: list[str], keep: list[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         started = time.perf_counter()
-        result = graph.run(feeds, outputs)
+        result = self.tensors.run(graph.session, feeds, fetch, keep)
         if self._metrics is not None:
             model, version = self._labels
             self._metrics.inference_duration.labels(model, version).observe(time.perf_counter() - started)
@@ -102,7 +110,10 @@ class TranslatorModel(LoadedModel):
         timeout: float | None,
     ) -> list[TranslationResult]:
         options = self._options(len(sentences), beam_size, length_penalty)
-        sources, truncated = self._tokenize(sentences, truncate)
+        if sum(map(len, sentences)) > INLINE_TOKENIZE_CHARS:  # 256 long sentences take ~0.1 s
+            sources, truncated = await asyncio.to_thread(self._tokenize, sentences, truncate)
+        else:
+            sources, truncated = self._tokenize(sentences, truncate)
         eos = self.special["eos_id"]
         if max_length is not None and not 1 <= max_length <= self.limits.max_output_tokens:
             raise InvalidArgument(
@@ -244,5 +255,17 @@ async def load(version: ModelVersion, context: LoadContext) -> TranslatorModel:
         "source_mask": ids > -1,
     }
     await asyncio.to_thread(graphs.decode, feeds)
-    loop = DecodeLoop(graphs, loop_config, model=version.name, metrics=context.metrics)
-    return TranslatorModel(version, graphs, tokenizer, limits, loop, special)
+    loop = DecodeLoop(graphs, loop_config, model=version.name, metrics=context.metrics, tensors=graphs.tensors)
+    model = TranslatorModel(version, graphs, tokenizer, limits, loop, special)
+    # What a KServe caller may feed each graph: ids in the vocabulary, positions in the position table.
+    positions = int(decoding.get("max_positions") or max(limits.max_source_tokens, limits.max_output_tokens) + 1)
+    target_vocabulary = int(decoder.outputs[0].shape[-1])  # log_probs (B, vocab)
+    model.input_limits[ENCODER] = context.graph_limits(
+        version, axes={"source": (1, positions)}, values={"source_ids": (0, tokenizer.get_vocab_size() - 1)}
+    )
+    model.input_limits[DECODER] = context.graph_limits(
+        version,
+        axes={"new": (1, positions), "past": (0, positions - 1), "source": (1, positions)},
+        values={"input_ids": (0, target_vocabulary - 1), "position_ids": (0, positions - 1)},
+    )
+    return model

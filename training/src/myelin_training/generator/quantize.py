@@ -65,7 +65,7 @@ def step_graph_loss(
     heads, head_dim = decoder["cache_shape"]["heads"], decoder["cache_shape"]["head_dim"]
     axes = [decoder["slot_axis"][name.rsplit(".", 1)[1]] for name in decoder["cache_inputs"]]
     total = 0.0
-    for start in tqdm(range(0, n, batch), desc=desc or path.name, unit="batch", leave=False):
+    for start in tqdm(range(0, n, batch), desc=desc or path.name, unit="batch", leave=False, disable=None):
         xs, ys = x[start : start + batch], y[start : start + batch]
         rows = len(xs)
         buffers = [

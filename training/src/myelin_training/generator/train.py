@@ -37,12 +37,12 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm import tqdm
 
-from myelin_training.args import add_common_arguments, require_paths
+from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data import text as text_data
 from myelin_training.device import resolve_device
 from myelin_training.generator.export import export_model
 from myelin_training.generator.model import GPT, GPTConfig, GRUConfig, GRULanguageModel
-from myelin_training.reporting import MetricsLog, plot_curves
+from myelin_training.reporting import MetricsLog, count, plot_curves
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -273,6 +273,7 @@ def full_loss(model: nn.Module, data: torch.Tensor, c: TrainConfig, device: torc
 
 
 WALL_OVERRUN = 1.25  # the wall clock may exceed a CPU-time budget by this factor, no more
+BAR_STEPS = 1000  # the progress bar counts thousandths of the run
 
 
 class BudgetClock:
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         args.name = f"generator-{args.arch}-{corpus.name}" + (
             "-bpe" if kind == "bpe" and corpus.name != "wikitext2" else ""
         )
+    dry_run_name(args)
     run_dir = args.run_dir or Path("runs") / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT
@@ -330,9 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     train_ids = torch.from_numpy(text_data.encode(tokenizer, corpus.train_text))
     val_ids = torch.from_numpy(text_data.encode(tokenizer, corpus.val_text))
     print(
-        f"{args.name}: {config_name} config, {kind} tokenizer ({tokenizer.get_vocab_size()} tokens), "
+        f"{args.name}: {config_name} config, {kind} tokenizer ({count(tokenizer.get_vocab_size(), 'token')}), "
         f"{len(train_ids):,} train / {len(val_ids):,} validation tokens ({corpus.split}), device {device}, "
-        f"{torch.get_num_threads()} threads"
+        f"{count(torch.get_num_threads(), 'thread')}"
     )
 
     model = build(args.arch, model_config).to(device)
@@ -387,6 +389,14 @@ def main(argv: list[str] | None = None) -> None:
             progress = max(progress, used / train.time_budget_s)
         return progress
 
+    def done_fraction(it: int) -> float:
+        """What the bar shows: the share of the run done, whichever ends it first (iterations or the budget);
+        a budget run's bar and ETA follow the budget, not max_iters it will never reach."""
+        done = it / train.max_iters
+        if train.time_budget_s:
+            done = max(done, max(clock.budget(), clock.wall() / WALL_OVERRUN) / train.time_budget_s)
+        return min(done, 1.0)
+
     it, loss_sum, loss_n, lr = start_iter, 0.0, 0, train.lr
 
     def evaluate(it: int, lr: float) -> None:
@@ -403,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
             "tokens": it * train.batch_size * train.block_size,
         }
         log.write(record)
-        bar.set_postfix(train=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
+        bar.set_postfix(iter=it, train=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
         tqdm.write(
             f"iter {it}: train loss {record['train_loss']:.4f}, val loss {val:.4f}, lr {lr:.2e}, {elapsed:.0f} s"
         )
@@ -412,7 +422,14 @@ def main(argv: list[str] | None = None) -> None:
             best.update(val_loss=val, iter=it, model={k: v.detach().clone() for k, v in model.state_dict().items()})
         save(it, elapsed)
 
-    bar = tqdm(total=train.max_iters, initial=start_iter, desc=args.name, unit="it")
+    # Per mille of the run (see done_fraction); a terminal only: no carriage returns in logs.
+    bar = tqdm(
+        total=BAR_STEPS,
+        initial=round(BAR_STEPS * done_fraction(start_iter)),
+        desc=args.name,
+        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
+        disable=None,
+    )
     model.train()
     while it < train.max_iters and (progress := progress_at(it)) < 1.0:
         lr = lr_at(it, progress, train)
@@ -428,9 +445,10 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         it += 1
         loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-        bar.update(1)
+        bar.update(round(BAR_STEPS * done_fraction(it)) - bar.n)
         if it % train.eval_interval == 0:
             evaluate(it, lr)
+    bar.update(BAR_STEPS - bar.n)  # the budget or the iterations ran out: the run is done
     if loss_n:  # the last iterations since the last evaluation
         evaluate(it, lr)
     bar.close()

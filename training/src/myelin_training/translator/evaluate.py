@@ -23,7 +23,7 @@ from typing import Any
 
 import sacrebleu
 
-from myelin_client import AsyncClient, Client
+from myelin_client import AsyncClient, Client, default_target
 from myelin_training.data.pairs import Pair, SplitRecipe, load_corpus, references_by_source
 from myelin_training.settings import TrainingSettings
 
@@ -97,7 +97,7 @@ def score(pairs: list[Pair], sentences: list[str], translated: list[str]) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="myelin-eval translator", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--target", default=default_target("translator"), help="HOST:PORT (default: %(default)s)")
     parser.add_argument("--model", default="translator-tatoeba")
     parser.add_argument("--version", type=int, default=0, help="0: the newest ready version")
     parser.add_argument("--data-dir", type=Path, default=TrainingSettings().data_dir)

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from myelin_training.args import add_common_arguments, require_paths
+from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data.pairs import CORPORA, Pair, load_corpus, references_by_source
 from myelin_training.device import resolve_device
-from myelin_training.reporting import MetricsLog, plot_curves
+from myelin_training.reporting import MetricsLog, count, parameters, plot_curves
 from myelin_training.translator import tokenizer as tk
 from myelin_training.translator.averaging import average_weights, keep_epoch_weights, weights_path
 from myelin_training.translator.batches import EncodedPairs, collate, encode_pairs, make_batches
@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     require_paths(parser, args, "data_dir", "repository")
     if args.name == NAME_FROM_CORPUS:
         args.name = f"translator-{args.corpus}"
+    dry_run_name(args)
     return args
 
 
@@ -228,8 +229,8 @@ def run(argv: list[str] | None = None) -> Path:
     val_data = encode_pairs(tokenizer, val_pairs, max_tokens=model_config.max_positions - 2)
     val_bleu_pairs = validation_subset(val_pairs, config.validation_bleu_pairs)
     print(
-        f"vocabulary {tokenizer.get_vocab_size()}; "
-        f"{len(train_data)} training pairs within {config.max_sentence_tokens} tokens"
+        f"vocabulary {tokenizer.get_vocab_size():,}; "
+        f"{count(len(train_data), 'training pair')} within {count(config.max_sentence_tokens, 'token')}"
     )
 
     model = Translator(model_config).to(device)
@@ -248,8 +249,9 @@ def run(argv: list[str] | None = None) -> Path:
         torch.set_rng_state(checkpoint["torch_rng"])
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"{args.name}: {n_params / 1e6:.1f} M parameters, {config.epochs} epochs of ~{steps_per_epoch} steps, "
-        f"device {device}, {torch.get_num_threads()} threads, bf16 {config.bf16}"
+        f"{args.name}: {parameters(n_params)}, {count(config.epochs, 'epoch')} of "
+        f"~{count(steps_per_epoch, 'step')}, device {device}, {count(torch.get_num_threads(), 'thread')}, "
+        f"bf16 {config.bf16}"
     )
 
     started = time.perf_counter() - wall_before
@@ -275,7 +277,7 @@ def run(argv: list[str] | None = None) -> Path:
         batches = make_batches(train_data, config.max_tokens, np.random.default_rng(args.seed * 1000 + epoch))
         loss_sum, tokens_sum, window_loss, window_tokens = 0.0, 0, 0.0, 0
         epoch_started = time.perf_counter()
-        bar = tqdm(batches, desc=f"{args.name} epoch {epoch}/{config.epochs}", unit="batch")
+        bar = tqdm(batches, desc=f"{args.name} epoch {epoch}/{config.epochs}", unit="batch", disable=None)
         for index in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config, total_steps)

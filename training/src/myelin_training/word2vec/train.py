@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from myelin_training.args import add_common_arguments, require_paths
+from myelin_training import checkpoints
+from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data import corpus
 from myelin_training.device import resolve_device
-from myelin_training.reporting import MetricsLog, plot_curves
+from myelin_training.reporting import MetricsLog, figures, plot_curves
 from myelin_training.word2vec import evaluate, pairs, stream
 from myelin_training.word2vec.export import export_model
 from myelin_training.word2vec.model import Word2Vec, Word2VecConfig
@@ -104,7 +105,7 @@ class Trainer:
         self.tree = HuffmanTree.build(vocab.counts) if self.config.loss == "hs" else None
         self.progress = Progress(total=self.config.epochs * encoded.tokens)
         self.hot_inputs, self.hot_outputs = self._hot_rows()
-        self._raw_per_token = vocab.corpus_words / max(vocab.train_words, 1)
+        self.raw_per_token = vocab.corpus_words / max(vocab.train_words, 1)  # the bar counts corpus words
 
     def _hot_rows(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The rows whose per-batch count may exceed --row-cap, from the word statistics."""
@@ -147,7 +148,7 @@ class Trainer:
                 begin, end = jobs[index]
                 words = self._train_chunk(stream.read_chunk(ids, starts, begin, end), rng)
                 if show is not None:
-                    show.update(round(words * self._raw_per_token))
+                    show.update(round(words * self.raw_per_token))
                     show.set_postfix(self.postfix(), refresh=False)
 
         if workers <= 1 or self.device.type != "cpu":
@@ -161,10 +162,10 @@ class Trainer:
         while any(p.is_alive() for p in processes):
             time.sleep(0.2)
             done = self.progress.get("done")
-            bar.update(round((done - shown) * self._raw_per_token))
+            bar.update(round((done - shown) * self.raw_per_token))
             bar.set_postfix(self.postfix(), refresh=False)
             shown = done
-        bar.update(round((self.progress.get("done") - shown) * self._raw_per_token))
+        bar.update(round((self.progress.get("done") - shown) * self.raw_per_token))
         failed = [p.name for p in processes if p.exitcode != 0]
         for process in processes:
             process.join()
@@ -270,7 +271,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--negative", type=int, default=5)
     parser.add_argument("--sample", type=float, default=1e-3, help="subsampling threshold t (0: off)")
     parser.add_argument("--min-count", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, help="passes over the corpus (default 5; 1 with --dry-run)")
     parser.add_argument(
         "--alpha", type=float, default=0.0, help="starting learning rate (0: 0.025 skip-gram, 0.05 CBOW)"
     )
@@ -281,6 +282,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="worker processes, one core each (as gensim's workers)")
     parser.add_argument("--max-vocab", type=int, default=0, help="keep at most this many words (0: all)")
     parser.add_argument("--no-eval", action="store_true", help="skip the analogy and similarity evaluation")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue from <run-dir>/{checkpoints.CHECKPOINT} (written after every epoch) with its settings; "
+        "--epochs sets a new total (the learning-rate decay stretched to it); a finished run only exports again",
+    )
     args = parser.parse_args(argv)
     if not args.corpus and not args.corpus_preset:
         parser.error("give --corpus PATH... or --corpus-preset NAME")
@@ -288,7 +295,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.corpus_preset or not args.no_eval:
         require_paths(parser, args, "data_dir")
     for flag in ("dim", "window", "epochs", "batch_size", "threads", "min_count"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.loss == "ns" and args.negative < 1:
         parser.error("--negative must be at least 1 with --loss ns")
@@ -296,6 +303,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.name = f"word2vec-{args.arch}" + ("-hs" if args.loss == "hs" else "")
     if not args.name.startswith("word2vec-"):
         args.name = f"word2vec-{args.name}"
+    dry_run_name(args)
     return args
 
 
@@ -326,9 +334,15 @@ def main(argv: list[str] | None = None) -> Path:
         sentences = corpus.sentences(files)
         return limited(sentences, DRY_RUN_WORDS) if args.dry_run else sentences
 
+    checkpoint_path = run_dir / checkpoints.CHECKPOINT
+    resume = checkpoints.load(checkpoint_path) if args.resume else None
+    # --epochs, else the checkpoint's when resuming, else 5 (1 for a dry run)
+    epochs = args.epochs or (resume["config"]["epochs"] if resume else 1 if args.dry_run else 5)
     started = time.perf_counter()
     min_count = 1 if args.dry_run else args.min_count
-    vocab = Vocabulary.build(tqdm(text(), desc="vocabulary", unit=" sentences"), min_count, args.max_vocab)
+    vocab = Vocabulary.build(
+        tqdm(text(), desc="vocabulary", unit=" sentences", disable=None), min_count, args.max_vocab
+    )
     encoded = stream.encode(text(), vocab, run_dir)
     prepare = time.perf_counter() - started
     print(
@@ -344,19 +358,40 @@ def main(argv: list[str] | None = None) -> Path:
         negative=args.negative,
         sample=args.sample,
         min_count=min_count,
-        epochs=1 if args.dry_run else args.epochs,
+        epochs=epochs,
         alpha=args.alpha,
         batch_size=args.batch_size,
         row_cap=args.row_cap,
         threads=args.threads,
     )
+    if resume is not None:
+        config = Word2VecConfig(**{**resume["config"], "epochs": epochs})
+        if resume["words"] != vocab.words:
+            raise SystemExit(
+                f"--resume: the corpus is not the one {checkpoint_path} was trained on (its vocabulary differs)"
+            )
     model = Word2Vec(config, generator=torch.Generator().manual_seed(args.seed)).to(device)
     trainer = Trainer(model, vocab, encoded, seed=args.seed, device=device)
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = MetricsLog(run_dir / "metrics.jsonl", append=resume is not None)
     train_seconds = cpu_seconds = 0.0
+    start_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        trainer.progress.add(done=resume["done"], examples=resume["examples"])
+        train_seconds, cpu_seconds, start_epoch = resume["train_seconds"], resume["cpu_seconds"], resume["epoch"] + 1
+        log.keep_until("epoch", resume["epoch"])
+        print(f"resumed from {checkpoint_path} after epoch {resume['epoch']} of {config.epochs}")
     report: dict[str, Any] = {}
-    bar = tqdm(total=config.epochs * vocab.corpus_words, desc=args.name, unit=" words", unit_scale=True, smoothing=0.1)
-    for epoch in range(1, config.epochs + 1):
+    bar = tqdm(
+        total=config.epochs * vocab.corpus_words,
+        desc=args.name,
+        unit=" words",
+        unit_scale=True,
+        smoothing=0.1,
+        disable=None,  # a terminal only: no carriage returns in logs
+    )
+    bar.update(round(trainer.progress.get("done") * trainer.raw_per_token))
+    for epoch in range(start_epoch, config.epochs + 1):
         tick, cpu_tick = time.perf_counter(), cpu_time()
         trainer.epoch(epoch, bar)
         train_seconds += time.perf_counter() - tick
@@ -375,8 +410,20 @@ def main(argv: list[str] | None = None) -> Path:
             report = evaluate.evaluate_all(eval_paths, vocab.words, scorer)
             record.update(evaluate.headline(report))
         log.write(record)
-        figures = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "lr")
-        tqdm.write(f"epoch {epoch}: {figures}")
+        checkpoints.save(
+            checkpoint_path,
+            {
+                "model": model.state_dict(),
+                "config": dataclasses.asdict(config),
+                "words": vocab.words,
+                "epoch": epoch,
+                "done": trainer.progress.get("done"),
+                "examples": trainer.progress.get("examples"),
+                "train_seconds": train_seconds,
+                "cpu_seconds": cpu_seconds,
+            },
+        )
+        tqdm.write(f"epoch {epoch}: {figures(record, skip=('lr',))}")
     bar.close()
     words_per_second = config.epochs * vocab.corpus_words / train_seconds
     print(

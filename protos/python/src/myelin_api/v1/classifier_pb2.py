@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from myelin_api.v1 import common_pb2 as myelin__api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emyelin_api/v1/classifier.proto\x12\rmyelin_api.v1\x1a\x1amyelin_api/v1/common.proto\"_\n\x08RawImage\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12&\n\x05\x64type\x18\x03 \x01(\x0e\x32\x17.myelin_api.v1.DataType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"J\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12&\n\x03raw\x18\x02 \x01(\x0b\x32\x17.myelin_api.v1.RawImageH\x00\x42\x06\n\x04kind\"n\n\x0f\x43lassifyRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12$\n\x06images\x18\x02 \x03(\x0b\x32\x14.myelin_api.v1.Image\x12\r\n\x05top_k\x18\x03 \x01(\x05\"E\n\x10LabelProbability\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"A\n\x0e\x43lassification\x12/\n\x06labels\x18\x01 \x03(\x0b\x32\x1f.myelin_api.v1.LabelProbability\"r\n\x10\x43lassifyResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x36\n\x0f\x63lassifications\x18\x02 \x03(\x0b\x32\x1d.myelin_api.v1.Classification2Y\n\nClassifier\x12K\n\x08\x43lassify\x12\x1e.myelin_api.v1.ClassifyRequest\x1a\x1f.myelin_api.v1.ClassifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emyelin_api/v1/classifier.proto\x12\rmyelin_api.v1\x1a\x1amyelin_api/v1/common.proto\"_\n\x08RawImage\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12&\n\x05\x64type\x18\x03 \x01(\x0e\x32\x17.myelin_api.v1.DataType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"J\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12&\n\x03raw\x18\x02 \x01(\x0b\x32\x17.myelin_api.v1.RawImageH\x00\x42\x06\n\x04kind\"n\n\x0f\x43lassifyRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12$\n\x06images\x18\x02 \x03(\x0b\x32\x14.myelin_api.v1.Image\x12\r\n\x05top_k\x18\x03 \x01(\x05\"E\n\x10LabelProbability\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"A\n\x0e\x43lassification\x12/\n\x06labels\x18\x01 \x03(\x0b\x32\x1f.myelin_api.v1.LabelProbability\"r\n\x10\x43lassifyResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x36\n\x0f\x63lassifications\x18\x02 \x03(\x0b\x32\x1d.myelin_api.v1.Classification2a\n\nClassifier\x12K\n\x08\x43lassify\x12\x1e.myelin_api.v1.ClassifyRequest\x1a\x1f.myelin_api.v1.ClassifyResponse\x1a\x06\x88\xb5\x18\x83\x87\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'myelin_api.v1.classifier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CLASSIFIER']._loaded_options = None
+  _globals['_CLASSIFIER']._serialized_options = b'\210\265\030\203\207\003'
   _globals['_RAWIMAGE']._serialized_start=77
   _globals['_RAWIMAGE']._serialized_end=172
   _globals['_IMAGE']._serialized_start=174
@@ -45,5 +47,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYRESPONSE']._serialized_start=500
   _globals['_CLASSIFYRESPONSE']._serialized_end=614
   _globals['_CLASSIFIER']._serialized_start=616
-  _globals['_CLASSIFIER']._serialized_end=705
+  _globals['_CLASSIFIER']._serialized_end=713
 # @@protoc_insertion_point(module_scope)

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amyelin_api/v1/common.proto\x12\rmyelin_api.v1\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"_\n\x12ModelVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.myelin_api.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc9\x03\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\x38\n\x06graphs\x18\x05 \x03(\x0b\x32(.myelin_api.v1.ModelMetadata.GraphsEntry\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12@\n\nevaluation\x18\x07 \x03(\x0b\x32,.myelin_api.v1.ModelMetadata.EvaluationEntry\x12\x33\n\x08versions\x18\x08 \x03(\x0b\x32!.myelin_api.v1.ModelVersionStatus\x12\x1a\n\x12\x65xecution_provider\x18\t \x01(\t\x12\x15\n\rmanifest_json\x18\n \x01(\t\x1aL\n\x0bGraphsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.myelin_api.v1.GraphSignature:\x02\x38\x01\x1a\x31\n\x0f\x45valuationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"g\n\x0eGraphSignature\x12)\n\x06inputs\x18\x01 \x03(\x0b\x32\x19.myelin_api.v1.TensorSpec\x12*\n\x07outputs\x18\x02 \x03(\x0b\x32\x19.myelin_api.v1.TensorSpec*Q\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x02*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amyelin_api/v1/common.proto\x12\rmyelin_api.v1\x1a google/protobuf/descriptor.proto\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"_\n\x12ModelVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.myelin_api.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc9\x03\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x04 \x01(\t\x12\x38\n\x06graphs\x18\x05 \x03(\x0b\x32(.myelin_api.v1.ModelMetadata.GraphsEntry\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12@\n\nevaluation\x18\x07 \x03(\x0b\x32,.myelin_api.v1.ModelMetadata.EvaluationEntry\x12\x33\n\x08versions\x18\x08 \x03(\x0b\x32!.myelin_api.v1.ModelVersionStatus\x12\x1a\n\x12\x65xecution_provider\x18\t \x01(\t\x12\x15\n\rmanifest_json\x18\n \x01(\t\x1aL\n\x0bGraphsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.myelin_api.v1.GraphSignature:\x02\x38\x01\x1a\x31\n\x0f\x45valuationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x98\x01\n\x0eGraphSignature\x12)\n\x06inputs\x18\x01 \x03(\x0b\x32\x19.myelin_api.v1.TensorSpec\x12*\n\x07outputs\x18\x02 \x03(\x0b\x32\x19.myelin_api.v1.TensorSpec\x12/\n\x08\x62\x61tching\x18\x03 \x01(\x0b\x32\x1d.myelin_api.v1.BatchingConfig\"\xb1\x01\n\x0e\x42\x61tchingConfig\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\r\x12\x1a\n\x12max_queue_delay_us\x18\x03 \x01(\x04\x12\x16\n\x0e\x61\x64\x61ptive_delay\x18\x04 \x01(\x08\x12\x16\n\x0emax_queue_size\x18\x05 \x01(\r\x12\x17\n\x0fqueue_timeout_s\x18\x06 \x01(\x01\x12\x11\n\tinstances\x18\x07 \x01(\r*Q\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x02*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04:7\n\x0c\x64\x65\x66\x61ult_port\x12\x1f.google.protobuf.ServiceOptions\x18\xd1\x86\x03 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,22 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELMETADATA_GRAPHSENTRY']._serialized_options = b'8\001'
   _globals['_MODELMETADATA_EVALUATIONENTRY']._loaded_options = None
   _globals['_MODELMETADATA_EVALUATIONENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=811
-  _globals['_DATATYPE']._serialized_end=892
-  _globals['_MODELSTATE']._serialized_start=895
-  _globals['_MODELSTATE']._serialized_end=1034
-  _globals['_MODELREF']._serialized_start=45
-  _globals['_MODELREF']._serialized_end=86
-  _globals['_TENSORSPEC']._serialized_start=88
-  _globals['_TENSORSPEC']._serialized_end=147
-  _globals['_MODELVERSIONSTATUS']._serialized_start=149
-  _globals['_MODELVERSIONSTATUS']._serialized_end=244
-  _globals['_MODELMETADATA']._serialized_start=247
-  _globals['_MODELMETADATA']._serialized_end=704
-  _globals['_MODELMETADATA_GRAPHSENTRY']._serialized_start=577
-  _globals['_MODELMETADATA_GRAPHSENTRY']._serialized_end=653
-  _globals['_MODELMETADATA_EVALUATIONENTRY']._serialized_start=655
-  _globals['_MODELMETADATA_EVALUATIONENTRY']._serialized_end=704
-  _globals['_GRAPHSIGNATURE']._serialized_start=706
-  _globals['_GRAPHSIGNATURE']._serialized_end=809
+  _globals['_DATATYPE']._serialized_start=1075
+  _globals['_DATATYPE']._serialized_end=1156
+  _globals['_MODELSTATE']._serialized_start=1159
+  _globals['_MODELSTATE']._serialized_end=1298
+  _globals['_MODELREF']._serialized_start=79
+  _globals['_MODELREF']._serialized_end=120
+  _globals['_TENSORSPEC']._serialized_start=122
+  _globals['_TENSORSPEC']._serialized_end=181
+  _globals['_MODELVERSIONSTATUS']._serialized_start=183
+  _globals['_MODELVERSIONSTATUS']._serialized_end=278
+  _globals['_MODELMETADATA']._serialized_start=281
+  _globals['_MODELMETADATA']._serialized_end=738
+  _globals['_MODELMETADATA_GRAPHSENTRY']._serialized_start=611
+  _globals['_MODELMETADATA_GRAPHSENTRY']._serialized_end=687
+  _globals['_MODELMETADATA_EVALUATIONENTRY']._serialized_start=689
+  _globals['_MODELMETADATA_EVALUATIONENTRY']._serialized_end=738
+  _globals['_GRAPHSIGNATURE']._serialized_start=741
+  _globals['_GRAPHSIGNATURE']._serialized_end=893
+  _globals['_BATCHINGCONFIG']._serialized_start=896
+  _globals['_BATCHINGCONFIG']._serialized_end=1073
 # @@protoc_insertion_point(module_scope)

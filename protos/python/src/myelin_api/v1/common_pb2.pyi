@@ -1,3 +1,4 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -28,6 +29,8 @@ MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 MODEL_STATE_UNLOADED: ModelState
+DEFAULT_PORT_FIELD_NUMBER: _ClassVar[int]
+default_port: _descriptor.FieldDescriptor
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version")
@@ -96,9 +99,29 @@ class ModelMetadata(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., family: _Optional[str] = ..., architecture: _Optional[str] = ..., graphs: _Optional[_Mapping[str, GraphSignature]] = ..., labels: _Optional[_Iterable[str]] = ..., evaluation: _Optional[_Mapping[str, float]] = ..., versions: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ..., execution_provider: _Optional[str] = ..., manifest_json: _Optional[str] = ...) -> None: ...
 
 class GraphSignature(_message.Message):
-    __slots__ = ("inputs", "outputs")
+    __slots__ = ("inputs", "outputs", "batching")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
-    def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+    batching: BatchingConfig
+    def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., batching: _Optional[_Union[BatchingConfig, _Mapping]] = ...) -> None: ...
+
+class BatchingConfig(_message.Message):
+    __slots__ = ("enabled", "max_batch_size", "max_queue_delay_us", "adaptive_delay", "max_queue_size", "queue_timeout_s", "instances")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_DELAY_US_FIELD_NUMBER: _ClassVar[int]
+    ADAPTIVE_DELAY_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    max_batch_size: int
+    max_queue_delay_us: int
+    adaptive_delay: bool
+    max_queue_size: int
+    queue_timeout_s: float
+    instances: int
+    def __init__(self, enabled: _Optional[bool] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_us: _Optional[int] = ..., adaptive_delay: _Optional[bool] = ..., max_queue_size: _Optional[int] = ..., queue_timeout_s: _Optional[float] = ..., instances: _Optional[int] = ...) -> None: ...

@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from myelin_api.v1 import common_pb2 as myelin__api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmyelin_api/v1/generator.proto\x12\rmyelin_api.v1\x1a\x1amyelin_api/v1/common.proto\"\x9a\x02\n\x0fGenerateRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\r\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x07 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"\x8b\x01\n\x06\x46inish\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.myelin_api.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x18\n\x10generated_tokens\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x15\n\rstop_sequence\x18\x05 \x01(\t\"\x82\x01\n\x10GenerateResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12%\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x15.myelin_api.v1.Finish\"\x82\x01\n\x10\x43ompleteResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12%\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x15.myelin_api.v1.Finish*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xa7\x01\n\tGenerator\x12M\n\x08Generate\x12\x1e.myelin_api.v1.GenerateRequest\x1a\x1f.myelin_api.v1.GenerateResponse0\x01\x12K\n\x08\x43omplete\x12\x1e.myelin_api.v1.GenerateRequest\x1a\x1f.myelin_api.v1.CompleteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmyelin_api/v1/generator.proto\x12\rmyelin_api.v1\x1a\x1amyelin_api/v1/common.proto\"\x9a\x02\n\x0fGenerateRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\r\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x07 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"\x8b\x01\n\x06\x46inish\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.myelin_api.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x18\n\x10generated_tokens\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x15\n\rstop_sequence\x18\x05 \x01(\t\"\x82\x01\n\x10GenerateResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12%\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x15.myelin_api.v1.Finish\"\x82\x01\n\x10\x43ompleteResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12%\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x15.myelin_api.v1.Finish\"D\n\x0cScoreRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x0c\n\x04text\x18\x02 \x01(\t\"\\\n\rScoreResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x10\n\x08logprobs\x18\x03 \x03(\x01*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xf3\x01\n\tGenerator\x12M\n\x08Generate\x12\x1e.myelin_api.v1.GenerateRequest\x1a\x1f.myelin_api.v1.GenerateResponse0\x01\x12K\n\x08\x43omplete\x12\x1e.myelin_api.v1.GenerateRequest\x1a\x1f.myelin_api.v1.CompleteResponse\x12\x42\n\x05Score\x12\x1b.myelin_api.v1.ScoreRequest\x1a\x1c.myelin_api.v1.ScoreResponse\x1a\x06\x88\xb5\x18\x85\x87\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'myelin_api.v1.generator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=769
-  _globals['_FINISHREASON']._serialized_end=893
+  _globals['_GENERATOR']._loaded_options = None
+  _globals['_GENERATOR']._serialized_options = b'\210\265\030\205\207\003'
+  _globals['_FINISHREASON']._serialized_start=933
+  _globals['_FINISHREASON']._serialized_end=1057
   _globals['_GENERATEREQUEST']._serialized_start=77
   _globals['_GENERATEREQUEST']._serialized_end=359
   _globals['_FINISH']._serialized_start=362
@@ -42,6 +44,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATERESPONSE']._serialized_end=634
   _globals['_COMPLETERESPONSE']._serialized_start=637
   _globals['_COMPLETERESPONSE']._serialized_end=767
-  _globals['_GENERATOR']._serialized_start=896
-  _globals['_GENERATOR']._serialized_end=1063
+  _globals['_SCOREREQUEST']._serialized_start=769
+  _globals['_SCOREREQUEST']._serialized_end=837
+  _globals['_SCORERESPONSE']._serialized_start=839
+  _globals['_SCORERESPONSE']._serialized_end=931
+  _globals['_GENERATOR']._serialized_start=1060
+  _globals['_GENERATOR']._serialized_end=1303
 # @@protoc_insertion_point(module_scope)

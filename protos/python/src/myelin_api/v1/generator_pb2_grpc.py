@@ -44,6 +44,11 @@ class GeneratorStub:
                 request_serializer=myelin__api_dot_v1_dot_generator__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=myelin__api_dot_v1_dot_generator__pb2.CompleteResponse.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/myelin_api.v1.Generator/Score',
+                request_serializer=myelin__api_dot_v1_dot_generator__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=myelin__api_dot_v1_dot_generator__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class GeneratorServicer:
@@ -64,6 +69,15 @@ class GeneratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Score(self, request, context):
+        """How likely the model finds a text: the log-probability of each of its tokens after the ones
+        before it (teacher forcing through the step graph). Perplexity and bits per character come from
+        these (`myelin-eval generator`); so does ranking candidate texts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GeneratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_GeneratorServicer_to_server(servicer, server):
                     servicer.Complete,
                     request_deserializer=myelin__api_dot_v1_dot_generator__pb2.GenerateRequest.FromString,
                     response_serializer=myelin__api_dot_v1_dot_generator__pb2.CompleteResponse.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=myelin__api_dot_v1_dot_generator__pb2.ScoreRequest.FromString,
+                    response_serializer=myelin__api_dot_v1_dot_generator__pb2.ScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class Generator:
             '/myelin_api.v1.Generator/Complete',
             myelin__api_dot_v1_dot_generator__pb2.GenerateRequest.SerializeToString,
             myelin__api_dot_v1_dot_generator__pb2.CompleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin_api.v1.Generator/Score',
+            myelin__api_dot_v1_dot_generator__pb2.ScoreRequest.SerializeToString,
+            myelin__api_dot_v1_dot_generator__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from myelin_api.v1 import common_pb2 as myelin__api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amyelin_api/v1/models.proto\x12\rmyelin_api.v1\x1a\x1amyelin_api/v1/common.proto\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.myelin_api.v1.ModelMetadata\"9\n\x0fGetModelRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\"\x15\n\x13ReloadModelsRequest\"H\n\x14ReloadModelsResponse\x12\x0e\n\x06loaded\x18\x01 \x03(\t\x12\x10\n\x08unloaded\x18\x02 \x03(\t\x12\x0e\n\x06\x66\x61iled\x18\x03 \x03(\t2\xfe\x01\n\x06Models\x12Q\n\nListModels\x12 .myelin_api.v1.ListModelsRequest\x1a!.myelin_api.v1.ListModelsResponse\x12H\n\x08GetModel\x12\x1e.myelin_api.v1.GetModelRequest\x1a\x1c.myelin_api.v1.ModelMetadata\x12W\n\x0cReloadModels\x12\".myelin_api.v1.ReloadModelsRequest\x1a#.myelin_api.v1.ReloadModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amyelin_api/v1/models.proto\x12\rmyelin_api.v1\x1a\x1amyelin_api/v1/common.proto\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.myelin_api.v1.ModelMetadata\"9\n\x0fGetModelRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\"\x15\n\x13ReloadModelsRequest\"H\n\x14ReloadModelsResponse\x12\x0e\n\x06loaded\x18\x01 \x03(\t\x12\x10\n\x08unloaded\x18\x02 \x03(\t\x12\x0e\n\x06\x66\x61iled\x18\x03 \x03(\t\" \n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x13UnloadModelResponse\x12\x10\n\x08unloaded\x18\x01 \x03(\t2\xa0\x03\n\x06Models\x12Q\n\nListModels\x12 .myelin_api.v1.ListModelsRequest\x1a!.myelin_api.v1.ListModelsResponse\x12H\n\x08GetModel\x12\x1e.myelin_api.v1.GetModelRequest\x1a\x1c.myelin_api.v1.ModelMetadata\x12W\n\x0cReloadModels\x12\".myelin_api.v1.ReloadModelsRequest\x1a#.myelin_api.v1.ReloadModelsResponse\x12J\n\tLoadModel\x12\x1f.myelin_api.v1.LoadModelRequest\x1a\x1c.myelin_api.v1.ModelMetadata\x12T\n\x0bUnloadModel\x12!.myelin_api.v1.UnloadModelRequest\x1a\".myelin_api.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELOADMODELSREQUEST']._serialized_end=242
   _globals['_RELOADMODELSRESPONSE']._serialized_start=244
   _globals['_RELOADMODELSRESPONSE']._serialized_end=316
-  _globals['_MODELS']._serialized_start=319
-  _globals['_MODELS']._serialized_end=573
+  _globals['_LOADMODELREQUEST']._serialized_start=318
+  _globals['_LOADMODELREQUEST']._serialized_end=350
+  _globals['_UNLOADMODELREQUEST']._serialized_start=352
+  _globals['_UNLOADMODELREQUEST']._serialized_end=386
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=388
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=427
+  _globals['_MODELS']._serialized_start=430
+  _globals['_MODELS']._serialized_end=846
 # @@protoc_insertion_point(module_scope)

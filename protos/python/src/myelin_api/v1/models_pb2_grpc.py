@@ -50,6 +50,16 @@ class ModelsStub:
                 request_serializer=myelin__api_dot_v1_dot_models__pb2.ReloadModelsRequest.SerializeToString,
                 response_deserializer=myelin__api_dot_v1_dot_models__pb2.ReloadModelsResponse.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/myelin_api.v1.Models/LoadModel',
+                request_serializer=myelin__api_dot_v1_dot_models__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=myelin__api_dot_v1_dot_common__pb2.ModelMetadata.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/myelin_api.v1.Models/UnloadModel',
+                request_serializer=myelin__api_dot_v1_dot_models__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=myelin__api_dot_v1_dot_models__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -76,6 +86,22 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Load (or load again) a model from the repository and return its metadata; a model unloaded
+        with UnloadModel is served again. NOT_FOUND when the repository has no such model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Stop serving a model, every version, until LoadModel (rescans leave it unloaded; ListModels
+        shows it as UNLOADED). Calls in flight finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +119,16 @@ def add_ModelsServicer_to_server(servicer, server):
                     servicer.ReloadModels,
                     request_deserializer=myelin__api_dot_v1_dot_models__pb2.ReloadModelsRequest.FromString,
                     response_serializer=myelin__api_dot_v1_dot_models__pb2.ReloadModelsResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=myelin__api_dot_v1_dot_models__pb2.LoadModelRequest.FromString,
+                    response_serializer=myelin__api_dot_v1_dot_common__pb2.ModelMetadata.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=myelin__api_dot_v1_dot_models__pb2.UnloadModelRequest.FromString,
+                    response_serializer=myelin__api_dot_v1_dot_models__pb2.UnloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +212,60 @@ class Models:
             '/myelin_api.v1.Models/ReloadModels',
             myelin__api_dot_v1_dot_models__pb2.ReloadModelsRequest.SerializeToString,
             myelin__api_dot_v1_dot_models__pb2.ReloadModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin_api.v1.Models/LoadModel',
+            myelin__api_dot_v1_dot_models__pb2.LoadModelRequest.SerializeToString,
+            myelin__api_dot_v1_dot_common__pb2.ModelMetadata.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/myelin_api.v1.Models/UnloadModel',
+            myelin__api_dot_v1_dot_models__pb2.UnloadModelRequest.SerializeToString,
+            myelin__api_dot_v1_dot_models__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
