@@ -137,6 +137,7 @@ def captured_help(main: Callable[[list[str]], object], argv: list[str]) -> str:
 def commands() -> list[tuple[str, str, Callable[[list[str]], object], list[str]]]:
     """(section, command line, main, argv) for every command and subcommand, in the page's order."""
     from myelin_client import cli as client_cli
+    from myelin_console import cli as console_cli
     from myelin_serving import cli as serve_cli
     from myelin_training import cli as training_cli
 
@@ -145,6 +146,7 @@ def commands() -> list[tuple[str, str, Callable[[list[str]], object], list[str]]
     for name in subparsers[0].choices:
         found.append(("myelin", f"myelin {name}", client_cli.main, [name]))
     found.append(("myelin-serve", "myelin-serve", serve_cli.main, []))
+    found.append(("myelin-console", "myelin-console", console_cli.main, []))
     for prog, table in (("myelin-train", training_cli.TRAINERS), ("myelin-eval", training_cli.EVALUATORS)):
         for name, module in table.items():
             found.append((prog, f"{prog} {name}", importlib.import_module(module).main, []))
@@ -182,6 +184,7 @@ def cli_page() -> str:
         "- `myelin`: call the services (the SDK's CLI, `myelin-client`).",
         "- `myelin-serve`: serve one model family (`myelin-serving`); its flags are settings, whose",
         "  variables and defaults are in the [settings reference](settings.md).",
+        "- `myelin-console`: the web console in front of the services' HTTP ports (`myelin-console`).",
         "- `myelin-train`, `myelin-eval`: train and export a model, evaluate it offline or through a",
         "  service (`myelin-training`).",
         "",

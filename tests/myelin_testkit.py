@@ -286,3 +286,28 @@ def raw_http(url: str, request: bytes, *, timeout: float = 20) -> HttpAnswer:
             name, _, value = line.decode().partition(":")
             headers[name.lower()] = value.strip()
         return HttpAnswer(status, headers, answer.read(int(headers["content-length"])))
+
+
+def sample(server: ServerThread, name: str, labels: dict[str, str]) -> float:
+    """A sample of the server's metrics registry (0 when the series does not exist yet)."""
+    return server.registry.get_sample_value(name, labels) or 0.0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Until `condition()` holds, polling every 20 ms; fails after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def wait_cancelled_and_still(server: ServerThread, model: str, cancelled_before: float) -> None:
+    """A generation was cancelled: the sequences counter shows one more cancelled, none is active, and
+    the model's token counter stands still (nothing else generates on `model` meanwhile)."""
+    labels = {"model": model}
+    cancelled = labels | {"outcome": "cancelled"}
+    wait_for(lambda: sample(server, "myelin_generator_sequences_total", cancelled) == cancelled_before + 1)
+    assert sample(server, "myelin_generator_active_sequences", labels) == 0
+    tokens = sample(server, "myelin_generated_tokens_total", labels)
+    time.sleep(0.3)
+    assert sample(server, "myelin_generated_tokens_total", labels) == tokens

@@ -131,7 +131,7 @@ def problems(command: list[str]) -> Iterator[str]:
             return
         program = f"{program} {command[1]}"
         args = command[2:]
-    elif program in ("myelin", "myelin-serve"):
+    elif program in ("myelin", "myelin-serve", "myelin-console"):
         args = command[1:]
         subcommand = next((a for a in args if a in myelin_commands()), None)
         if program == "myelin" and subcommand:

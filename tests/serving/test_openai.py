@@ -9,8 +9,7 @@ import base64
 import http.client
 import json
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,17 @@ import openai
 import pytest
 
 from myelin_client import Client
-from myelin_testkit import ENDLESS_TOKENS, LONG_GENERATION, ServerProcess, ServerThread, http_request, settings_for
+from myelin_testkit import (
+    ENDLESS_TOKENS,
+    LONG_GENERATION,
+    ServerProcess,
+    ServerThread,
+    http_request,
+    sample,
+    settings_for,
+    wait_cancelled_and_still,
+    wait_for,
+)
 
 GPT, GRU = "generator-gpt-shakespeare", "generator-gru-shakespeare"
 SG, CBOW = "word2vec-skipgram", "word2vec-cbow-hs"
@@ -42,17 +51,6 @@ def embedder(word2vec_repository: Path) -> Iterator[ServerThread]:
 def sdk(server: ServerThread, api_key: str = "unused", **options: Any) -> openai.OpenAI:
     """The OpenAI SDK pointed at the service; no retries, so each status is seen as it was sent."""
     return openai.OpenAI(base_url=f"{server.http_url}/v1", api_key=api_key, max_retries=0, **options)
-
-
-def sample(server: ServerThread, name: str, labels: dict[str, str]) -> float:
-    return server.registry.get_sample_value(name, labels) or 0.0
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.02)
 
 
 OPTIONS = [
@@ -177,13 +175,7 @@ def test_a_client_that_hangs_up_frees_its_sequence(generator: ServerThread, stre
         else:
             with pytest.raises(openai.APITimeoutError):  # the SDK gives up and closes its connection
                 api.completions.create(model=GRU, prompt="ROMEO:", max_tokens=ENDLESS_TOKENS)
-    wait_for(
-        lambda: sample(generator, "myelin_generator_sequences_total", gru | {"outcome": "cancelled"}) == cancelled + 1
-    )
-    assert sample(generator, "myelin_generator_active_sequences", gru) == 0
-    tokens = sample(generator, "myelin_generated_tokens_total", gru)
-    time.sleep(0.3)  # nothing else generates on this model: the counter must not move any more
-    assert sample(generator, "myelin_generated_tokens_total", gru) == tokens
+    wait_cancelled_and_still(generator, GRU, cancelled)
     wait_for(
         lambda: (
             sample(generator, "myelin_requests_total", {"method": COMPLETIONS, "code": "CANCELLED"})

@@ -11,7 +11,7 @@ from myelin_serving.errors import InvalidArgument
 from myelin_serving.family import ServingContext
 from myelin_serving.generator.model import GenerationRequest, GeneratorModel
 from myelin_serving.generator.sampling import SamplingParams
-from myelin_serving.generator.scheduler import Finish
+from myelin_serving.generator.steps import Finish
 from myelin_serving.interceptors import time_left
 
 REASONS = {
