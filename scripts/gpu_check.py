@@ -160,12 +160,17 @@ class Service:
         return f"{self.family} on {self.device}, IO binding {self.io_binding}"
 
 
+# `myelin-serve` through the interpreter that runs this check (a GPU host may lack the console script).
+SERVE_MODULE = (sys.executable, "-m", "myelin_serving.cli")
+
+
 @contextlib.contextmanager
 def services(
     family: str, repository: Path, tmp: Path, setups: list[tuple[str, str]], threads: int
 ) -> Iterator[list[Service]]:
     """`myelin-serve FAMILY` once per (device, io_binding), on loopback; stopped with SIGTERM."""
     from myelin_client import Client
+    from myelin_serving.launch import serve_command
 
     started: list[Service] = []
     library_path = cuda_library_path()
@@ -184,8 +189,7 @@ def services(
             }
             if library_path:
                 env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [library_path, env.get("LD_LIBRARY_PATH")]))
-            command = [sys.executable, "-m", "myelin_serving.cli", family, "--repository", str(repository)]
-            command += ["--port", "0", "--port-file", str(port_file)]
+            command = serve_command(family, repository, host=None, port_file=port_file, program=SERVE_MODULE)
             process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
             started.append(Service(family, device, binding, process, port_file, log))
         for service in started:  # started together, waited for one by one

@@ -21,54 +21,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from myelin_serving.launch import Service, children, families_in, port_order, spawn, start_service, wait_serving
 from myelin_serving.server import FAMILIES, load_family
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 PROMETHEUS_PORT = 9090
 # Where `make demo` leaves its models (relative to the checkout, where make runs): `make up` serves
 # them when there is no model_repository.
 DEMO_REPOSITORY = Path(".demo") / "repository"
-# Processes this interpreter started, so that `down` in the same process (the tests) reaps them.
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
-
-@dataclass(frozen=True)
-class Service:
-    family: str
-    port: int
-    metrics_port: int
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-def families_in(repository: Path) -> set[str]:
-    """Families with at least one exported version (a manifest naming the family) in the repository."""
-    found = set()
-    for manifest in repository.glob("*/*/model.json"):
-        try:
-            found.add(json.loads(manifest.read_text())["family"])
-        except (OSError, ValueError, KeyError):
-            continue
-    return found
-
-
-def port_order() -> list[str]:
-    """The families the services know, by default port (classifier first)."""
-    return sorted(FAMILIES, key=lambda family: load_family(family).default_port)
 
 
 def planned_ports(families: list[str], *, free_ports: bool) -> dict[str, int]:
@@ -126,7 +92,7 @@ def start_prometheus(
         f"--storage.tsdb.path={state / 'prometheus-data'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
-    return _spawn("prometheus", command, state)
+    return spawn("prometheus", command, state)
 
 
 def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
@@ -141,58 +107,6 @@ def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"Prometheus on 127.0.0.1:{port} not ready after {timeout:.0f} s")
         time.sleep(0.2)
-
-
-def start_service(family: str, repository: Path, state: Path, port: int) -> subprocess.Popen[bytes]:
-    """`myelin-serve FAMILY` on `port` (0: a free one), its metrics on the port the service derives from it."""
-    port_file = state / f"{family}.port"
-    port_file.unlink(missing_ok=True)
-    command = [
-        str(BIN / "myelin-serve"),
-        family,
-        "--repository",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--port-file",
-        str(port_file),
-    ]
-    return _spawn(family, command, state)
-
-
-def _spawn(name: str, command: list[str], state: Path) -> subprocess.Popen[bytes]:
-    with (state / f"{name}.log").open("ab") as log:
-        # A session of its own: the process outlives this script and ignores the terminal's Ctrl-C.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    (state / f"{name}.pid").write_text(f"{process.pid}\n")
-    _children[process.pid] = process
-    return process
-
-
-def wait_serving(family: str, process: subprocess.Popen[bytes], state: Path, timeout: float = 180) -> Service:
-    """Until the service wrote its port file and its health says SERVING."""
-    port_file = state / f"{family}.port"
-    deadline = time.monotonic() + timeout
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"myelin-serve {family} did not start; see {state / f'{family}.log'}")
-        time.sleep(0.1)
-    ports = json.loads(port_file.read_text())
-    service = Service(family, ports["port"], ports["metrics_port"])
-    with grpc.insecure_channel(service.target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return service
-            except grpc.RpcError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{family} never became SERVING; see {state / f'{family}.log'}")
-            time.sleep(0.2)
 
 
 def up(
@@ -240,7 +154,7 @@ def down(state: Path, *, timeout: float = 30) -> None:
     for pid_file in sorted(state.glob("*.pid")):
         name = pid_file.stem
         pid = int(pid_file.read_text())
-        child = _children.pop(pid, None)
+        child = children.pop(pid, None)
         if _is_ours(pid, name):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
@@ -286,13 +200,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     start.add_argument("--free-ports", action="store_true", help="free ports instead of the families' defaults")
     start.add_argument("--prometheus-port", type=int, default=PROMETHEUS_PORT)
+    start.add_argument("--prometheus-interval", type=float, default=10, help="scrape and rule interval, seconds")
     stop = commands.add_parser("down", help="stop what `up` started")
     for command in (start, stop):
         command.add_argument("--state-dir", type=Path, default=Path(".run"))
     args = parser.parse_args(argv)
     if args.command == "up":
         repository = choose_repository(args.repository).resolve()
-        up(repository, args.state_dir, free_ports=args.free_ports, prometheus_port=args.prometheus_port)
+        up(
+            repository,
+            args.state_dir,
+            free_ports=args.free_ports,
+            prometheus_port=args.prometheus_port,
+            prometheus_interval_s=args.prometheus_interval,
+        )
     else:
         down(args.state_dir)
 

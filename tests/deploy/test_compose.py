@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.servers import REPO_ROOT
 from myelin_serving.server import FAMILIES, load_family
-from myelin_testkit import REPO_ROOT
 
 pytestmark = pytest.mark.deploy
 ALL_PROFILES = "translator,generator,embedder"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.servers import REPO_ROOT
 from myelin_serving.server import FAMILIES, load_family
 from myelin_serving.settings import METRICS_PORT_OFFSET
-from myelin_testkit import REPO_ROOT
 
 pytestmark = pytest.mark.deploy
 PORTS = {family: load_family(family).default_port for family in FAMILIES}

@@ -17,9 +17,9 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
+from harness.servers import BIN, REPO_ROOT
 from myelin_client import Client
 from myelin_serving.server import FAMILIES, load_family
-from myelin_testkit import BIN, REPO_ROOT
 
 SERVE = str(BIN / "myelin-serve")
 

@@ -1,10 +1,8 @@
-"""Helpers the tests share: a real server in a background thread, a real server process, and the
-stock KServe client (tritonclient) run from its own virtualenv."""
+"""Servers for tests: a real server in a background thread, and `myelin-serve` as a real process."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -13,24 +11,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-import pytest
+import grpc
 from prometheus_client import CollectorRegistry
 
+from myelin_serving.launch import serve_command, wait_ports
 from myelin_serving.server import MyelinServer, create_server
 from myelin_serving.settings import Settings
-from myelin_serving.tensors import datatype_of, encode_raw
 
 T = TypeVar("T")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TRITONCLIENT_PYTHON = REPO_ROOT / ".venv-tritonclient" / "bin" / "python"
-TRITONCLIENT_PROBE = REPO_ROOT / "tests" / "serving" / "tritonclient_probe.py"
 
 
 # New tokens for a generation that must still be running when a test acts on it (cancels it, lets its
@@ -123,31 +118,14 @@ class ServerProcess:
         self.port_file = tmp / f"{family}-{time.monotonic_ns()}.port"
         self.log_path = tmp / f"{family}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("w")
-        command = [
-            str(BIN / "myelin-serve"),
-            family,
-            "--repository",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--port-file",
-            str(self.port_file),
-            *args,
-        ]
+        command = serve_command(family, repository, metrics_port=0, port_file=self.port_file) + list(args)
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-        deadline = time.monotonic() + 60
-        while not self.port_file.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self._log.close()
-                raise RuntimeError(f"myelin-serve did not start:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
-        ports = json.loads(self.port_file.read_text())
+        ports = wait_ports(self.port_file, self.process, 60)
+        if ports is None:
+            self._log.close()
+            raise RuntimeError(f"myelin-serve did not start:\n{self.log_path.read_text()}")
         self.port, self.metrics_port = ports["port"], ports["metrics_port"]
 
     @property
@@ -172,44 +150,27 @@ class ServerProcess:
         self._log.close()
 
 
-@dataclass(frozen=True)
-class KServeCall:
-    name: str  # the KServe model name: `<model>` or `<model>.<graph>`
-    graph_file: Path  # the ONNX file behind it, for the expected answer
-    inputs: dict[str, np.ndarray]
+async def burst_then_sigterm(
+    target: str, process: subprocess.Popen[bytes], request: bytes, *, calls: int, delay: float
+) -> tuple[Counter[str], float]:
+    """`calls` concurrent ModelInfer calls of `request`, SIGTERM to `process` `delay` s after they start:
+    the statuses they ended with, and the seconds the process took to exit."""
+    codes: Counter[str] = Counter()
+    async with grpc.aio.insecure_channel(target) as channel:
+        method = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        await method(request, timeout=30)  # connected and warm
 
+        async def one() -> None:
+            try:
+                await method(request, timeout=60)
+                codes["OK"] += 1
+            except grpc.aio.AioRpcError as error:
+                codes[error.code().name] += 1
 
-def tritonclient_job(target: str, calls: list[KServeCall], **extra: Any) -> dict[str, Any]:
-    """What tritonclient_probe.py reads: the target, options (ssl, headers) and the calls to make."""
-    models = [
-        {
-            "name": call.name,
-            "inputs": [
-                {
-                    "name": name,
-                    "datatype": datatype_of(array),
-                    "shape": list(array.shape),
-                    "data": base64.b64encode(encode_raw(array)).decode(),
-                }
-                for name, array in call.inputs.items()
-            ],
-        }
-        for call in calls
-    ]
-    return {"target": target, "models": models, **extra}
-
-
-def run_tritonclient(job: dict[str, Any]) -> dict[str, Any]:
-    """Run the stock tritonclient (its own virtualenv, its own process) and return what it saw."""
-    if not TRITONCLIENT_PYTHON.exists():
-        pytest.fail(f"{TRITONCLIENT_PYTHON} is missing: run `make setup` (it builds .venv-tritonclient)")
-    done = subprocess.run(
-        [str(TRITONCLIENT_PYTHON), str(TRITONCLIENT_PROBE)],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
+        tasks = [asyncio.create_task(one()) for _ in range(calls)]
+        await asyncio.sleep(delay)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*tasks)
+    await asyncio.to_thread(process.wait, 60)
+    return codes, time.monotonic() - signalled
