@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from harness.families import SMOKE  # noqa: E402
 from myelin_client import Client  # noqa: E402
-from myelin_serving.server import load_family  # noqa: E402
+from myelin_serving.families import load_family  # noqa: E402
 
 PROJECT = "myelin-compose-test"
 BASE_IMAGE = "myelin-base:bookworm"

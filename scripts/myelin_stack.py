@@ -26,8 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from myelin_serving.families import load_family, names
 from myelin_serving.launch import Service, children, families_in, port_order, spawn, start_service, wait_serving
-from myelin_serving.server import FAMILIES, load_family
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules"
@@ -121,10 +121,10 @@ def up(
         raise SystemExit(f"{state} has pid files: the stack is up already (`make down` first)")
     state.mkdir(parents=True, exist_ok=True)
     present = families_in(repository)
-    families = [f for f in port_order() if f in FAMILIES and f in present]
+    families = [f for f in port_order() if f in present]
     if not families:
-        raise SystemExit(f"{repository} holds no model of a family these services know ({', '.join(FAMILIES)})")
-    for family in sorted(set(FAMILIES) - present):
+        raise SystemExit(f"{repository} holds no model of a family these services know ({', '.join(names())})")
+    for family in sorted(set(names()) - present):
         print(f"{family}: no model in {repository}, not started")
     started = time.monotonic()
     processes = {

@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from harness.servers import REPO_ROOT
-from myelin_serving.server import FAMILIES, load_family
+from myelin_serving.families import load_family, names
 from myelin_serving.settings import METRICS_PORT_OFFSET
 
 pytestmark = pytest.mark.deploy
+FAMILIES = names()
 PORTS = {family: load_family(family).default_port for family in FAMILIES}
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.servers import BIN, REPO_ROOT
-from myelin_serving.server import load_family
+from myelin_serving.families import load_family
 from myelin_serving.settings import METRICS_PORT_OFFSET
 
 pytestmark = pytest.mark.deploy

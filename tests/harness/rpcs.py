@@ -24,18 +24,9 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 from hypothesis import strategies as st
 
+from harness.codes import DOCUMENTED, INVALID, MESSAGE_LIMIT, NOT_FOUND, OK, TIMEOUT, TOO_BIG, UNDECODABLE
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.v1 import common_pb2, models_pb2
-
-OK = grpc.StatusCode.OK
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-TOO_BIG = grpc.StatusCode.RESOURCE_EXHAUSTED
-# What a bad request may get: never INTERNAL, UNKNOWN, DEADLINE_EXCEEDED (a hang) or UNAVAILABLE.
-DOCUMENTED = frozenset({OK, INVALID, NOT_FOUND, TOO_BIG})
-# The suite's servers take messages up to this size (settings.max_message_bytes); cheap to exceed.
-MESSAGE_LIMIT = 1024 * 1024
-TIMEOUT = 20.0
 
 KSERVE = "inference.GRPCInferenceService"
 MODELS = "myelin_api.v1.Models"
@@ -453,10 +444,6 @@ def shared_bad(case: ServiceCase) -> list[Bad]:
     return bad
 
 
-# Bytes no protobuf message parses: a field tag with wire type 7 (there is none).
-UNDECODABLE = b"\xff\xff\xff\xff\x0f"
-
-
 def get_model(name: str, version: int = 0) -> models_pb2.GetModelRequest:
     return models_pb2.GetModelRequest(model=common_pb2.ModelRef(name=name, version=version))
 
@@ -497,3 +484,9 @@ def kserve_bad(graph: Graph, lengths: dict[str, int], cases: list[tuple[str, dic
         request = graph_request(graph, {**lengths, **axes}, **arrays)
         bad.append(Bad(f"ModelInfer {graph.endpoint} {case_id}", INFER, request, INVALID, message))
     return bad
+
+
+def soak_requests(model: str, *own: tuple[str, Message]) -> list[Request]:
+    """What the soak sends a family: its `own` requests, then GetModel of `model` and a health check."""
+    shared = [(f"/{MODELS}/GetModel", get_model(model)), (f"/{HEALTH}/Check", health_pb2.HealthCheckRequest())]
+    return [(method, message.SerializeToString()) for method, message in (*own, *shared)]

@@ -36,8 +36,10 @@ LONG_GENERATION = {"max_context_tokens": ENDLESS_TOKENS + 64}
 
 
 def settings_for(repository: Path, **overrides: Any) -> Settings:
-    """Loopback, port 0, no metrics endpoint unless asked for, no background rescans unless asked for."""
+    """The classifier unless asked for another family; loopback, port 0, no metrics endpoint unless
+    asked for, no background rescans unless asked for."""
     values: dict[str, Any] = {
+        "service": "classifier",
         "repository": repository,
         "host": "127.0.0.1",
         "port": 0,

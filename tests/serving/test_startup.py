@@ -19,7 +19,9 @@ import pytest
 
 from harness.servers import BIN, REPO_ROOT
 from myelin_client import Client
-from myelin_serving.server import FAMILIES, load_family
+from myelin_serving.families import load_family, names
+
+FAMILIES = names()
 
 SERVE = str(BIN / "myelin-serve")
 

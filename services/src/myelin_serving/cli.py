@@ -20,8 +20,9 @@ from typing import Any
 import uvloop
 from pydantic import ValidationError
 
+from myelin_serving.families import names
 from myelin_serving.runtime import GraphLoadError
-from myelin_serving.server import FAMILIES, create_server
+from myelin_serving.server import create_server
 from myelin_serving.settings import Settings
 
 log = logging.getLogger("myelin_serving")
@@ -29,14 +30,14 @@ log = logging.getLogger("myelin_serving")
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="myelin-serve", description="Serve one model family over gRPC.")
-    parser.add_argument("service", choices=sorted(FAMILIES), help="model family to serve")
+    parser.add_argument("service", choices=names(), help="model family to serve (an installed one)")
     parser.add_argument("--repository", type=Path, help="model repository (MYELIN_REPOSITORY)")
     parser.add_argument("--host", help="address to bind (MYELIN_HOST, default 127.0.0.1)")
     parser.add_argument(
         "--port",
         type=int,
-        help="gRPC port, 0 picks a free one (MYELIN_PORT; default: the family's, as its .proto names it: "
-        "classifier 50051, translator 50052, generator 50053, embedder 50054)",
+        help="gRPC port, 0 picks a free one (MYELIN_PORT; default: the family's, as its .proto names it "
+        "in `option (default_port)`)",
     )
     parser.add_argument(
         "--metrics-port",

@@ -79,9 +79,9 @@ def families_in(repository: Path) -> set[str]:
 
 def port_order() -> list[str]:
     """The families the services know, by default port (the first family's first)."""
-    from myelin_serving.server import FAMILIES, load_family  # the families' modules: onnxruntime and all
+    from myelin_serving.families import by_port  # the families' modules: onnxruntime and all
 
-    return sorted(FAMILIES, key=lambda family: load_family(family).default_port)
+    return by_port()
 
 
 def spawn(name: str, command: list[str], state: Path) -> subprocess.Popen[bytes]:

@@ -1,7 +1,4 @@
-"""The classifier family (mnist-mlp, mnist-cnn): Classify.
-
-CASE (the reliability suites), workload() (the soak) and smoke() (the compose test, through the SDK).
-"""
+"""The classifier family (mnist-mlp, mnist-cnn): Classify."""
 
 from __future__ import annotations
 
@@ -13,28 +10,15 @@ from typing import Any
 
 import numpy as np
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
 from hypothesis import strategies as st
 from PIL import Image
 
-from harness.rpcs import (
-    INVALID,
-    MESSAGE_LIMIT,
-    NOT_FOUND,
-    TOO_BIG,
-    UNDECODABLE,
-    Bad,
-    Graph,
-    GraphInput,
-    Request,
-    ServiceCase,
-    invalid_names,
-    kserve_bad,
-    kserve_infer,
-)
+from harness import rpcs
+from harness.codes import INVALID, MESSAGE_LIMIT, NOT_FOUND, TOO_BIG, UNDECODABLE
+from harness.rpcs import Bad, Graph, GraphInput, Request, ServiceCase, invalid_names, kserve_bad, kserve_infer
 from harness.strategies import model_names
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import classifier_pb2, common_pb2, models_pb2
+from myelin_api.v1 import classifier_pb2, common_pb2
 from myelin_client import Client
 from myelin_training.data import mnist
 
@@ -246,14 +230,12 @@ def workload() -> list[Request]:
         raw_input_contents=[floats.astype("<f4").tobytes()],
     )
     cnn, mlp = common_pb2.ModelRef(name="mnist-cnn"), common_pb2.ModelRef(name="mnist-mlp")
-    requests = [
+    return rpcs.soak_requests(
+        "mnist-cnn",
         ("/myelin_api.v1.Classifier/Classify", classifier_pb2.ClassifyRequest(model=cnn, images=[raw], top_k=3)),
         ("/myelin_api.v1.Classifier/Classify", classifier_pb2.ClassifyRequest(model=mlp, images=pngs)),
         ("/inference.GRPCInferenceService/ModelInfer", infer),
-        ("/myelin_api.v1.Models/GetModel", models_pb2.GetModelRequest(model=cnn)),
-        ("/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest()),
-    ]
-    return [(method, message.SerializeToString()) for method, message in requests]
+    )
 
 
 def smoke(client: Client, data_dir: Path) -> str:

@@ -1,7 +1,4 @@
-"""The embedder family (word2vec): Embed, MostSimilar, Analogy, Similarity, DoesntMatch.
-
-CASE (the reliability suites), workload() (the soak) and smoke() (the compose test, through the SDK).
-"""
+"""The embedder family (word2vec): Embed, MostSimilar, Analogy, Similarity, DoesntMatch."""
 
 from __future__ import annotations
 
@@ -10,29 +7,14 @@ from typing import Any
 
 import numpy as np
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
 from hypothesis import strategies as st
 
-from harness.rpcs import (
-    INVALID,
-    MESSAGE_LIMIT,
-    NOT_FOUND,
-    OK,
-    RANGE,
-    TOO_BIG,
-    UNDECODABLE,
-    Bad,
-    Graph,
-    GraphInput,
-    Request,
-    ServiceCase,
-    invalid_names,
-    kserve_bad,
-    kserve_infer,
-)
+from harness import rpcs
+from harness.codes import INVALID, MESSAGE_LIMIT, NOT_FOUND, OK, TOO_BIG, UNDECODABLE
+from harness.rpcs import RANGE, Bad, Graph, GraphInput, Request, ServiceCase, invalid_names, kserve_bad, kserve_infer
 from harness.strategies import ANY_TEXT, any_request
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import common_pb2, embedder_pb2, models_pb2
+from myelin_api.v1 import common_pb2, embedder_pb2
 from myelin_client import Client
 
 EMBEDDER_SERVICE = "myelin_api.v1.Embedder"
@@ -206,15 +188,13 @@ def workload() -> list[Request]:
     )
     pair = embedder_pb2.WordPair(first="the", second="of")
     similar = embedder_pb2.MostSimilarRequest(model=model, positive=["the"], top_k=10)
-    requests = [
+    return rpcs.soak_requests(
+        "word2vec-skipgram",
         ("/myelin_api.v1.Embedder/Embed", embedder_pb2.EmbedRequest(model=model, words=["the", "of", "and"])),
         ("/myelin_api.v1.Embedder/MostSimilar", similar),
         ("/myelin_api.v1.Embedder/Similarity", embedder_pb2.SimilarityRequest(model=model, pairs=[pair])),
         ("/inference.GRPCInferenceService/ModelInfer", lookup),
-        ("/myelin_api.v1.Models/GetModel", models_pb2.GetModelRequest(model=model)),
-        ("/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest()),
-    ]
-    return [(method, message.SerializeToString()) for method, message in requests]
+    )
 
 
 def smoke(client: Client, data_dir: Path) -> str:

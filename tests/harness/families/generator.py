@@ -1,7 +1,4 @@
-"""The generator family: Generate (server streaming), Complete and Score.
-
-CASE (the reliability suites), workload() (the soak) and smoke() (the compose test, through the SDK).
-"""
+"""The generator family: Generate (server streaming), Complete and Score."""
 
 from __future__ import annotations
 
@@ -10,28 +7,13 @@ from typing import Any
 
 import numpy as np
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
 from hypothesis import strategies as st
 
-from harness.rpcs import (
-    INVALID,
-    MESSAGE_LIMIT,
-    NOT_FOUND,
-    RANGE,
-    TOO_BIG,
-    UNDECODABLE,
-    Bad,
-    Graph,
-    GraphInput,
-    Request,
-    ServiceCase,
-    Tensor,
-    invalid_names,
-    kserve_bad,
-)
+from harness import rpcs
+from harness.codes import INVALID, MESSAGE_LIMIT, NOT_FOUND, TOO_BIG, UNDECODABLE
+from harness.rpcs import RANGE, Bad, Graph, GraphInput, Request, ServiceCase, invalid_names
 from harness.strategies import ANY_TEXT
-from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import common_pb2, generator_pb2, models_pb2
+from myelin_api.v1 import common_pb2, generator_pb2
 from myelin_client import Client
 
 GENERATE = "/myelin_api.v1.Generator/Generate"
@@ -149,25 +131,7 @@ CASE = ServiceCase(
     repository_fixture="generator_repository",
     model=GENERATOR_MODEL,
     services=("myelin_api.v1.Generator",),
-    infer=pb.ModelInferRequest(
-        model_name=f"{GENERATOR_MODEL}.step",
-        inputs=[
-            Tensor(name="input_ids", datatype="INT64", shape=[1, 2]),
-            Tensor(name="padding", datatype="INT64", shape=[1]),
-            Tensor(name="length", datatype="INT64", shape=[]),
-            *(
-                Tensor(name=f"past.{layer}.{kind}", datatype="FP32", shape=list(_CACHE[kind].shape))
-                for layer in range(2)
-                for kind in ("key", "value")
-            ),
-        ],
-        raw_input_contents=[
-            np.array([[3, 5]], "<i8").tobytes(),
-            np.zeros(1, "<i8").tobytes(),
-            np.zeros((), "<i8").tobytes(),
-            *(_CACHE[kind].tobytes() for _ in range(2) for kind in ("key", "value")),
-        ],
-    ),
+    infer=rpcs.graph_request(GPT_STEP, {"batch": 1, "sequence": 2, "slots": 0}, input_ids=[[3, 5]]),
     good=(
         (COMPLETE, _generate(max_new_tokens=8, seed=1)),
         (GENERATE, _generate(max_new_tokens=8, seed=2, temperature=0.8, top_k=5, top_p=0.9, stop=["\n\n"])),
@@ -175,7 +139,7 @@ CASE = ServiceCase(
     ),
     bad=(
         *generator_bad(),
-        *kserve_bad(
+        *rpcs.kserve_bad(
             GPT_STEP,
             {"batch": 1, "sequence": 1, "slots": 0},
             [
@@ -190,7 +154,7 @@ CASE = ServiceCase(
                 ("257 rows", {"batch": 257}, "the limit is 256"),
             ],
         ),
-        *kserve_bad(
+        *rpcs.kserve_bad(
             GRU_STEP,
             {"batch": 1, "sequence": 1},
             [("token 10**9", {"input_ids": [[10**9]]}, RANGE), ("no tokens", {"sequence": 0}, "is 0 long")],
@@ -204,15 +168,8 @@ CASE = ServiceCase(
 def workload() -> list[Request]:
     """The soak's well-formed requests: the family's own API, KServe, Models, health."""
     model = common_pb2.ModelRef(name="generator-gpt-shakespeare")
-    requests = [
-        (
-            "/myelin_api.v1.Generator/Complete",
-            generator_pb2.GenerateRequest(model=model, prompt="ROMEO:", max_new_tokens=16, temperature=0.8, seed=3),
-        ),
-        ("/myelin_api.v1.Models/GetModel", models_pb2.GetModelRequest(model=model)),
-        ("/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest()),
-    ]
-    return [(method, message.SerializeToString()) for method, message in requests]
+    request = generator_pb2.GenerateRequest(model=model, prompt="ROMEO:", max_new_tokens=16, temperature=0.8, seed=3)
+    return rpcs.soak_requests(model.name, ("/myelin_api.v1.Generator/Complete", request))
 
 
 def smoke(client: Client, data_dir: Path) -> str:

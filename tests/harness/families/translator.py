@@ -1,7 +1,4 @@
-"""The translator family: Translate.
-
-CASE (the reliability suites), workload() (the soak) and smoke() (the compose test, through the SDK).
-"""
+"""The translator family: Translate."""
 
 from __future__ import annotations
 
@@ -11,28 +8,13 @@ from typing import Any
 
 import numpy as np
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
 from hypothesis import strategies as st
 
-from harness.rpcs import (
-    INVALID,
-    MESSAGE_LIMIT,
-    NOT_FOUND,
-    RANGE,
-    TOO_BIG,
-    UNDECODABLE,
-    Bad,
-    Graph,
-    GraphInput,
-    Request,
-    ServiceCase,
-    Tensor,
-    invalid_names,
-    kserve_bad,
-)
+from harness import rpcs
+from harness.codes import INVALID, MESSAGE_LIMIT, NOT_FOUND, TOO_BIG, UNDECODABLE
+from harness.rpcs import RANGE, Bad, Graph, GraphInput, Request, ServiceCase, invalid_names
 from harness.strategies import ANY_TEXT
-from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_api.v1 import common_pb2, models_pb2, translator_pb2
+from myelin_api.v1 import common_pb2, translator_pb2
 from myelin_client import Client
 
 TRANSLATE = "/myelin_api.v1.Translator/Translate"
@@ -107,18 +89,11 @@ CASE = ServiceCase(
     repository_fixture="translator_repository",
     model=TRANSLATOR_MODEL,
     services=("myelin_api.v1.Translator",),
-    infer=pb.ModelInferRequest(
-        model_name=f"{TRANSLATOR_MODEL}.encoder",
-        inputs=[
-            Tensor(name="source_ids", datatype="INT64", shape=[1, 3]),
-            Tensor(name="source_mask", datatype="BOOL", shape=[1, 3]),
-        ],
-        raw_input_contents=[np.array([[1, 5, 2]], "<i8").tobytes(), np.ones((1, 3), "?").tobytes()],
-    ),
+    infer=rpcs.graph_request(ENCODER, {"batch": 1, "source": 3}, source_ids=[[1, 5, 2]], source_mask=np.ones((1, 3))),
     good=((TRANSLATE, _translate("I am here.", max_length=8)),),
     bad=(
         *translator_bad(),
-        *kserve_bad(
+        *rpcs.kserve_bad(
             ENCODER,
             {"batch": 1, "source": 3},
             [
@@ -129,7 +104,7 @@ CASE = ServiceCase(
                 ("257 rows", {"batch": 257}, "the limit is 256"),
             ],
         ),
-        *kserve_bad(
+        *rpcs.kserve_bad(
             DECODER,
             {"batch": 1, "new": 1, "past": 0, "source": 3},
             [
@@ -150,12 +125,8 @@ CASE = ServiceCase(
 def workload() -> list[Request]:
     """The soak's well-formed requests: the family's own API, KServe, Models, health."""
     model = common_pb2.ModelRef(name="translator-tatoeba")
-    requests = [
-        ("/myelin_api.v1.Translator/Translate", translator_pb2.TranslateRequest(model=model, sentences=["I am here."])),
-        ("/myelin_api.v1.Models/GetModel", models_pb2.GetModelRequest(model=model)),
-        ("/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest()),
-    ]
-    return [(method, message.SerializeToString()) for method, message in requests]
+    request = translator_pb2.TranslateRequest(model=model, sentences=["I am here."])
+    return rpcs.soak_requests(model.name, ("/myelin_api.v1.Translator/Translate", request))
 
 
 def smoke(client: Client, data_dir: Path) -> str:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from myelin_api.v1 import generator_pb2, generator_pb2_grpc
 from myelin_serving.family import Family, ServingContext
+from myelin_serving.generator.metrics import GeneratorMetrics
 from myelin_serving.generator.model import load
 from myelin_serving.generator.servicer import GeneratorServicer
+from myelin_serving.generator.settings import GenerationSettings
 from myelin_serving.interceptors import HandlerRegistry
 
 
@@ -26,4 +28,7 @@ FAMILY = Family(
     # shipped models), a scored text past the model's context, and stops are 8 x 64 characters:
     # 1 MiB leaves room for raised limits.
     max_request_bytes={"Generate": 1024 * 1024, "Complete": 1024 * 1024, "Score": 1024 * 1024},
+    settings=GenerationSettings,
+    settings_key="generation",  # MYELIN_GENERATION__*
+    metrics=GeneratorMetrics,
 )

@@ -41,8 +41,8 @@ import numpy as np
 
 from myelin_serving.errors import DeadlineExceeded, Overloaded, Unavailable
 from myelin_serving.generator.cache import CacheBatch
+from myelin_serving.generator.metrics import GeneratorMetrics
 from myelin_serving.generator.sampling import Sampler, sample_rows
-from myelin_serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class DecodeLoop:
         version: int,
         max_sequences: int,
         stream_interval: float = 0.0,
-        metrics: Metrics | None = None,
+        metrics: GeneratorMetrics | None = None,
     ) -> None:
         self._batch = batch
         self._stream_interval = stream_interval  # seconds between wake-ups of the readers, at least
@@ -350,7 +350,7 @@ class DecodeLoop:
 class _StepMetrics:
     """The per-step metrics with their `model` label bound once (a labels() lookup per token adds up)."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
+    def __init__(self, metrics: GeneratorMetrics, model: str) -> None:
         self.itl = metrics.generator_itl.labels(model)
         self._duration = metrics.generator_step_duration.labels(model)
         self._batch = metrics.generator_step_batch.labels(model)

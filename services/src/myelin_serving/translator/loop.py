@@ -28,8 +28,8 @@ import numpy as np
 
 from myelin_serving.devices import HOST, Tensors
 from myelin_serving.errors import DeadlineExceeded, Overloaded, Unavailable
-from myelin_serving.metrics import Metrics
 from myelin_serving.translator.batch import ActiveBatch, Job
+from myelin_serving.translator.metrics import TranslatorMetrics
 from myelin_serving.translator.search import BeamSearch, Hypothesis, SearchOptions
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class DecodeLoop:
         config: LoopConfig,
         *,
         model: str,
-        metrics: Metrics | None = None,
+        metrics: TranslatorMetrics | None = None,
         tensors: Tensors[Any] = HOST,
     ) -> None:
         self._graphs = graphs
