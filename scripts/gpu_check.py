@@ -221,7 +221,9 @@ def ready(service: Service, client_type: Any, *, deadline: float) -> dict[str, s
             failed = [f"{m.name}/{v.version}: {v.reason}" for m in models for v in m.versions if v.state == "FAILED"]
             if failed:
                 raise SystemExit(f"{service.label}: models failed to load: {'; '.join(failed)}")
-            if models and client.health() == "SERVING":
+            # Health says SERVING once any model is ready: wait for every one (a busy machine loads slowly).
+            loaded = all(any(v.state == "READY" for v in m.versions) for m in models)
+            if models and loaded and client.health() == "SERVING":
                 return {m.name: m.execution_provider for m in models}
             if time.monotonic() > deadline:
                 raise SystemExit(f"{service.label}: not ready in time; its log: {service.log}")
