@@ -12,7 +12,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 export MYELIN_DATA_DIR ?= $(abspath ../shared/data)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check lock clean bench soak deploy-tools images compose-test up down wheelhouse
+.PHONY: setup demo test static check fmt fmt-check lint typecheck protos protos-check unasync unasync-check lock clean bench soak deploy-tools images compose-test up down wheelhouse
 
 # Deployment (deploy/, docker-compose.yml). On a shared machine, CPU_LOCK=/path/to/lockfile runs the
 # long jobs (image builds, compose-test) one at a time under flock; unset by default.
@@ -42,11 +42,11 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 # What CI runs (.ci/run): the static checks first (format, lint, strict types, generated code in
-# step with protos/), then every test.
+# step with protos/, the blocking client in step with aio.py), then every test.
 test: setup deploy-tools static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-static: fmt-check lint typecheck protos-check
+static: fmt-check lint typecheck protos-check unasync-check
 
 # What the deployment tests call besides Python: promtool and a real Prometheus (Debian's prometheus),
 # a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works). Installed only
@@ -104,6 +104,13 @@ protos-check: setup
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(BIN)/python protos/python/generate.py --out $$tmp && \
 	diff -r -x __pycache__ $$tmp/myelin_api protos/python/src/myelin_api && echo "generated code matches protos/"
+
+# The blocking client (clients/python/src/myelin_client/client.py) is generated from aio.py.
+unasync: setup
+	$(BIN)/python clients/python/unasync.py
+
+unasync-check: setup
+	$(BIN)/python clients/python/unasync.py --check
 
 # What an offline GPU host lacks (deploy/gpu/README.md): wheels for Python 3.12, the datasets, in
 # parts of at most 50 MB under .wheelhouse/carry/NN; WHEELHOUSE_ARGS="--part-mb 40" and the like.

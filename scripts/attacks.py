@@ -65,7 +65,7 @@ class Serve:
     def __init__(self, family: str, repository: Path, tmp: Path, env: dict[str, str] | None = None) -> None:
         stamp = time.monotonic_ns()
         self.port_file, self.log_path = tmp / f"{family}-{stamp}.port", tmp / f"{family}-{stamp}.log"
-        command = serve_command(family, repository, metrics_port=0, port_file=self.port_file)
+        command = serve_command(family, repository, http_port=0, port_file=self.port_file)
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}

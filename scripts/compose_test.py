@@ -8,8 +8,9 @@
    family service enabled in docker-compose.yml starts once it has finished, and must report
    healthy through grpc.health.v1; Prometheus scrapes them.
    One family (`--scale-family`, the classifier) runs `--replicas` (3) replicas from the start.
-4. Every service is called through the SDK on its published port; Prometheus must see every
-   target up, have the request counters of those calls, and have loaded the alert rules.
+4. Every service is called through the SDK on its published gRPC port and over KServe REST on its
+   HTTP port; Prometheus must see every target up, have the request counters of those calls, and
+   have loaded the alert rules.
 5. Scale-out: the SDK inside the compose network (`docker compose run client`, scripts/myelin_load.py)
    calls `dns:///classifier:50051` (the family's own port) under closed-loop load; Prometheus must
    see calls on every replica (it finds them through Docker's DNS too); one replica is killed
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from harness.families import SMOKE  # noqa: E402
 from myelin_client import Client  # noqa: E402
 from myelin_serving.families import load_family  # noqa: E402
+from myelin_serving.settings import HTTP_PORT_OFFSET  # noqa: E402
 
 PROJECT = "myelin-compose-test"
 BASE_IMAGE = "myelin-base:bookworm"
@@ -225,6 +227,13 @@ def call_services(compose: list[str], families: list[str], data_dir: Path) -> No
             served = ", ".join(f"{m.name} v{m.version}" for m in models)
             extra = SMOKE[family](client, data_dir) if family in SMOKE else "no family call yet (its smoke())"
             log(f"{family} at {target} through the SDK: serves {served}; {extra}")
+        # The HTTP port (the gRPC port + 1000): KServe REST's readiness and metadata.
+        http = published(compose, family, load_family(family).default_port + HTTP_PORT_OFFSET)
+        for path in ("/v2/health/ready", f"/v2/models/{models[0].name}"):
+            with urllib.request.urlopen(f"http://{http}{path}", timeout=10) as response:
+                if response.status != 200:
+                    raise SystemExit(f"{family} at http://{http}{path}: HTTP {response.status}")
+        log(f"{family} at http://{http}: ready, metadata of {models[0].name} over KServe REST")
 
 
 def prometheus_get(base: str, path: str, **params: str) -> Any:

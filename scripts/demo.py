@@ -89,15 +89,16 @@ def service(family: str) -> Iterator[str]:
     port_file.unlink(missing_ok=True)
     log = (DEMO / f"{family}.log").open("w")
     process = subprocess.Popen(
-        serve_command(family, REPOSITORY, host=None, port_file=port_file), stdout=log, stderr=subprocess.STDOUT
+        serve_command(family, REPOSITORY, host=None, http_port=0, port_file=port_file),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         ports = wait_ports(port_file, process, 60)
         if ports is None:
             raise SystemExit(f"myelin-serve {family} did not start; see {log.name}")
-        print(
-            f"{family} service: grpc 127.0.0.1:{ports['port']}, metrics http://127.0.0.1:{ports['metrics_port']}/metrics"
-        )
+        http = f"http://127.0.0.1:{ports['http_port']}"
+        print(f"{family} service: grpc 127.0.0.1:{ports['port']}, {http} (REST, /metrics)")
         yield f"127.0.0.1:{ports['port']}"
     finally:
         process.send_signal(signal.SIGTERM)

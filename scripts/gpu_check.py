@@ -385,7 +385,10 @@ def generator_throughput(service: Service, prompt: str, tokens: int, repeats: in
     bench = load_module(ROOT / "benchmarks" / "generator_throughput.py")
     bench.one_stream(service.target, GENERATOR, prompt, 8, 0.8, 0)  # warm up
     one = [bench.one_stream(service.target, GENERATOR, prompt, tokens, 0.8, i) for i in range(repeats)]
-    eight = [asyncio.run(bench.many_streams(service.target, GENERATOR, prompt, tokens, 0.8, 8)) for _ in range(repeats)]
+    eight = [
+        asyncio.run(bench.many_streams(service.target, GENERATOR, prompt, tokens, 0.8, list(range(8))))
+        for _ in range(repeats)
+    ]
     return [
         figure("generator tokens/s, 1 stream", service, statistics.median(one), "tokens/s", tokens=tokens),
         figure("generator tokens/s, 8 streams", service, statistics.median(eight), "tokens/s", tokens=tokens),

@@ -6,8 +6,8 @@
 `up` starts one `myelin-serve` per family that both the installed services know and the repository
 holds models for, each on its family's default port (the one its .proto names, which compose's
 containers listen on too: classifier 50051, translator 50052, generator 50053, embedder 50054;
-metrics on the gRPC port + 1000; `--free-ports` lets each pick free ones), waits until each says
-SERVING over grpc.health.v1, and, when a `prometheus` binary is on PATH, starts Prometheus on
+HTTP, with /metrics, on the gRPC port + 1000; `--free-ports` lets each pick free ones), waits until
+each says SERVING over grpc.health.v1, and, when a `prometheus` binary is on PATH, starts Prometheus on
 127.0.0.1:9090 with a generated scrape config and the suite's alert rules. Pid files, port files,
 logs and Prometheus' data go to the state directory; `down` stops what they name (SIGTERM: the
 services drain, then exit).
@@ -38,7 +38,7 @@ DEMO_REPOSITORY = Path(".demo") / "repository"
 
 
 def planned_ports(families: list[str], *, free_ports: bool) -> dict[str, int]:
-    """family -> gRPC port: its default (metrics on that + 1000), or 0 for free ones (metrics free too)."""
+    """family -> gRPC port: its default (HTTP on that + 1000), or 0 for free ones (HTTP free too)."""
     return {family: 0 if free_ports else load_family(family).default_port for family in families}
 
 
@@ -69,7 +69,7 @@ def prometheus_config(services: list[Service], *, interval_s: float = 10) -> dic
             {
                 "job_name": "myelin",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{s.metrics_port}"], "labels": {"service": s.family}} for s in services
+                    {"targets": [f"127.0.0.1:{s.http_port}"], "labels": {"service": s.family}} for s in services
                 ],
             }
         ],
@@ -137,7 +137,7 @@ def up(
         down(state)
         raise
     for s in services:
-        print(f"{s.family}: grpc {s.target}, metrics http://127.0.0.1:{s.metrics_port}/metrics")
+        print(f"{s.family}: grpc {s.target}, http http://127.0.0.1:{s.http_port} (REST, /metrics)")
     print(f"all {len(services)} service(s) SERVING {time.monotonic() - started:.1f} s after start")
     if shutil.which("prometheus") is None:
         print("prometheus: not on PATH, not started (Debian: apt-get install prometheus)")

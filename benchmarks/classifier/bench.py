@@ -1,4 +1,5 @@
-"""`make bench`: Myelin against MLServer 1.7 and against onnxruntime in-process, on the digit classifiers.
+"""`make bench`: Myelin against MLServer 1.7 and against onnxruntime in-process, on the digit classifiers;
+then the generator's streams over gRPC and over server-sent events.
 
 One run, side by side, for mnist-mlp and mnist-cnn at concurrency 1, 8, 32 and 64:
 
@@ -6,7 +7,12 @@ One run, side by side, for mnist-mlp and mnist-cnn at concurrency 1, 8, 32 and 6
   the servers' session options for the ratio and the fastest thread count beside it,
 - Myelin with dynamic batching off and on, through its Classify API and through KServe ModelInfer,
 - MLServer 1.7.1 serving the same ONNX file through a minimal custom runtime (mlserver_runtime.py),
-  over its V2 gRPC with raw tensor contents, in its own virtualenv (.bench/mlserver-venv).
+  over its V2 gRPC with raw tensor contents, in its own virtualenv (.bench/mlserver-venv);
+- REST: Myelin's and MLServer's KServe v2 REST `infer` on mnist-cnn at concurrency 1 and 32, the same
+  image as a JSON body (784 numbers), one keep-alive connection per caller (loadgen.py).
+
+Then `generator_throughput.compare_sse`: tokens/s of one and of eight streams of the quick GPT through
+`Generator.Generate` (gRPC) and through `/v1/completions` with `stream: true` (SSE), interleaved.
 
 Every server gets the same request (one 28x28 float32 image, raw little-endian bytes) from the
 same closed-loop asyncio load generator (loadgen.py), bounded in requests and seconds, on
@@ -45,6 +51,8 @@ from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as kserve_grpc
 from myelin_api.v1 import classifier_pb2, common_pb2
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+import generator_throughput
 import inprocess
 import loadgen
 import report
@@ -60,6 +68,10 @@ CONCURRENCY = (1, 8, 32, 64)
 CLASSIFY = "/myelin_api.v1.Classifier/Classify"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 TYPED = "ModelInfer typed"  # KServe ModelInfer with typed contents instead of raw bytes
+REST = "REST infer"  # KServe v2 REST, the image as JSON data
+REST_CONCURRENCY = (1, 32)
+REST_MODEL = "mnist-cnn"
+GENERATOR = "generator-gpt-shakespeare"
 
 
 @dataclass
@@ -82,15 +94,19 @@ class Run:
 # Setup: models and MLServer's virtualenv, both reused when present.
 
 
-def ensure_models(data_dir: Path) -> None:
-    for arch in ("mlp", "cnn"):
-        if (REPOSITORY / f"mnist-{arch}" / "1" / "model.onnx").exists():
+def ensure_models(data_dir: Path, *, generator: bool) -> None:
+    wanted = [("mlp", "mnist-mlp", []), ("cnn", "mnist-cnn", [])]
+    if generator:
+        wanted.append(("generator", GENERATOR, ["--arch", "gpt"]))
+    for trainer, name, extra in wanted:
+        if (REPOSITORY / name / "1" / "model.json").exists():
             continue
-        print(f"training mnist-{arch} (quick config) into {REPOSITORY}", flush=True)
+        print(f"training {name} (quick config) into {REPOSITORY}", flush=True)
         subprocess.run(
             [
                 str(BIN / "myelin-train"),
-                arch,
+                trainer,
+                *extra,
                 "--config",
                 "quick",
                 "--data-dir",
@@ -98,7 +114,7 @@ def ensure_models(data_dir: Path) -> None:
                 "--repository",
                 str(REPOSITORY),
                 "--run-dir",
-                str(BENCH / "runs" / arch),
+                str(BENCH / "runs" / trainer),
             ],
             check=True,
         )
@@ -133,6 +149,7 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     metrics_url: str = ""
+    http_target: str = ""  # its KServe v2 REST port
 
 
 def wait_kserve_ready(server: Server, models: tuple[str, ...], timeout: float = 120) -> None:
@@ -166,7 +183,7 @@ def myelin_server(*, batching: bool, threads: int, delay_us: int, max_batch: int
         "MYELIN_LOG_LEVEL": "WARNING",
     }
     command = [str(BIN / "myelin-serve"), "classifier", "--repository", str(REPOSITORY), "--port", "0"]
-    command += ["--metrics-port", "0", "--device", "cpu", "--port-file", str(port_file)]
+    command += ["--http-port", "0", "--device", "cpu", "--port-file", str(port_file)]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -177,7 +194,8 @@ def myelin_server(*, batching: bool, threads: int, delay_us: int, max_batch: int
             time.sleep(0.05)
         ports = json.loads(port_file.read_text())
         server = Server(name, f"127.0.0.1:{ports['port']}", process, log)
-        server.metrics_url = f"http://127.0.0.1:{ports['metrics_port']}/metrics"
+        server.metrics_url = f"http://127.0.0.1:{ports['http_port']}/metrics"
+        server.http_target = f"127.0.0.1:{ports['http_port']}"
         wait_kserve_ready(server, MODELS)
         yield server
     finally:
@@ -188,12 +206,12 @@ def myelin_server(*, batching: bool, threads: int, delay_us: int, max_batch: int
 def mlserver(executable: Path, *, threads: int) -> Iterator[Server]:
     folder = BENCH / "mlserver-models"
     folder.mkdir(parents=True, exist_ok=True)
-    grpc_port = free_port()
+    grpc_port, http_port = free_port(), free_port()
     settings = {
         "debug": False,
         "parallel_workers": 0,  # inference in the server process: workers cannot start here
         "host": "127.0.0.1",
-        "http_port": free_port(),
+        "http_port": http_port,
         "grpc_port": grpc_port,
         "metrics_port": free_port(),
         "load_models_at_startup": True,
@@ -217,7 +235,7 @@ def mlserver(executable: Path, *, threads: int) -> Iterator[Server]:
             [str(executable), "start", str(folder)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=BENCH
         )
     try:
-        server = Server("mlserver", f"127.0.0.1:{grpc_port}", process, log)
+        server = Server("mlserver", f"127.0.0.1:{grpc_port}", process, log, http_target=f"127.0.0.1:{http_port}")
         wait_kserve_ready(server, MODELS)
         yield server
     finally:
@@ -257,6 +275,13 @@ def infer_request(model: str, *, typed: bool = False) -> bytes:
     return request.SerializeToString()
 
 
+def rest_request(server: Server, model: str) -> bytes:
+    """The same pixels as a KServe v2 REST infer request with JSON data, serialized once."""
+    tensor = {"name": "image", "datatype": "FP32", "shape": [1, 28, 28], "data": PIXELS.ravel().tolist()}
+    body = json.dumps({"inputs": [tensor]}).encode()
+    return loadgen.http_post(server.http_target, f"/v2/models/{model}/infer", body)
+
+
 def expected_label(model: str) -> int:
     session = ort.InferenceSession(str(REPOSITORY / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     return int(np.argmax(session.run(None, {"image": PIXELS})[0]))
@@ -266,6 +291,8 @@ def check_answer(api: str, answer: bytes, label: int) -> None:
     """The first answer of every run must be the graph's own answer, in whatever form the server used."""
     if api == "Classify":
         got = classifier_pb2.ClassifyResponse.FromString(answer).classifications[0].labels[0].index
+    elif api == REST:
+        got = int(np.argmax(json.loads(answer)["outputs"][0]["data"]))
     else:
         response = kserve_pb.ModelInferResponse.FromString(answer)
         if response.raw_output_contents:
@@ -292,27 +319,24 @@ def batch_counts(metrics_url: str, model: str) -> tuple[float, float]:
 
 
 def load(server: Server, api: str, model: str, concurrency: int, args: argparse.Namespace) -> Run:
-    request = classify_request(model) if api == "Classify" else infer_request(model, typed=api == TYPED)
-    method = CLASSIFY if api == "Classify" else MODEL_INFER
-    check_answer(api, asyncio.run(loadgen.sample(server.target, method, request)), expected_label(model))
-    before = batch_counts(server.metrics_url, model) if server.metrics_url else (0.0, 0.0)
     cpu: dict[str, float] = {}
 
     def snapshot() -> None:
         cpu["server"], cpu["client"] = process_cpu(server.process.pid), own_cpu()
 
-    result = asyncio.run(
-        loadgen.run_load(
-            server.target,
-            method,
-            request,
-            concurrency,
-            max_requests=args.max_requests,
-            max_seconds=args.seconds,
-            warmup_seconds=args.warmup,
-            on_measure=snapshot,
-        )
-    )
+    bounds = {"max_requests": args.max_requests, "max_seconds": args.seconds, "warmup_seconds": args.warmup}
+    if api == REST:
+        payload = rest_request(server, model)
+        check_answer(api, asyncio.run(loadgen.rest_sample(server.http_target, payload)), expected_label(model))
+        before = batch_counts(server.metrics_url, model) if server.metrics_url else (0.0, 0.0)
+        phase = loadgen.run_rest_load(server.http_target, payload, concurrency, on_measure=snapshot, **bounds)
+    else:
+        request = classify_request(model) if api == "Classify" else infer_request(model, typed=api == TYPED)
+        method = CLASSIFY if api == "Classify" else MODEL_INFER
+        check_answer(api, asyncio.run(loadgen.sample(server.target, method, request)), expected_label(model))
+        before = batch_counts(server.metrics_url, model) if server.metrics_url else (0.0, 0.0)
+        phase = loadgen.run_load(server.target, method, request, concurrency, on_measure=snapshot, **bounds)
+    result = asyncio.run(phase)
     done = max(result.requests, 1)
     server_cpu_us = (process_cpu(server.process.pid) - cpu["server"]) / done * 1e6
     client_cpu_us = (own_cpu() - cpu["client"]) / done * 1e6
@@ -405,12 +429,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--systems", nargs="+", default=["mlserver", "off", "on"], help="mlserver, off, on")
     parser.add_argument("--repository", type=Path, default=REPOSITORY, help="reuse models from here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--no-sse", action="store_true", help="skip the generator's gRPC vs SSE streams")
+    parser.add_argument("--sse-repeats", type=int, default=15, help="rounds of the gRPC vs SSE comparison")
     args = parser.parse_args(argv)
 
     started = time.time()
     BENCH.mkdir(exist_ok=True)
     REPOSITORY = args.repository.resolve()
-    ensure_models(args.data_dir)
+    ensure_models(args.data_dir, generator=not args.no_sse)
     executable = ensure_mlserver() if "mlserver" in args.systems else Path()
     info = machine()
     print(f"machine: {info}", flush=True)
@@ -433,6 +459,8 @@ def main(argv: list[str] | None = None) -> None:
                 for server in servers:
                     # MLServer: both V2 input forms, to show which is its fast path; Myelin: both its APIs.
                     apis = ("ModelInfer", TYPED) if server.name == "mlserver" else ("Classify", "ModelInfer")
+                    if model == REST_MODEL and concurrency in REST_CONCURRENCY:
+                        apis += (REST,)  # KServe v2 REST with a JSON body, on both servers
                     for api in apis:
                         run = load(server, api, model, concurrency, args)
                         runs.append(run)
@@ -449,6 +477,10 @@ def main(argv: list[str] | None = None) -> None:
                             )
                             figures = ", ".join(f"{r.rows_per_s:.0f} rows/s with {r.threads} thr." for r in measured)
                             print(f"  {model:9} in-process batch {batch:<3} {figures}", flush=True)
+    sse = None
+    if not args.no_sse:
+        print(f"\n{GENERATOR}: streams through gRPC and through SSE, {args.sse_repeats} rounds", flush=True)
+        sse = generator_throughput.compare_sse(REPOSITORY, GENERATOR, repeats=args.sse_repeats, threads=args.threads)
     elapsed = time.time() - started
     info["load_average_at_end"] = os.getloadavg()
     results = {
@@ -459,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {k: v for k, v in vars(args).items() if k not in ("data_dir", "no_write", "repository")},
         "runs": [asdict(r) for r in runs],
         "in_process": [asdict(r) | {"model": k[0]} for k, v in sorted(limits.items()) for r in v],
+        "sse": sse,
         "wall_seconds": elapsed,
         "command": "make bench"
         if os.environ.get("MYELIN_BENCH_LOCKED") == "1" and not argv and len(sys.argv) == 1

@@ -12,6 +12,7 @@ LABELS = {
     "mlserver": "MLServer 1.7",
 }
 PLOT = "classifier_throughput.png"
+REST = "REST infer"  # bench.REST: KServe v2 REST with a JSON body; compared with MLServer's REST
 
 
 def _measured(results: dict[str, Any], model: str, batch: int) -> list[dict[str, Any]]:
@@ -35,12 +36,16 @@ def _best_note(results: dict[str, Any], model: str, batch: int) -> str:
     return f"best {best['threads']} thr.: {best['rows_per_s']:.0f}/s"
 
 
-def _mlserver(results: dict[str, Any], model: str, concurrency: int) -> dict[str, Any] | None:
-    """MLServer's best run at this point (raw or typed inputs, whichever was faster)."""
+def _mlserver(results: dict[str, Any], model: str, concurrency: int, api: str = "") -> dict[str, Any] | None:
+    """MLServer's best run at this point over the same protocol as `api`: REST against its REST,
+    gRPC against its faster gRPC form (raw or typed inputs)."""
     runs = [
         r
         for r in results["runs"]
-        if r["system"] == "mlserver" and r["model"] == model and r["concurrency"] == concurrency
+        if r["system"] == "mlserver"
+        and r["model"] == model
+        and r["concurrency"] == concurrency
+        and (r["api"] == REST) == (api == REST)
     ]
     return max(runs, key=lambda r: r["rps"]) if runs else None
 
@@ -68,8 +73,8 @@ def rows(results: dict[str, Any], model: str) -> list[list[str]]:
                 "-",
             ]
         )
-        reference = _mlserver(results, model, concurrency)
         for run in at:
+            reference = _mlserver(results, model, concurrency, run["api"])
             own_limit = _limit(results, model, run["notes"]["in_process_batch"])
             is_myelin = run["system"] != "mlserver"
             table.append(
@@ -128,7 +133,7 @@ def acceptance(results: dict[str, Any]) -> str:
     for run in results["runs"]:
         if run["system"] != "myelin-batching-on":
             continue
-        reference = _mlserver(results, run["model"], run["concurrency"])
+        reference = _mlserver(results, run["model"], run["concurrency"], run["api"])
         limit = _limit(results, run["model"], run["notes"]["in_process_batch"])
         if run["model"] == "mnist-cnn" and run["concurrency"] == 32 and reference:
             vs_ml, vs_limit = run["rps"] / reference["rps"], run["rps"] / limit["rows_per_s"]
@@ -156,7 +161,10 @@ def acceptance(results: dict[str, Any]) -> str:
                 (
                     r["p50_ms"]
                     for r in results["runs"]
-                    if r["system"] == "mlserver" and r["model"] == run["model"] and r["concurrency"] == 1
+                    if r["system"] == "mlserver"
+                    and r["model"] == run["model"]
+                    and r["concurrency"] == 1
+                    and (r["api"] == REST) == (run["api"] == REST)
                 ),
                 default=None,
             )
@@ -168,6 +176,46 @@ def acceptance(results: dict[str, Any]) -> str:
                 ok = cost <= delay_ms
                 parts.append(f"batching costs {cost:+.2f} ms vs delay {delay_ms:.2f} ms ({'yes' if ok else 'NO'})")
             lines.append(", ".join(parts))
+    lines += sse_acceptance(results)
+    return "\n".join(lines)
+
+
+SSE_ROWS = (("1", "grpc 1", "sse 1"), ("n", "grpc n", "sse n"))
+
+
+def sse_acceptance(results: dict[str, Any]) -> list[str]:
+    sse = results.get("sse")
+    if not sse:
+        return []
+    medians = sse["medians"]
+    lines = []
+    for count, grpc_key, sse_key in SSE_ROWS:
+        streams = 1 if count == "1" else sse["streams"]
+        ratio = medians[sse_key] / medians[grpc_key]
+        cpu = sse["cpu_us_per_token"]
+        lines.append(
+            f"  SSE {sse['model']}, {streams} stream(s): {medians[sse_key]:.0f} tokens/s, {ratio:.2f}x gRPC's "
+            f"{medians[grpc_key]:.0f} (>= 0.9: {'yes' if ratio >= 0.9 else 'NO'}); service CPU per token "
+            f"{cpu[sse_key]:.0f} us against {cpu[grpc_key]:.0f}"
+        )
+    return lines
+
+
+def sse_table(results: dict[str, Any]) -> str:
+    sse = results["sse"]
+    lines = [
+        "| streams | gRPC tokens/s (rounds) | SSE tokens/s (rounds) | SSE vs gRPC | service CPU us/token: gRPC, SSE |",
+        "|---|---|---|---|---|",
+    ]
+    for count, grpc_key, sse_key in SSE_ROWS:
+        streams = 1 if count == "1" else sse["streams"]
+        runs, medians, cpu = sse["runs"], sse["medians"], sse["cpu_us_per_token"]
+        spread = {k: f"{min(runs[k]):.0f}-{max(runs[k]):.0f}" for k in (grpc_key, sse_key)}
+        lines.append(
+            f"| {streams} | {medians[grpc_key]:.0f} ({spread[grpc_key]}) | {medians[sse_key]:.0f} "
+            f"({spread[sse_key]}) | {medians[sse_key] / medians[grpc_key]:.2f}x | "
+            f"{cpu[grpc_key]:.0f}, {cpu[sse_key]:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -247,7 +295,7 @@ def write(results: dict[str, Any], folder: Path) -> None:
     m = results["machine"]
     s = results["settings"]
     sections = [
-        "# Benchmark: Myelin vs MLServer vs onnxruntime in-process (digit classifiers)",
+        "# Benchmark: Myelin vs MLServer vs onnxruntime in-process (digit classifiers); generation, gRPC vs SSE",
         "",
         f"Generated by `{results.get('command', 'make bench')}` on "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; wall time {results['wall_seconds']:.0f} s.",
@@ -282,6 +330,11 @@ def write(results: dict[str, Any], folder: Path) -> None:
         "- Request: one 28x28 float32 image as raw little-endian bytes. Myelin Classify: `RawImage` "
         "(FLOAT32), top_k 1. KServe `ModelInfer` (Myelin and MLServer): the same serialized "
         "`ModelInferRequest`, `image` FP32 [1, 28, 28] in `raw_input_contents`.",
+        "- REST rows (mnist-cnn, concurrency 1 and 32): KServe v2 REST `POST /v2/models/mnist-cnn/infer` "
+        "on Myelin's HTTP port and on MLServer's, the same pixels as a JSON body (`image` FP32 [1, 28, 28], "
+        "784 numbers, about 16 KB), pre-serialized; one keep-alive HTTP/1.1 connection per caller, answers "
+        "read with httptools and the first one decoded and checked. Their 'vs MLServer' is against "
+        "MLServer's REST.",
         "- MLServer 1.7.1 in its own virtualenv, `parallel_workers: 0`, a minimal custom runtime "
         "(`benchmarks/classifier/mlserver_runtime.py`: NumpyCodec in, `session.run`, NumpyCodec out), "
         "V2 gRPC, measured with both input forms (raw_input_contents, and the same pixels as typed "
@@ -307,6 +360,21 @@ def write(results: dict[str, Any], folder: Path) -> None:
     ]
     for model in sorted({r["model"] for r in results["runs"]}, reverse=True):
         sections += [f"### {model}", "", markdown_table(rows(results, model)), ""]
+    if results.get("sse"):
+        sse = results["sse"]
+        sections += [
+            f"### {sse['model']}: streams over gRPC and over server-sent events",
+            "",
+            f"{sse['tokens']} new tokens per stream (temperature 0.8, prompt 'ROMEO:'), the same seeds through both "
+            "doors; gRPC: `Generator.Generate` through the SDK (`Client` for one stream, `AsyncClient` for "
+            f"{sse['streams']}); SSE: `POST /v1/completions` with `stream: true` and "
+            "`stream_options.include_usage`, one keep-alive connection per stream opened before the clock "
+            "starts, every event parsed. tokens/s from sending the request(s) to the last token; the "
+            f"median of {sse['repeats']} interleaved rounds, the range in brackets.",
+            "",
+            sse_table(results),
+            "",
+        ]
     sections += [
         f"![requests/s against concurrency]({PLOT})",
         "",

@@ -16,6 +16,7 @@ import yaml
 
 from harness.servers import REPO_ROOT
 from myelin_serving.families import load_family, names
+from myelin_serving.settings import HTTP_PORT_OFFSET
 
 FAMILIES = names()
 
@@ -66,15 +67,16 @@ def test_every_family_service_is_wired_alike(compose: list[str]) -> None:
     resolved = config(compose, "docker-compose.yml", profiles=ALL_PROFILES)
     host_ports: list[str] = []
     for name, service in family_services(resolved).items():
-        # Scalable: its gRPC port (its family's) published on a free port of loopback, never on a fixed one.
+        # Scalable: its gRPC port (its family's) and its HTTP port (REST, OpenAI routes, /metrics: + 1000)
+        # published on free ports of loopback, never on fixed ones.
         port = load_family(name).default_port
-        (published,) = service["ports"]
-        text = (
-            published
+        texts = [
+            published.removesuffix("/tcp")
             if isinstance(published, str)
             else f"{published['host_ip']}:{published.get('published', '')}:{published['target']}"
-        )
-        assert text in (f"127.0.0.1::{port}", f"127.0.0.1::{port}/tcp"), f"{name} publishes {text}"
+            for published in service["ports"]
+        ]
+        assert texts == [f"127.0.0.1::{port}", f"127.0.0.1::{port + HTTP_PORT_OFFSET}"], f"{name} publishes {texts}"
         assert float(service["environment"]["MYELIN_MAX_CONNECTION_AGE_S"]) > 0, name
         assert service["command"] == [name]
         assert service["depends_on"] == {"trainer": {"condition": "service_completed_successfully"}}

@@ -13,7 +13,7 @@ import yaml
 
 from harness.servers import BIN, REPO_ROOT
 from myelin_serving.families import load_family
-from myelin_serving.settings import METRICS_PORT_OFFSET
+from myelin_serving.settings import HTTP_PORT_OFFSET
 
 pytestmark = pytest.mark.deploy
 K8S = REPO_ROOT / "deploy" / "k8s"
@@ -61,13 +61,18 @@ def test_each_family_has_what_scale_out_needs(kubectl: str, family: str) -> None
     assert selector["app.kubernetes.io/component"] == family
     assert container["args"] == [family]
     # gRPC health (grpc.health.v1) decides readiness and liveness; startup allows for loading models.
-    # The family's default gRPC port (its .proto's), metrics on that + 1000: listened, probed and served on.
-    port, metrics = load_family(family).default_port, load_family(family).default_port + METRICS_PORT_OFFSET
+    # The family's default gRPC port (its .proto's), HTTP on that + 1000 (KServe REST, OpenAI routes, the
+    # /metrics Prometheus scrapes): listened, probed and served on.
+    port, http = load_family(family).default_port, load_family(family).default_port + HTTP_PORT_OFFSET
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["grpc"] == {"port": port}, probe
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": port, "metrics": metrics}
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": port, "metrics": metrics}
-    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": port, "http": http}
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        ("grpc", port, "grpc"),
+        ("http", http, "http"),
+    }
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (str(http), "/metrics")
     # Warm-up takes seconds: a warm replica joins within 2 s; five minutes allowed before a restart.
     startup = container["startupProbe"]
     assert startup["periodSeconds"] <= 2 and startup["periodSeconds"] * startup["failureThreshold"] >= 300

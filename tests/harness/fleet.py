@@ -66,7 +66,7 @@ class Fleet:
             case = self._cases[family]
             repository = self._request.getfixturevalue(case.repository_fixture)
             server = ServerThread(
-                settings_for(repository, service=case.family, max_message_bytes=MESSAGE_LIMIT)
+                settings_for(repository, service=case.family, max_message_bytes=MESSAGE_LIMIT, http_port=0)
             ).start()
             self._live[family] = Live(server, case)
         return self._live[family]

@@ -53,7 +53,7 @@ def shared_port(hosts: tuple[str, ...], tries: int = 50) -> int:
 
 @dataclass
 class Replica:
-    """One `myelin-serve` on host:port; its metrics endpoint on a free port of 127.0.0.1."""
+    """One `myelin-serve` on host:port; its HTTP port (with /metrics) on a free port of the same host."""
 
     family: str
     host: str
@@ -62,7 +62,7 @@ class Replica:
     state: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
-    metrics_port: int = 0
+    http_port: int = 0
 
     @property
     def address(self) -> str:
@@ -76,7 +76,7 @@ class Replica:
         port_file = self.state / f"{self.family}-{self.host}.port"
         port_file.unlink(missing_ok=True)
         command = serve_command(
-            self.family, self.repository, host=self.host, port=self.port, metrics_port=0, port_file=port_file
+            self.family, self.repository, host=self.host, port=self.port, http_port=0, port_file=port_file
         )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -85,7 +85,7 @@ class Replica:
         ports = wait_ports(port_file, self.process, timeout)
         if ports is None:
             raise RuntimeError(f"myelin-serve on {self.address} did not start:\n{self.log()[-2000:]}")
-        self.metrics_port = ports["metrics_port"]
+        self.http_port = ports["http_port"]
 
     def wait_serving(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -123,7 +123,7 @@ class Replica:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of `name`'s samples whose labels include `labels`, from the replica's /metrics."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/metrics", timeout=10) as response:
             text = response.read().decode()
         return sum(
             sample.value

@@ -36,14 +36,16 @@ LONG_GENERATION = {"max_context_tokens": ENDLESS_TOKENS + 64}
 
 
 def settings_for(repository: Path, **overrides: Any) -> Settings:
-    """The classifier unless asked for another family; loopback, port 0, no metrics endpoint unless
-    asked for, no background rescans unless asked for."""
+    """The classifier unless asked for another family; loopback, port 0, no HTTP port unless asked for
+    (http_port=0), no background rescans unless asked for."""
+    if "metrics_port" in overrides:  # the HTTP port's older name
+        overrides["http_port"] = overrides.pop("metrics_port")
     values: dict[str, Any] = {
         "service": "classifier",
         "repository": repository,
         "host": "127.0.0.1",
         "port": 0,
-        "metrics_port": -1,
+        "http_port": -1,
         "reload_interval_s": 0,
         "grace_period_s": 1,
     }
@@ -97,6 +99,13 @@ class ServerThread:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_url(self) -> str:
+        """http(s)://127.0.0.1:PORT of the HTTP port (started with http_port=0)."""
+        http = self.server.http
+        assert http is not None, "this server has no HTTP port: pass http_port=0 to settings_for"
+        return f"{http.scheme}://127.0.0.1:{http.port}"
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
@@ -120,7 +129,7 @@ class ServerProcess:
         self.port_file = tmp / f"{family}-{time.monotonic_ns()}.port"
         self.log_path = tmp / f"{family}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("w")
-        command = serve_command(family, repository, metrics_port=0, port_file=self.port_file) + list(args)
+        command = serve_command(family, repository, http_port=0, port_file=self.port_file) + list(args)
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
@@ -128,7 +137,8 @@ class ServerProcess:
         if ports is None:
             self._log.close()
             raise RuntimeError(f"myelin-serve did not start:\n{self.log_path.read_text()}")
-        self.port, self.metrics_port = ports["port"], ports["metrics_port"]
+        self.port, self.http_port = ports["port"], ports["http_port"]
+        self.metrics_port = self.http_port  # /metrics is served on the HTTP port
 
     @property
     def target(self) -> str:

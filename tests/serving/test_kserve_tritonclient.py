@@ -1,10 +1,11 @@
-"""A stock KServe v2 client (tritonclient.grpc, unmodified) against every service.
+"""The stock KServe v2 clients (tritonclient.grpc and tritonclient.http, unmodified) against every service.
 
 Adding a family's service here is one entry in SERVICES: its family name and the session fixture
 that builds its model repository. By default every graph of the newest version of every model of
 that family is called, with inputs made from the graph's own signature (dynamic axes 1, integers 0,
 booleans true, floats random); a family may pass its own calls instead. The expected answer of
-every call is the graph itself, run by onnxruntime in this process on the same inputs.
+every call is the graph itself, run by onnxruntime in this process on the same inputs. Each service
+is called three ways: over gRPC, and over HTTP/REST with binary tensor data and with JSON tensors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -145,6 +147,14 @@ SERVICES = [
 ]
 
 
+# How tritonclient reaches the service: the job's options (tritonclient_probe.py).
+TRANSPORTS = {
+    "grpc": {},
+    "http-binary": {"protocol": "http", "binary": True},
+    "http-json": {"protocol": "http", "binary": False},
+}
+
+
 def expected_outputs(call: KServeCall) -> dict[str, np.ndarray]:
     session = ort.InferenceSession(str(call.graph_file), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
@@ -155,12 +165,21 @@ def expected_outputs(call: KServeCall) -> dict[str, np.ndarray]:
 def test_tritonclient_health_metadata_and_inference(case: ServiceCase, request: pytest.FixtureRequest) -> None:
     repository: Path = request.getfixturevalue(case.repository_fixture)
     calls = case.calls_for(repository)
-    with ServerThread(settings_for(repository, service=case.family)) as server:
-        report = run_tritonclient(tritonclient_job(server.target, calls))
-    assert report["live"] == {"ok": True}
-    assert report["ready"] == {"ok": True}
-    assert report["server_metadata"]["ok"]["name"] == "myelin"
     assert calls, f"no {case.family} models in {repository}"
+    with ServerThread(settings_for(repository, service=case.family, http_port=0)) as server:
+        http = server.http_url.removeprefix("http://")
+        reports = {
+            transport: run_tritonclient(tritonclient_job(http if options else server.target, calls, **options))
+            for transport, options in TRANSPORTS.items()
+        }
+    for transport, report in reports.items():
+        assert report["live"] == {"ok": True}, transport
+        assert report["ready"] == {"ok": True}, transport
+        assert report["server_metadata"]["ok"]["name"] == "myelin", transport
+        check_answers(calls, report, binary_outputs=transport == "http-binary", json_outputs=transport == "http-json")
+
+
+def check_answers(calls: list[KServeCall], report: dict[str, Any], *, binary_outputs: bool, json_outputs: bool) -> None:
     for call, answer in zip(calls, report["models"], strict=True):
         version = call.graph_file.parent.name  # the newest version is the one served
         assert answer["ready"] == {"ok": True}, call.name
@@ -172,6 +191,7 @@ def test_tritonclient_health_metadata_and_inference(case: ServiceCase, request: 
         assert (result["model_name"], result["model_version"], result["id"]) == (call.name, version, "probe-1")
         expected = expected_outputs(call)
         assert list(result["outputs"]) == list(expected)
+        assert set(result["binary"].values()) == {binary_outputs}, "HTTP outputs as the request asked"
         for name, array in expected.items():
             got = result["outputs"][name]
             assert got["datatype"] == datatype_of(array) and got["shape"] == list(array.shape)
@@ -179,10 +199,12 @@ def test_tritonclient_health_metadata_and_inference(case: ServiceCase, request: 
                 assert got["values"] == [str(v) for v in array.ravel()]
             else:
                 values = np.array(got["values"]).reshape(array.shape)
+                if json_outputs and array.dtype.kind == "f":  # JSON has no infinities or NaN: null, read as NaN
+                    array = np.where(np.isfinite(array), array, np.nan)
                 np.testing.assert_allclose(values, array, rtol=1e-5, atol=1e-6)
 
 
-def test_tritonclient_sees_not_found_and_invalid_argument(classifier_server: ServerThread) -> None:
+def test_tritonclient_sees_not_found_and_invalid_argument(classifier_repository: Path) -> None:
     unknown = {"name": "mnist-vit", "inputs": []}
     wrong_shape = {
         "name": "mnist-cnn",
@@ -190,9 +212,16 @@ def test_tritonclient_sees_not_found_and_invalid_argument(classifier_server: Ser
             {"name": "image", "datatype": "FP32", "shape": [1, 20, 28], "data": base64.b64encode(bytes(2240)).decode()}
         ],
     }
-    report = run_tritonclient({"target": classifier_server.target, "models": [unknown, wrong_shape]})
+    with ServerThread(settings_for(classifier_repository, http_port=0)) as server:
+        report = run_tritonclient({"target": server.target, "models": [unknown, wrong_shape]})
+        http = server.http_url.removeprefix("http://")
+        rest = run_tritonclient({"target": http, "protocol": "http", "models": [unknown, wrong_shape]})
     missing, bad = report["models"]
     assert missing["ready"]["status"] == "StatusCode.NOT_FOUND"
     assert missing["metadata"]["status"] == "StatusCode.NOT_FOUND" and "mnist-cnn" in missing["metadata"]["message"]
     assert bad["infer"]["status"] == "StatusCode.INVALID_ARGUMENT"
     assert "axis 1 must be 28" in bad["infer"]["message"]
+    missing, bad = rest["models"]  # over HTTP: the same table's statuses, the same messages
+    assert missing["ready"] == {"ok": False}  # KServe REST: readiness is the status code, 404 here
+    assert missing["metadata"]["status"] == "404" and "mnist-cnn" in missing["metadata"]["message"]
+    assert bad["infer"]["status"] == "400" and "axis 1 must be 28" in bad["infer"]["message"]

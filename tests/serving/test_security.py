@@ -1,4 +1,5 @@
-"""TLS, mutual TLS and bearer tokens, through the SDK, the `myelin` CLI and a stock KServe client.
+"""TLS, mutual TLS and bearer tokens, through the SDK, the `myelin` CLI, a stock KServe client (gRPC and
+HTTP) and plain HTTPS requests: the HTTP port takes the gRPC port's certificates and tokens.
 
 Certificates are made here for this session: a CA, a server certificate for 127.0.0.1/localhost,
 a client certificate, and a client certificate from a CA the server does not trust.
@@ -7,7 +8,10 @@ a client certificate, and a client certificate from a CA the server does not tru
 from __future__ import annotations
 
 import datetime
+import http.client
 import ipaddress
+import json
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from harness.http import http_request
 from harness.servers import ServerProcess, ServerThread, settings_for
 from harness.tritonclient import KServeCall, run_tritonclient, tritonclient_job
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
@@ -109,7 +114,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def secure_server(classifier_repository: Path, pki: Pki) -> Iterator[ServerThread]:
     """TLS and bearer tokens, as in production."""
     settings = settings_for(
-        classifier_repository, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key, auth_tokens=list(TOKENS)
+        classifier_repository,
+        tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key,
+        auth_tokens=list(TOKENS),
+        http_port=0,
     )
     with ServerThread(settings) as server:
         yield server
@@ -122,6 +131,7 @@ def mtls_server(classifier_repository: Path, pki: Pki) -> Iterator[ServerThread]
         tls_cert_file=pki.server_cert,
         tls_key_file=pki.server_key,
         tls_client_ca_file=pki.ca,
+        http_port=0,
     )
     with ServerThread(settings) as server:
         yield server
@@ -215,17 +225,56 @@ def test_the_cli_speaks_tls_mtls_and_tokens(
     assert "Bearer" in err and TOKENS[0] not in out + err
 
 
-def test_tritonclient_works_over_tls_with_a_token(secure_server: ServerThread, pki: Pki) -> None:
-    ssl = {"root_certificates": str(pki.ca)}
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_tritonclient_works_over_tls_with_a_token(secure_server: ServerThread, pki: Pki, protocol: str) -> None:
+    tls = {"root_certificates": str(pki.ca)}
     graph = Path(secure_server.settings.repository) / "mnist-cnn" / "1" / "model.onnx"
     calls = [KServeCall("mnist-cnn", graph, {"image": np.zeros((1, 28, 28), np.float32)})]
     token = {"authorization": f"Bearer {TOKENS[0]}"}
-    report = run_tritonclient(tritonclient_job(localhost(secure_server), calls, ssl=ssl, headers=token))
+    port = secure_server.port if protocol == "grpc" else secure_server.server.http_port
+    job = {"protocol": protocol, "ssl": tls}
+    report = run_tritonclient(tritonclient_job(f"localhost:{port}", calls, headers=token, **job))
     assert report["live"] == {"ok": True}
     assert report["models"][0]["infer"]["ok"]["model_name"] == "mnist-cnn"
-    anonymous = run_tritonclient(tritonclient_job(localhost(secure_server), calls, ssl=ssl))
+    anonymous = run_tritonclient(tritonclient_job(f"localhost:{port}", calls, **job))
     assert anonymous["ready"] == {"ok": True}  # ServerReady is a probe
-    assert anonymous["models"][0]["infer"]["status"] == "StatusCode.UNAUTHENTICATED"
+    unauthenticated = "StatusCode.UNAUTHENTICATED" if protocol == "grpc" else "401"
+    assert anonymous["models"][0]["infer"]["status"] == unauthenticated
+
+
+def test_https_with_a_token_and_plaintext_or_untrusted_clients_fail(secure_server: ServerThread, pki: Pki) -> None:
+    url = f"https://localhost:{secure_server.server.http_port}"
+    trusting = ssl.create_default_context(cafile=pki.ca)
+    assert http_request(f"{url}/v2/health/ready", context=trusting).status == 200  # probes stay open
+    assert http_request(f"{url}/v2/models/mnist-cnn", context=trusting).status == 401
+    authorized = {"Authorization": f"Bearer {TOKENS[1]}"}
+    answer = http_request(f"{url}/v2/models/mnist-cnn", headers=authorized, context=trusting)
+    assert answer.status == 200 and answer.json()["name"] == "mnist-cnn"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        http_request(f"{url}/v2/health/ready", context=ssl.create_default_context(cafile=pki.rogue_cert))
+    with pytest.raises(http.client.RemoteDisconnected):  # plaintext to a TLS port: the connection is dropped
+        http_request(f"http://localhost:{secure_server.server.http_port}/v2/health/ready", timeout=5)
+
+
+# TLS 1.3 finishes the client's side of the handshake before the server checks its certificate: the
+# refusal is an alert (SSLError) or the connection closing, whichever the client reads first.
+REFUSED = (http.client.RemoteDisconnected, ssl.SSLError)
+
+
+def test_https_mutual_tls_refuses_clients_without_a_trusted_certificate(mtls_server: ServerThread, pki: Pki) -> None:
+    url = f"https://localhost:{mtls_server.server.http_port}/v2/models/mnist-cnn/infer"
+    body = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 28, 28], "data": [0] * 784}]})
+    json_type = {"Content-Type": "application/json"}
+    for cert, key, trusted in ((pki.client_cert, pki.client_key, True), (pki.rogue_cert, pki.rogue_key, False)):
+        context = ssl.create_default_context(cafile=pki.ca)
+        context.load_cert_chain(cert, key)
+        if trusted:
+            assert http_request(url, "POST", body.encode(), json_type, context=context).status == 200
+        else:
+            with pytest.raises(REFUSED):
+                http_request(url, "POST", body.encode(), json_type, context=context, timeout=5)
+    with pytest.raises(REFUSED):
+        http_request(url, "POST", body.encode(), json_type, context=ssl.create_default_context(cafile=pki.ca))
 
 
 def test_tokens_never_reach_the_log(tmp_path: Path, classifier_repository: Path) -> None:

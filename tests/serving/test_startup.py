@@ -76,14 +76,15 @@ def refused(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_family_side_by_side_with_only_port(classifier_repository: Path, tmp_path: Path) -> None:
-    """Each service's metrics port follows its gRPC port (+ 1000), so four start on one machine."""
+    """Each service's HTTP port follows its gRPC port (+ 1000), so four start on one machine."""
     ports = {family: free_port_pair() for family in FAMILIES}
     with ExitStack() as stack:
         bound = {
             family: stack.enter_context(serving(family, classifier_repository, tmp_path, "--port", str(port)))
             for family, port in ports.items()
         }
-        assert bound == {family: {"port": port, "metrics_port": port + 1000} for family, port in ports.items()}
+        http = {family: port + 1000 for family, port in ports.items()}  # metrics_port: http_port's older name
+        assert bound == {f: {"port": p, "http_port": http[f], "metrics_port": http[f]} for f, p in ports.items()}
         with Client(f"127.0.0.1:{ports['classifier']}") as client:
             client.wait_ready(timeout=60)
 
@@ -99,8 +100,8 @@ def test_a_taken_port_is_named_with_the_flag_that_moves_it(classifier_repository
         )  # fmt: skip
     assert f"could not listen on 127.0.0.1:{port} for gRPC" in grpc_clash.stderr
     assert "--port (MYELIN_PORT)" in grpc_clash.stderr
-    assert f"could not listen on 127.0.0.1:{port + 1000} for metrics" in metrics_clash.stderr
-    assert "--metrics-port (MYELIN_METRICS_PORT)" in metrics_clash.stderr
+    assert f"could not listen on 127.0.0.1:{port + 1000} for HTTP" in metrics_clash.stderr
+    assert "--http-port (MYELIN_HTTP_PORT" in metrics_clash.stderr
 
 
 def test_each_family_has_its_own_default_port() -> None:

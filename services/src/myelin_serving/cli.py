@@ -1,4 +1,4 @@
-"""`myelin-serve FAMILY --repository DIR [--host H] [--port P] [--metrics-port M]`.
+"""`myelin-serve FAMILY --repository DIR [--host H] [--port P] [--http-port H]`.
 
 Flags override MYELIN_* variables, which override the defaults in settings.py. SIGTERM or SIGINT
 starts a graceful stop: health goes NOT_SERVING, new calls are refused, calls in flight finish
@@ -28,8 +28,28 @@ from myelin_serving.settings import Settings
 log = logging.getLogger("myelin_serving")
 
 
+EXAMPLES = """\
+the HTTP port (the gRPC port + 1000 by default) answers curl, KServe v2 REST clients and OpenAI SDKs:
+  curl -s -o /dev/null -w '%{http_code}\\n' localhost:51051/v2/health/ready   # 200 once models are loaded
+  curl -s localhost:51051/v2/models/mnist-cnn                                # inputs, outputs, versions
+  curl -s localhost:51051/v2/models/mnist-cnn/infer -H 'Content-Type: application/json' \\
+    -d "{\\"inputs\\": [{\\"name\\": \\"image\\", \\"datatype\\": \\"FP32\\", \\"shape\\": [1, 28, 28], \\
+    \\"data\\": $(python3 -c 'print([0] * 784)')}]}"
+  curl -sN localhost:51053/v1/completions -H 'Content-Type: application/json' \\
+    -d '{"model": "generator-gpt-shakespeare", "prompt": "ROMEO:", "max_tokens": 50, "stream": true}'
+  curl -s localhost:51054/v1/embeddings -H 'Content-Type: application/json' \\
+    -d '{"model": "word2vec-skipgram", "input": ["king", "the queen"]}'
+  curl -s localhost:51051/metrics                                            # Prometheus text
+"""
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="myelin-serve", description="Serve one model family over gRPC.")
+    parser = argparse.ArgumentParser(
+        prog="myelin-serve",
+        description="Serve one model family over gRPC and HTTP.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("service", choices=names(), help="model family to serve (an installed one)")
     parser.add_argument("--repository", type=Path, help="model repository (MYELIN_REPOSITORY)")
     parser.add_argument("--host", help="address to bind (MYELIN_HOST, default 127.0.0.1)")
@@ -40,9 +60,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, An
         "in `option (default_port)`)",
     )
     parser.add_argument(
+        "--http-port",
         "--metrics-port",
+        dest="http_port",
         type=int,
-        help="Prometheus port, -1 for none (MYELIN_METRICS_PORT; default: the gRPC port + 1000)",
+        help="HTTP port (REST, OpenAI routes, /metrics), 0 picks a free one, -1 for none (MYELIN_HTTP_PORT; "
+        "default: the gRPC port + 1000); --metrics-port is its older name",
     )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (MYELIN_DEVICE, default auto)")
     parser.add_argument("--port-file", type=Path, help="write the bound ports here as JSON once listening")
@@ -54,7 +77,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, An
             "repository": args.repository,
             "host": args.host,
             "port": args.port,
-            "metrics_port": args.metrics_port,
+            "http_port": args.http_port,
             "device": args.device,
         }.items()
         if value is not None
@@ -70,12 +93,13 @@ async def serve(settings: Settings, port_file: Path | None) -> str | None:
     except (OSError, ValueError, GraphLoadError) as exc:
         # Said and dropped here, on the running loop: the half-built server goes with the exception.
         return f"myelin-serve: {exc}"
-    metrics = f"http://{settings.metrics_host}:{server.metrics_port}/metrics" if server.metrics_port else "off"
-    log.info("%s service listening on %s:%d (metrics: %s)", settings.service, settings.host, port, metrics)
+    http = f"{server.http.scheme}://{server.settings.http_host}:{server.http.port}" if server.http else "off"
+    log.info("%s service listening on %s:%d (gRPC); HTTP: %s", settings.service, settings.host, port, http)
     if port_file is not None:
         # Written beside and renamed into place: whoever waits for the file never reads it half written.
+        # metrics_port: the HTTP port's older name (/metrics is served there), for existing readers.
         staged = port_file.with_name(port_file.name + ".tmp")
-        staged.write_text(json.dumps({"port": port, "metrics_port": server.metrics_port}))
+        staged.write_text(json.dumps({"port": port, "http_port": server.http_port, "metrics_port": server.http_port}))
         staged.replace(port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,5 +1,6 @@
-"""What a model family plugs into the shared server: its loader, its gRPC servicers, and what it owns
-besides (its settings, its metrics). `families.py` finds the installed ones through entry points."""
+"""What a model family plugs into the shared server: its loader, its gRPC servicers, its HTTP routes,
+and what it owns besides (its settings, its metrics). `families.py` finds the installed ones through
+entry points."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from google.protobuf import descriptor_pool
 from pydantic import BaseModel
 
 from myelin_api.v1 import common_pb2
+from myelin_serving.http.routes import HttpRoutes
 from myelin_serving.interceptors import HandlerRegistry
 from myelin_serving.metrics import Metrics
 from myelin_serving.repository import Loader, ModelManager
@@ -19,7 +21,7 @@ from myelin_serving.settings import Settings
 
 @dataclass(frozen=True)
 class ServingContext:
-    """Handed to a family's `add_servicers`: the shared parts of one server."""
+    """Handed to a family's `add_servicers` and `add_routes`: the shared parts of one server."""
 
     manager: ModelManager
     settings: Settings
@@ -33,6 +35,8 @@ class Family:
     service_names: tuple[str, ...]
     load: Loader
     add_servicers: Callable[[HandlerRegistry, ServingContext], None]
+    # HTTP routes beside the core's (KServe REST, /metrics): OpenAI-compatible ones where they fit.
+    add_routes: Callable[[HttpRoutes, ServingContext], None] | None = None
     # Request sizes (bytes) the family's methods take at most, where lower than max_message_bytes:
     # refused with RESOURCE_EXHAUSTED before parsing. Keys are method names ("Generate").
     max_request_bytes: Mapping[str, int] = field(default_factory=dict)

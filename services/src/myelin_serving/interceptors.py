@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from myelin_serving.errors import InvalidArgument, MyelinError, TooLarge, Unavailable, status_code
+from myelin_serving.errors import InvalidArgument, MyelinError, TooLarge, Unauthenticated, Unavailable, status_code
 from myelin_serving.metrics import MethodMetrics, Metrics
 from myelin_serving.wire import ParseLimits, check_parse_cost
 
@@ -61,6 +61,38 @@ def time_left() -> float | None:
     """Seconds until the current request's deadline (the caller's, or the server default)."""
     deadline = _deadline.get()
     return None if deadline is None else deadline - time.monotonic()
+
+
+def set_deadline(deadline: float) -> None:
+    """Start the current request's deadline (a time.monotonic() value); the HTTP door's equivalent
+    of what the interceptor does for a gRPC call. Each request runs in its own task and context."""
+    _deadline.set(deadline)
+
+
+def bearer_accepted(header: str | None, tokens: Sequence[bytes]) -> bool:
+    """Whether `header` is `Bearer <one of tokens>` (compared in constant time)."""
+    if header is None:
+        return False
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), t) for t in tokens)
+
+
+def token_problem(header: str | None) -> str:
+    """What is wrong with the credentials of a refused call: none given, or not accepted."""
+    if header is None:
+        return "this server requires 'authorization: Bearer <token>' (gRPC metadata, HTTP header)"
+    return "the bearer token was not accepted"
+
+
+def check_bearer(header: str | None, tokens: Sequence[bytes]) -> None:
+    """Accept `authorization: Bearer <one of tokens>`; raise Unauthenticated (the HTTP door's check)."""
+    if not bearer_accepted(header, tokens):
+        raise Unauthenticated(token_problem(header))
+
+
+def _authorization(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    """The `authorization` value of gRPC metadata, if any."""
+    return next((str(value) for key, value in metadata or () if key == "authorization"), None)
 
 
 class ServingInterceptor:
@@ -113,6 +145,10 @@ class ServingInterceptor:
         return make(self._unary(behavior, method, stream, default_deadline=None), **kwargs)
 
     # --- draining, for a graceful stop ----------------------------------------------------------
+
+    def draining(self) -> bool:
+        """Whether new calls are refused now (the HTTP door refuses its requests then too)."""
+        return self._draining.is_set()
 
     def drain(self) -> None:
         """From now on refuse new calls with UNAVAILABLE (probes still answer) so that callers retry
@@ -206,17 +242,11 @@ class ServingInterceptor:
         return make(refuse)
 
     def authenticated(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
-        for key, value in metadata or ():
-            if key == "authorization":
-                scheme, _, token = str(value).partition(" ")
-                return scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), t) for t in self._tokens)
-        return False
+        return bearer_accepted(_authorization(metadata), self._tokens)
 
     @staticmethod
     def _token_problem(context: grpc.aio.ServicerContext) -> str:
-        if any(key == "authorization" for key, _ in context.invocation_metadata() or ()):
-            return "the bearer token was not accepted"
-        return "this server requires 'authorization: Bearer <token>' metadata"
+        return token_problem(_authorization(context.invocation_metadata()))
 
     def _arrive(self, series: MethodMetrics | None) -> float:
         started = self._last_call = time.monotonic()

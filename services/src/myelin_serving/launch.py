@@ -28,7 +28,7 @@ def serve_command(
     *,
     host: str | None = "127.0.0.1",
     port: int | None = 0,
-    metrics_port: int | None = None,
+    http_port: int | None = None,
     device: str | None = None,
     port_file: Path | None = None,
     program: Sequence[str] = SERVE,
@@ -36,7 +36,7 @@ def serve_command(
     """`myelin-serve FAMILY --repository DIR ...`; a None leaves its flag out (the MYELIN_* variable,
     or the default, applies). `program` is how to run it (`python -m myelin_serving.cli` works too)."""
     command = [*program, family, "--repository", str(repository)]
-    flags = {"--host": host, "--port": port, "--metrics-port": metrics_port, "--device": device}
+    flags = {"--host": host, "--port": port, "--http-port": http_port, "--device": device}
     for flag, value in {**flags, "--port-file": port_file}.items():
         if value is not None:
             command += [flag, str(value)]
@@ -44,7 +44,7 @@ def serve_command(
 
 
 def wait_ports(port_file: Path, process: subprocess.Popen[bytes], timeout: float) -> dict[str, int] | None:
-    """The ports the service wrote to `port_file` once listening ({"port": ..., "metrics_port": ...});
+    """The ports the service wrote to `port_file` once listening ({"port": ..., "http_port": ...});
     None when the process exited first or `timeout` seconds passed."""
     deadline = time.monotonic() + timeout
     while not port_file.exists():
@@ -59,7 +59,7 @@ def wait_ports(port_file: Path, process: subprocess.Popen[bytes], timeout: float
 class Service:
     family: str
     port: int
-    metrics_port: int
+    http_port: int  # REST, the family's OpenAI-compatible routes, /metrics
 
     @property
     def target(self) -> str:
@@ -95,7 +95,7 @@ def spawn(name: str, command: list[str], state: Path) -> subprocess.Popen[bytes]
 
 
 def start_service(family: str, repository: Path, state: Path, port: int) -> subprocess.Popen[bytes]:
-    """`myelin-serve FAMILY` on `port` (0: a free one), its metrics on the port the service derives from it."""
+    """`myelin-serve FAMILY` on `port` (0: a free one), its HTTP port the one the service derives from it."""
     port_file = state / f"{family}.port"
     port_file.unlink(missing_ok=True)
     return spawn(family, serve_command(family, repository, port=port, port_file=port_file), state)
@@ -107,7 +107,7 @@ def wait_serving(family: str, process: subprocess.Popen[bytes], state: Path, tim
     ports = wait_ports(state / f"{family}.port", process, timeout)
     if ports is None:
         raise RuntimeError(f"myelin-serve {family} did not start; see {state / f'{family}.log'}")
-    service = Service(family, ports["port"], ports["metrics_port"])
+    service = Service(family, ports["port"], ports["http_port"])
     with grpc.insecure_channel(service.target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:

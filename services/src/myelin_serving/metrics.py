@@ -33,9 +33,12 @@ class Metrics:
         self.registry = registry
         # A family's own metrics (Family.metrics), on the same registry: `forget` covers them too.
         self._extensions: list[object] = []
-        # gRPC requests, every service and method.
+        # Requests, every gRPC method and HTTP route.
         self.requests = Counter(
-            "myelin_requests", "gRPC requests handled, by method and status code", ["method", "code"], registry=registry
+            "myelin_requests",
+            "Requests handled, by gRPC method or HTTP route and status code (gRPC's names)",
+            ["method", "code"],
+            registry=registry,
         )
         self.request_duration = Histogram(
             "myelin_request_duration_seconds",

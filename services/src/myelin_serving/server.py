@@ -3,13 +3,17 @@
 One process serves one family. Besides the family's own service it always exposes the Models
 service, the Open Inference Protocol (KServe v2, `inference.GRPCInferenceService`) over the same
 models and batchers, `grpc.health.v1` (NOT_SERVING until a model is loaded and warmed up, NOT_SERVING again as
-soon as shutdown starts), server reflection, and Prometheus metrics over HTTP.
+soon as shutdown starts), server reflection; and on its HTTP port (myelin_serving.http) the Open
+Inference Protocol over REST, the family's HTTP routes and Prometheus `/metrics`, in the same event
+loop over the same models.
 
-Shutdown (`MyelinServer.stop`): NOT_SERVING and the end of every health Watch at once; new calls are
-refused with UNAVAILABLE (a retry goes elsewhere) while the calls already running finish; once none
-runs and gRPC has handed over every call it received, or when the grace period ends, the gRPC server
-stops. Every call therefore ends as answered or as UNAVAILABLE, never CANCELLED, unless it was still
-running when the grace period ended.
+Shutdown (`MyelinServer.stop`): NOT_SERVING and the end of every health Watch at once; for the drain
+delay both ports still take calls (clients watching health move away); then new calls are refused,
+UNAVAILABLE on gRPC and 503 on HTTP (a retry goes elsewhere), while the calls already running
+finish; once no gRPC call runs and gRPC has handed over every call it received, or when the grace
+period ends, both servers stop: gRPC, and HTTP once its requests in flight (streams included) have
+ended or the grace period is over. Every call therefore ends as answered or refused, never
+CANCELLED, unless it was still running when the grace period ended.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from myelin_api.v1 import models_pb2, models_pb2_grpc
 from myelin_serving import __version__
 from myelin_serving.families import load_family
 from myelin_serving.family import Family, ServingContext
+from myelin_serving.http.app import create_app
+from myelin_serving.http.server import HttpServer
 from myelin_serving.interceptors import HandlerRegistry, ServingInterceptor
 from myelin_serving.kserve import SERVICE_NAME as KSERVE_SERVICE
 from myelin_serving.kserve import InferenceProtocol
@@ -79,17 +85,25 @@ class MyelinServer:
         self.health = health_servicer
         self.metrics = metrics
         self.interceptor = interceptor
-        self.metrics_port: int | None = None
+        self.http: HttpServer | None = None  # None: the HTTP port is off (http_port -1)
         self._health_names = health_names(family)
         self._stopping = False
         self._serving: bool | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._http: Any = None
         self._ready = asyncio.Event()
         # Set when the service cannot do what it was asked to (see `failure`): the process should end.
         self.failed = asyncio.Event()
         self.failure = ""
         manager.on_change(self._update_health)
+
+    @property
+    def http_port(self) -> int | None:
+        return None if self.http is None else self.http.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The older name of http_port: /metrics is served there."""
+        return self.http_port
 
     @property
     def serving(self) -> bool:
@@ -99,20 +113,11 @@ class MyelinServer:
     async def start(self) -> None:
         """Listen now; load and warm up the models in the background (health says when).
 
-        OSError when the metrics port cannot be bound, naming it and the setting that moves it."""
+        Both ports are bound already (create_server), so nothing here fails on a taken port."""
         await self._set_health(False)
-        port = self.settings.metrics_port
-        if port is not None and port >= 0:
-            try:
-                self._http, _ = start_http_server(port, addr=self.settings.metrics_host, registry=self.metrics.registry)
-            except OSError as exc:
-                await self.grpc_server.stop(0)  # bound, never started: release its port now
-                raise OSError(
-                    f"could not listen on {self.settings.metrics_host}:{port} for metrics: {exc.strerror or exc}; "
-                    "choose another port with --metrics-port (MYELIN_METRICS_PORT), or -1 for no metrics endpoint"
-                ) from None
-            self.metrics_port = self._http.server_port
         await self.grpc_server.start()
+        if self.http is not None:
+            await self.http.start()
         self._spawn(self._load_models())
 
     async def wait_ready(self, timeout: float | None = None) -> None:
@@ -134,15 +139,13 @@ class MyelinServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Still serving for the drain delay, so that health-checking clients move away; then new
-        # calls are refused with UNAVAILABLE (retried elsewhere) until no call arrives.
+        # calls are refused (UNAVAILABLE, HTTP 503: retried elsewhere) until no gRPC call arrives.
         await asyncio.sleep(min(self.settings.drain_delay_s, max(deadline - time.monotonic(), 0)))
         self.interceptor.drain()
         await self.interceptor.drained(deadline)
-        await self.grpc_server.stop(max(deadline - time.monotonic(), 0))
+        remaining = max(deadline - time.monotonic(), 0)
+        await asyncio.gather(self.grpc_server.stop(remaining), *([self.http.stop(remaining)] if self.http else []))
         await self.manager.close()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
         log.info("%s service stopped", self.family.name)
 
     async def wait_for_termination(self) -> None:
@@ -330,7 +333,8 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     server = grpc.aio.server(options=_channel_options(settings), interceptors=interceptor.aio_interceptors())
     # Every servicer registers through the interceptor, which wraps its handlers once, here.
     handlers = HandlerRegistry(server, interceptor)
-    family.add_servicers(handlers, ServingContext(manager, settings, metrics))
+    serving_context = ServingContext(manager, settings, metrics)
+    family.add_servicers(handlers, serving_context)
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager), handlers)
     health_servicer = HealthServicer(health_names(family))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, handlers)
@@ -357,6 +361,11 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         version_policy_latest=settings.version_policy_latest,
     )
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
+    if settings.http_port is not None and settings.http_port >= 0:
+        app = create_app(
+            family, serving_context, protocol, serving=lambda: myelin_server.serving, draining=interceptor.draining
+        )
+        myelin_server.http = HttpServer(app, settings, settings.http_port)
     return myelin_server, port
 
 

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 PREFIX = "MYELIN_"
-# The metrics port, unless set, is the gRPC port + this (51051 for the classifier's 50051).
-METRICS_PORT_OFFSET = 1000
+# The HTTP port, unless set, is the gRPC port + this (51051 beside 50051).
+HTTP_PORT_OFFSET = 1000
 
 
 def parse_device(device: str) -> tuple[str, int]:
@@ -46,22 +46,34 @@ class BatchingSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    # validate_by_name: Settings(http_port=...) as well as the MYELIN_* names of aliased fields.
     # extra="allow": the served family's own section (MYELIN_<KEY>__<FIELD>, Settings(<key>={...})),
     # which its Family validates (`section`).
-    model_config = SettingsConfigDict(env_prefix=PREFIX, env_nested_delimiter="__", extra="allow")
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_nested_delimiter="__", extra="allow", validate_by_name=True, validate_by_alias=True
+    )
 
     # The family to serve: an installed one (myelin_serving.families; `myelin-serve NAME` sets it).
     service: str = ""
     repository: Path = Path("model_repository")
     host: str = "127.0.0.1"
-    # Unset: the family's default port (its proto's `default_port`: classifier 50051, translator
-    # 50052, generator 50053, embedder 50054). 0 picks a free port; the log (and --port-file) says which.
+    # Unset: the family's default port (its proto's `default_port`, 50051 to 50054 for the shipped
+    # families). 0 picks a free port; the log (and --port-file) says which.
     port: int | None = Field(None, ge=0, le=65535)
-    metrics_host: str = "127.0.0.1"
-    # Prometheus metrics over HTTP at /metrics. Unset: the gRPC port + 1000 (51051 for the
-    # classifier), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns it off.
-    metrics_port: int | None = Field(None, ge=-1, le=65535)
+    # The HTTP port: the Open Inference Protocol over REST, the family's OpenAI-compatible routes and
+    # Prometheus /metrics. Unset: the gRPC port + 1000 (51051 beside 50051), or a free port when
+    # the gRPC port is 0; 0 picks a free port, -1 turns HTTP off. MYELIN_METRICS_PORT (and
+    # --metrics-port) still work: it was the metrics server's.
+    http_port: int | None = Field(
+        None, ge=-1, le=65535, validation_alias=AliasChoices("MYELIN_HTTP_PORT", "MYELIN_METRICS_PORT")
+    )
+    # Address of the HTTP port; default: `host`. MYELIN_METRICS_HOST is the older name.
+    http_host: str = Field(
+        default_factory=lambda data: str(data["host"]),
+        validation_alias=AliasChoices("MYELIN_HTTP_HOST", "MYELIN_METRICS_HOST"),
+    )
 
+    # Largest request or response: gRPC messages, HTTP request bodies (refused with 413 before reading).
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Requests without a deadline get this one.
     default_deadline_s: float = Field(30.0, gt=0)
@@ -111,7 +123,8 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     # With a client CA, callers must present a certificate it signed (mutual TLS).
     tls_client_ca_file: Path | None = None
-    # Bearer tokens accepted in `authorization` metadata; empty turns authentication off.
+    # Bearer tokens accepted in `authorization` metadata (gRPC) or header (HTTP); empty turns
+    # authentication off.
     auth_tokens: Annotated[list[str], NoDecode] = []
     auth_tokens_file: Path | None = None
 
@@ -174,17 +187,17 @@ class Settings(BaseSettings):
 
     def with_ports(self, default_port: int) -> Settings:
         """These settings with both ports decided: `port` unset takes `default_port` (the family's),
-        `metrics_port` unset follows the gRPC port (+ 1000, or 0 for 0)."""
+        `http_port` unset follows the gRPC port (+ 1000, or 0 for 0)."""
         port = default_port if self.port is None else self.port
-        metrics_port = self.metrics_port
-        if metrics_port is None:
-            metrics_port = port + METRICS_PORT_OFFSET if port else 0
-            if metrics_port > 65535:
+        http_port = self.http_port
+        if http_port is None:
+            http_port = port + HTTP_PORT_OFFSET if port else 0
+            if http_port > 65535:
                 raise ValueError(
-                    f"the metrics port defaults to the gRPC port + {METRICS_PORT_OFFSET} = {metrics_port}, "
-                    "which is not a port: set --metrics-port (MYELIN_METRICS_PORT), -1 for none"
+                    f"the HTTP port defaults to the gRPC port + {HTTP_PORT_OFFSET} = {http_port}, "
+                    "which is not a port: set --http-port (MYELIN_HTTP_PORT), -1 for none"
                 )
-        return self.model_copy(update={"port": port, "metrics_port": metrics_port})
+        return self.model_copy(update={"port": port, "http_port": http_port})
 
     def tokens(self) -> frozenset[str]:
         """Accepted bearer tokens: the list plus one token per line of auth_tokens_file."""

@@ -25,6 +25,7 @@ from myelin_client.types import (
     DoesntMatchResult,
     EmbedResult,
     GenerationChunk,
+    GenerationOptions,
     LabelProbability,
     ModelInfo,
     Neighbour,
@@ -93,34 +94,26 @@ FINISH_REASONS = {
 
 
 def generate_request(
-    prompt: str,
-    *,
-    model: str,
-    version: int,
-    max_new_tokens: int,
-    temperature: float | None,
-    top_k: int,
-    top_p: float | None,
-    repetition_penalty: float | None,
-    seed: int | None,
-    stop: str | list[str] | tuple[str, ...] | None,
+    prompt: str, *, model: str, version: int, options: GenerationOptions
 ) -> generator_pb2.GenerateRequest:
-    # Unset optional fields take the service defaults (temperature 1, top_p 1, penalty 1, random seed).
+    unknown = sorted(set(options) - set(GenerationOptions.__annotations__))
+    if unknown:
+        # What Python says of an unknown keyword argument: the options arrive as **options.
+        names = ", ".join(GenerationOptions.__annotations__)
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; the generation options are {names}")
+    stop = options.get("stop")
     request = generator_pb2.GenerateRequest(
         model=common_pb2.ModelRef(name=model, version=version),
         prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        top_k=top_k,
+        max_new_tokens=options.get("max_new_tokens", 0),
+        top_k=options.get("top_k", 0),
         stop=[stop] if isinstance(stop, str) else list(stop or ()),
     )
-    if temperature is not None:
-        request.temperature = temperature
-    if top_p is not None:
-        request.top_p = top_p
-    if repetition_penalty is not None:
-        request.repetition_penalty = repetition_penalty
-    if seed is not None:
-        request.seed = seed
+    # Unset optional fields take the service defaults (temperature 1, top_p 1, penalty 1, random seed).
+    for name in ("temperature", "top_p", "repetition_penalty", "seed"):
+        value = options.get(name)
+        if value is not None:
+            setattr(request, name, value)
     return request
 
 

@@ -1,20 +1,26 @@
-"""`AsyncClient`: the asyncio client, with the same methods as `Client`."""
+"""`AsyncClient` and `AsyncGenerationStream`: the asyncio client, and the one client written by hand.
+
+`client.py` (`Client` and `GenerationStream`, which block) is generated from this file by
+clients/python/unasync.py, httpcore's way: `async`/`await` dropped, `Async*` names and `grpc.aio` made
+sync. Change this file, then run `make unasync`; `make test` fails while client.py differs from what
+the script writes. So write it in terms the script translates: see the substitutions there.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from asyncio import sleep
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import grpc
 
 from myelin_client import _health, _protocol
 from myelin_client._channel import DEFAULT_EMBEDDER, Connection
+from myelin_client._protocol import GenerationAccumulator
 from myelin_client.errors import DeadlineExceededError, MyelinError, UnavailableError
-from myelin_client.streams import AsyncGenerationStream
 from myelin_client.types import (
     AnalogyAnswer,
     AnalogyResult,
@@ -22,6 +28,8 @@ from myelin_client.types import (
     Completion,
     DoesntMatchResult,
     EmbedResult,
+    GenerationChunk,
+    GenerationOptions,
     ModelInfo,
     NeighboursResult,
     ReloadResult,
@@ -35,13 +43,21 @@ DEFAULT_GENERATOR = "generator-gpt-shakespeare"
 
 
 class AsyncClient(Connection):
-    """Like `Client`, for asyncio code: `async with AsyncClient(target) as client: await client.classify(...)`."""
+    """A connection to one Myelin service (or, with a dns:/// target, to all its replicas).
+
+    Every call has a finite deadline: `timeout` seconds unless the call passes its own. Failed
+    calls raise a `MyelinError` subclass (see `myelin_client.errors`).
+
+        async with AsyncClient("127.0.0.1:50051") as client:
+            result = await client.classify(["digit.png"], model="mnist-cnn", top_k=3)
+    """
 
     _channels = grpc.aio
 
     async def classify(
         self, images: Any, *, model: str = "mnist-cnn", version: int = 0, top_k: int = 1, timeout: float | None = None
     ) -> ClassifyResult:
+        """Classify numpy arrays ((H, W) or (N, H, W)), PIL images, encoded bytes or file paths."""
         return await self._invoke(_protocol.classify(images, model=model, version=version, top_k=top_k), timeout)
 
     def generate(
@@ -50,33 +66,19 @@ class AsyncClient(Connection):
         *,
         model: str = DEFAULT_GENERATOR,
         version: int = 0,
-        max_new_tokens: int = 0,
-        temperature: float | None = None,
-        top_k: int = 0,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: str | list[str] | tuple[str, ...] | None = None,
         timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> AsyncGenerationStream:
-        """Like `Client.generate`: use the stream with `async with` and `async for`."""
-        request = _protocol.generate_request(
-            prompt,
-            model=model,
-            version=version,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=stop,
-        )
-        call = _protocol.generate(request)
-        return AsyncGenerationStream(
-            self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata),
-            lambda error: self._explain(error, call.method),
-        )
+        """Stream the continuation of `prompt`: iterate the returned stream for GenerationChunks as
+        they are produced; `stream.completion` then holds the finish reason and token counts.
+
+        `options` are the sampling keywords of `GenerationOptions` (max_new_tokens, temperature,
+        top_k, top_p, repetition_penalty, seed, stop). Leaving the stream's context manager early
+        (or calling `stream.cancel()`) cancels the call.
+        """
+        call = _protocol.generate(_protocol.generate_request(prompt, model=model, version=version, options=options))
+        response = self._stream_callable(call)(call.request, timeout=self._timeout(timeout), metadata=self._metadata)
+        return AsyncGenerationStream(response, self, call.method)
 
     async def complete(
         self,
@@ -84,28 +86,11 @@ class AsyncClient(Connection):
         *,
         model: str = DEFAULT_GENERATOR,
         version: int = 0,
-        max_new_tokens: int = 0,
-        temperature: float | None = None,
-        top_k: int = 0,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: str | list[str] | tuple[str, ...] | None = None,
         timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> Completion:
         """Generate like `generate`, and return the whole text once it is finished."""
-        request = _protocol.generate_request(
-            prompt,
-            model=model,
-            version=version,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=stop,
-        )
+        request = _protocol.generate_request(prompt, model=model, version=version, options=options)
         return await self._invoke(_protocol.complete(request), timeout)
 
     async def score(
@@ -127,6 +112,11 @@ class AsyncClient(Connection):
         truncate: bool = False,
         timeout: float | None = None,
     ) -> TranslateResult:
+        """Translate English sentences to French: one string or a list, answered in order.
+
+        beam_size 1 is greedy; unset options take the service's defaults (beam 4, length penalty 0.6,
+        max_length from the source length). Over-long sentences are refused unless truncate=True.
+        """
         call = _protocol.translate(
             sentences,
             model=model,
@@ -189,10 +179,10 @@ class AsyncClient(Connection):
         timeout: float | None = None,
     ) -> AnalogyAnswer:
         """a : b :: c : ? (man : king :: woman : queen); `.word` is the best candidate."""
-        call = _protocol.analogies(
-            [(a, b, c)], model=model, version=version, top_k=top_k, restrict_vocab=restrict_vocab
+        result = await self.analogies(
+            [(a, b, c)], model=model, version=version, top_k=top_k, restrict_vocab=restrict_vocab, timeout=timeout
         )
-        return (await self._invoke(call, timeout)).answers[0]
+        return result.answers[0]
 
     async def analogies(
         self,
@@ -226,12 +216,15 @@ class AsyncClient(Connection):
         return await self._invoke(_protocol.doesnt_match(words, model=model, version=version), timeout)
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
+        """Every model the service knows, with its versions and their states."""
         return await self._invoke(_protocol.list_models(), timeout)
 
     async def get_model(self, name: str, *, version: int = 0, timeout: float | None = None) -> ModelInfo:
+        """One model's metadata: its graphs' inputs and outputs, labels, evaluation, batching (0: newest)."""
         return await self._invoke(_protocol.get_model(name, version), timeout)
 
     async def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
+        """Scan the service's repository now: what it loaded, unloaded, and failed to load."""
         return await self._invoke(_protocol.reload_models(), timeout)
 
     async def load_model(self, name: str, *, timeout: float | None = None) -> ModelInfo:
@@ -243,9 +236,11 @@ class AsyncClient(Connection):
         return await self._invoke(_protocol.unload_model(name), timeout)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """SERVING, NOT_SERVING or SERVICE_UNKNOWN for `service` ("" is the whole server)."""
         return await self._invoke(_protocol.health(service), timeout)
 
     async def wait_ready(self, *, timeout: float = 60.0, service: str = "") -> None:
+        """Return once health says SERVING; DeadlineExceededError after `timeout` seconds."""
         end = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < end:
@@ -255,7 +250,7 @@ class AsyncClient(Connection):
                     return
             except (UnavailableError, DeadlineExceededError) as exc:
                 last = exc.code.name
-            await asyncio.sleep(0.1)
+            await sleep(0.1)
         raise DeadlineExceededError(
             grpc.StatusCode.DEADLINE_EXCEEDED, f"{self.target} not SERVING after {timeout} s ({last})"
         )
@@ -287,3 +282,39 @@ class AsyncClient(Connection):
             with contextlib.suppress(MyelinError):
                 served = await self._invoke(_protocol.health_list(), min(self.timeout, 5.0))
         return self._error(error, method, served)
+
+
+class AsyncGenerationStream:
+    """The chunks of one Generate call, from `AsyncClient.generate`: iterate them as they arrive, then
+    read `completion`. A failed call raises the MyelinError the client would."""
+
+    def __init__(self, call: Any, client: AsyncClient, method: str) -> None:
+        self._call = call
+        self._client = client
+        self._method = method
+        self._accumulator = GenerationAccumulator()
+
+    async def __aiter__(self) -> AsyncIterator[GenerationChunk]:
+        try:
+            async for message in self._call:
+                yield self._accumulator.add(message)
+        except grpc.RpcError as exc:
+            raise await self._client._explain(exc, self._method) from None
+
+    @property
+    def completion(self) -> Completion | None:
+        """The whole text and the finish reason, once the last chunk has arrived (else None)."""
+        return self._accumulator.completion
+
+    def cancel(self) -> None:
+        """Cancel the call: the service stops generating for it within one decoding step."""
+        self._call.cancel()
+
+    async def __aenter__(self) -> AsyncGenerationStream:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._accumulator.completion is None:
+            self.cancel()

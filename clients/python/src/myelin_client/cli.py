@@ -31,7 +31,7 @@ from myelin_client import _diagnosis
 from myelin_client._channel import DEFAULT_EMBEDDER
 from myelin_client.client import Client
 from myelin_client.errors import MyelinError
-from myelin_client.types import Neighbour
+from myelin_client.types import GenerationOptions, Neighbour
 
 Command = Callable[[Client, argparse.Namespace], int]
 # The service each command calls, for its default --target (models and health: any service has them).
@@ -50,9 +50,7 @@ def _classify(client: Client, args: argparse.Namespace) -> int:
 
 
 def _generate(client: Client, args: argparse.Namespace) -> int:
-    options = {
-        "model": args.model,
-        "version": args.version,
+    options: GenerationOptions = {
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
         "top_k": args.top_k,
@@ -62,11 +60,11 @@ def _generate(client: Client, args: argparse.Namespace) -> int:
         "stop": args.stop,
     }
     if args.no_stream:
-        result = client.complete(args.prompt, **options)
+        result = client.complete(args.prompt, model=args.model, version=args.version, **options)
         print(args.prompt + result.text)
     else:
         print(args.prompt, end="", flush=True)
-        with client.generate(args.prompt, **options) as stream:
+        with client.generate(args.prompt, model=args.model, version=args.version, **options) as stream:
             for chunk in stream:
                 print(chunk.text, end="", flush=True)
         print()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -151,6 +152,28 @@ class ScoreResult:
     def perplexity(self) -> float:
         """exp of the mean negative log-probability per predicted token."""
         return math.exp(-sum(self.logprobs) / len(self.logprobs))
+
+
+class GenerationOptions(TypedDict, total=False):
+    """How `generate` and `complete` sample: keyword arguments of both (and of both clients), or a dict
+    passed as `**options`. A key left out (or None) takes the service's default.
+
+    max_new_tokens: at most this many new tokens (0: the service default).
+    temperature: 0 is greedy (default 1).
+    top_k: sample from the k most probable tokens (0: off).
+    top_p: nucleus sampling, in (0, 1] (default 1: off).
+    repetition_penalty: above 1 discourages repeats (default 1: off).
+    seed: the same seed gives the same text (default: a random one, reported in the Completion).
+    stop: a stop sequence, or several: generation ends when the text contains one (left out of it).
+    """
+
+    max_new_tokens: int
+    temperature: float | None
+    top_k: int
+    top_p: float | None
+    repetition_penalty: float | None
+    seed: int | None
+    stop: str | list[str] | tuple[str, ...] | None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from myelin_serving.batching import DynamicBatcher
-from myelin_serving.embedder.vocabulary import Vocabulary
+from myelin_serving.embedder.vocabulary import Vocabulary, words_of
 from myelin_serving.errors import InvalidArgument
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
 from myelin_serving.runtime import OnnxGraph
@@ -38,6 +38,13 @@ class WordVector:
     word: str
     index: int  # -1: unknown
     values: np.ndarray | None  # (d,) float32 unit vector, None when unknown
+
+
+@dataclass(frozen=True)
+class TextVector:
+    values: np.ndarray  # (d,) float32 unit vector: the normalised mean of the text's known words
+    words: int  # words in the text, known or not
+    unknown_words: list[str]  # distinct, in order of appearance
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,37 @@ class EmbedderModel(LoadedModel):
         vectors = await self.unit(ids[found], timeout)
         rows = iter(vectors)
         return [WordVector(w, int(i), next(rows) if ok else None) for w, i, ok in zip(words, ids, found, strict=True)]
+
+    async def embed_texts(self, texts: Sequence[str], *, max_items: int, timeout: float | None) -> list[TextVector]:
+        """One vector per text: the mean of its words' unit vectors (every occurrence of every known
+        word; words as training split them), scaled to length 1. Unknown words are reported; a text
+        with no known word at all is refused."""
+        self.check_count(texts, "inputs", max_items)
+        split = [words_of(text) for text in texts]
+        distinct = list(dict.fromkeys(word for words in split for word in words))
+        if len(distinct) > max_items:
+            raise InvalidArgument(
+                f"{len(distinct)} distinct words in one request; the limit is {max_items}: split the request"
+            )
+        ids = {word: self.vocabulary.id(word) for word in distinct}
+        known = [word for word in distinct if ids[word] >= 0]
+        units = await self.unit(np.array([ids[word] for word in known], dtype=np.int64), timeout)
+        rows = dict(zip(known, units, strict=True))
+        vectors = []
+        for index, words in enumerate(split):
+            found = [rows[word] for word in words if word in rows]
+            unknown = list(dict.fromkeys(word for word in words if word not in rows))
+            if not found:
+                listed = ", ".join(repr(w[:50]) for w in unknown[:10]) or "no words at all"
+                raise InvalidArgument(
+                    f"input[{index}] has no word in the {len(self.vocabulary)}-word vocabulary of {self.name}: {listed}"
+                )
+            mean = np.mean(np.asarray(found, dtype=np.float64), axis=0)
+            norm = float(np.linalg.norm(mean))
+            if norm == 0.0:
+                raise InvalidArgument(f"input[{index}]: its words' vectors cancel out: the mean has no direction")
+            vectors.append(TextVector((mean / norm).astype(np.float32), len(words), unknown))
+        return vectors
 
     async def most_similar(
         self,

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# Words as training splits its corpora (myelin_training.data.corpus.tokenize): runs of letters and
+# digits, lowercased; punctuation and underscores separate them.
+WORD = re.compile(r"[^\W_]+")
+
+
+def words_of(text: str) -> list[str]:
+    return WORD.findall(text.lower())
 
 
 class Vocabulary:

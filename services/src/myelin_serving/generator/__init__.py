@@ -1,13 +1,15 @@
 """The generator family: language models (generator-gpt-*, generator-gru-*) behind `Generator`.
 
 `scheduler.py` is the continuous-batching loop, `cache.py` the batched KV/state caches and the step
-graph, `sampling.py` the per-sequence sampler, `text.py` tokenizing and streaming text out.
+graph, `sampling.py` the per-sequence sampler, `text.py` tokenizing and streaming text out,
+`openai.py` the OpenAI-compatible `/v1/completions` over the same loop.
 """
 
 from __future__ import annotations
 
 from myelin_api.v1 import generator_pb2, generator_pb2_grpc
 from myelin_serving.family import Family, ServingContext
+from myelin_serving.generator import openai
 from myelin_serving.generator.metrics import GeneratorMetrics
 from myelin_serving.generator.model import load
 from myelin_serving.generator.servicer import GeneratorServicer
@@ -24,10 +26,8 @@ FAMILY = Family(
     service_names=(generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name,),
     load=load,
     add_servicers=_add_servicers,
-    # A prompt is refused past max_prompt_tokens x its model's longest token (a few KiB for the
-    # shipped models), a scored text past the model's context, and stops are 8 x 64 characters:
-    # 1 MiB leaves room for raised limits.
-    max_request_bytes={"Generate": 1024 * 1024, "Complete": 1024 * 1024, "Score": 1024 * 1024},
+    add_routes=openai.add_routes,
+    max_request_bytes=dict.fromkeys(("Generate", "Complete", "Score"), openai.REQUEST_BYTES),
     settings=GenerationSettings,
     settings_key="generation",  # MYELIN_GENERATION__*
     metrics=GeneratorMetrics,

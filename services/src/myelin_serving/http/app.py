@@ -1,0 +1,76 @@
+"""The ASGI application of one service: the core's routes, the family's, and `/metrics`.
+
+Core routes: the Open Inference Protocol over REST (http/kserve.py), `/metrics` (Prometheus text,
+open like the health routes: scrapers carry no token, and the metrics carry no request content),
+and `/v1/models` when the family has OpenAI-compatible routes. An unknown path answers 404 and a
+known path with the wrong method 405, each with a JSON body naming the routes that exist (in
+OpenAI's error shape under /v1/, as OpenAI clients expect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from myelin_serving.errors import STATUS_CODES, NotFound, Status
+from myelin_serving.family import Family, ServingContext
+from myelin_serving.http import kserve
+from myelin_serving.http.openai import add_model_routes, openai_error
+from myelin_serving.http.responses import error_response, kserve_error
+from myelin_serving.http.routes import HttpRoutes, RouteWrapper
+from myelin_serving.kserve import InferenceProtocol
+
+# What gRPC answers to a method it does not have; HTTP says 405 for a known path.
+METHOD_NOT_ALLOWED = Status(grpc.StatusCode.UNIMPLEMENTED, 405)
+
+
+class AsgiEndpoint:
+    """An ASGI app as a route's endpoint (Starlette would call a plain function with a Request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    family: Family,
+    context: ServingContext,
+    protocol: InferenceProtocol,
+    *,
+    serving: Callable[[], bool],
+    draining: Callable[[], bool],
+) -> Starlette:
+    settings = context.settings
+    routes = HttpRoutes()
+    kserve.add_routes(routes, protocol, serving=serving, limit=settings.max_message_bytes)
+    if family.add_routes is not None:
+        family.add_routes(routes, context)
+    add_model_routes(routes)
+    wrapper = RouteWrapper(context.metrics, settings, draining)
+    table = [Route(r.path, wrapper.wrap(r), methods=list(r.methods)) for r in routes.routes]
+    table.append(Route("/metrics", AsgiEndpoint(make_asgi_app(context.metrics.registry)), methods=["GET"]))
+    known = f"{routes.describe()}, GET /metrics"
+
+    async def routing_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        path = request.url.path[:100]
+        if exc.status_code == 405:
+            status = METHOD_NOT_ALLOWED
+            message = f"{request.method} is not allowed on {path}; allowed: {(exc.headers or {}).get('Allow', '')}"
+        else:
+            status = STATUS_CODES[NotFound]
+            message = f"no route {request.method} {path} on this {family.name} service; it answers: {known}"
+        errors = openai_error if path.startswith("/v1/") else kserve_error
+        return error_response(status, message, errors, exc.headers)
+
+    return Starlette(routes=table, exception_handlers={HTTPException: routing_error})
