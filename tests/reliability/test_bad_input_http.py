@@ -26,8 +26,8 @@ from harness.codes import MESSAGE_LIMIT
 from harness.families import CASES
 from harness.fleet import TALLY, Fleet
 from harness.http import HttpAnswer, http_request, raw_http
-from harness.rpcs import DATATYPES, ServiceCase
-from harness.strategies import ANY_TEXT
+from harness.rpcs import ServiceCase
+from harness.strategies import ANY_TEXT, DATATYPES
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_serving.tensors import DTYPES
 
