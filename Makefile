@@ -28,7 +28,7 @@ BENCH_LOCK ?= /tmp/myelin-cpu.lock
 
 setup: $(STAMP) $(TRITON_STAMP)
 
-$(STAMP): requirements/constraints.txt requirements/dev.txt protos/python/pyproject.toml clients/python/pyproject.toml services/pyproject.toml training/pyproject.toml
+$(STAMP): requirements/constraints.txt requirements/dev.txt protos/python/pyproject.toml clients/python/pyproject.toml services/pyproject.toml training/pyproject.toml console/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -r requirements/dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	touch $@
@@ -49,12 +49,15 @@ test: setup deploy-tools static
 static: fmt-check lint typecheck protos-check unasync-check
 
 # What the deployment tests call besides Python: promtool and a real Prometheus (Debian's prometheus),
-# a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works). Installed only
+# a compose CLI for `config` (Debian's docker-compose, unless `docker compose` works); the console's
+# browser tests: Debian's chromium and its chromedriver. Installed only
 # when missing; kubectl (kustomize) comes with the machine image.
 deploy-tools:
 	@missing=""; \
 	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	test -x /usr/bin/chromedriver || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

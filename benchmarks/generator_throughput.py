@@ -236,13 +236,17 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_service(repository: Path, tmp: Path, threads: int) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_service(
+    repository: Path, tmp: Path, threads: int, *, family: str = "generator"
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`myelin-serve FAMILY` on free loopback ports, ready: its gRPC and HTTP addresses (the translator
+    benchmark uses it too)."""
     port_file = tmp / "port.json"
     env = {**os.environ, "MYELIN_INTRA_OP_THREADS": str(threads), "MYELIN_RELOAD_INTERVAL_S": "0"}
     process = subprocess.Popen(
         [
             BIN / "myelin-serve",
-            "generator",
+            family,
             "--repository",
             repository,
             "--port",

@@ -31,6 +31,7 @@ from PIL import Image
 
 from myelin_client import Client
 from myelin_serving.launch import serve_command, wait_ports
+from myelin_stack import CONSOLE_PORT
 from myelin_training.data import mnist
 from myelin_training.evaluate_classifier import evaluate
 
@@ -307,6 +308,10 @@ def main() -> None:
     generator_act(data_dir)
     word2vec_act(data_dir)
     banner(f"demo finished in {time.monotonic() - started:.0f} s; `make up` serves {REPOSITORY.relative_to(ROOT)}")
+    print(
+        f"see and try them in a browser: `make up` starts the services and the web console at "
+        f"http://127.0.0.1:{CONSOLE_PORT} (`make down` stops them)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ holds models for, each on its family's default port (the one its .proto names, w
 containers listen on too: classifier 50051, translator 50052, generator 50053, embedder 50054;
 HTTP, with /metrics, on the gRPC port + 1000; `--free-ports` lets each pick free ones), waits until
 each says SERVING over grpc.health.v1, and, when a `prometheus` binary is on PATH, starts Prometheus on
-127.0.0.1:9090 with a generated scrape config and the suite's alert rules. Pid files, port files,
-logs and Prometheus' data go to the state directory; `down` stops what they name (SIGTERM: the
-services drain, then exit).
+127.0.0.1:9090 with a generated scrape config and the suite's alert rules; then the web console
+(`myelin-console`, http://127.0.0.1:8080, `--console-port`) in front of the services' HTTP ports.
+Pid files, port files, logs and Prometheus' data go to the state directory; `down` stops what they
+name (SIGTERM: the services drain, then exit).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -32,6 +34,7 @@ from myelin_serving.launch import Service, children, families_in, port_order, sp
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 PROMETHEUS_PORT = 9090
+CONSOLE_PORT = 8080
 # Where `make demo` leaves its models (relative to the checkout, where make runs): `make up` serves
 # them when there is no model_repository.
 DEMO_REPOSITORY = Path(".demo") / "repository"
@@ -109,6 +112,22 @@ def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+def start_console(services: list[Service], repository: Path, state: Path, port: int) -> str:
+    """`myelin-console` in front of `services`; returns its address once it listens."""
+    port_file = state / "console.port"
+    port_file.unlink(missing_ok=True)
+    env = {f"MYELIN_CONSOLE_{s.family.upper()}_URL": f"http://127.0.0.1:{s.http_port}" for s in services}
+    env |= {"MYELIN_CONSOLE_HOST": "127.0.0.1", "MYELIN_CONSOLE_REPOSITORY": str(repository)}
+    command = [str(Path(sys.executable).parent / "myelin-console"), "--port", str(port), "--port-file", str(port_file)]
+    process = spawn("console", command, state, env=env)
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"myelin-console did not start; see {state / 'console.log'}")
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{json.loads(port_file.read_text())['port']}"
+
+
 def up(
     repository: Path,
     state: Path,
@@ -116,6 +135,7 @@ def up(
     free_ports: bool = False,
     prometheus_port: int = PROMETHEUS_PORT,
     prometheus_interval_s: float = 10,
+    console_port: int | None = None,
 ) -> list[Service]:
     if any(state.glob("*.pid")):
         raise SystemExit(f"{state} has pid files: the stack is up already (`make down` first)")
@@ -145,6 +165,14 @@ def up(
         start_prometheus(services, state, port=prometheus_port, interval_s=prometheus_interval_s)
         wait_prometheus_ready(prometheus_port)
         print(f"prometheus: http://127.0.0.1:{prometheus_port} (targets, alerts), config {state / 'prometheus.yml'}")
+    if console_port is None:  # beside free service ports, a free console port
+        console_port = 0 if free_ports else CONSOLE_PORT
+    try:
+        console = start_console(services, repository, state, console_port)
+    except RuntimeError:
+        down(state)
+        raise
+    print(f"console: {console} (every model in a browser)")
     print(f"logs and pid files: {state}; stop with `make down`")
     return services
 
@@ -187,7 +215,7 @@ def _is_ours(pid: int, name: str) -> bool:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    expected = b"prometheus" if name == "prometheus" else b"myelin-serve"
+    expected = {"prometheus": b"prometheus", "console": b"myelin-console"}.get(name, b"myelin-serve")
     return _alive(pid) and any(part.endswith(expected) for part in command[:2])
 
 
@@ -201,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--free-ports", action="store_true", help="free ports instead of the families' defaults")
     start.add_argument("--prometheus-port", type=int, default=PROMETHEUS_PORT)
     start.add_argument("--prometheus-interval", type=float, default=10, help="scrape and rule interval, seconds")
+    start.add_argument("--console-port", type=int, default=CONSOLE_PORT, help="the web console's port; 0: a free one")
     stop = commands.add_parser("down", help="stop what `up` started")
     for command in (start, stop):
         command.add_argument("--state-dir", type=Path, default=Path(".run"))
@@ -213,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             free_ports=args.free_ports,
             prometheus_port=args.prometheus_port,
             prometheus_interval_s=args.prometheus_interval,
+            console_port=args.console_port,
         )
     else:
         down(args.state_dir)

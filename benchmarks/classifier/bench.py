@@ -393,12 +393,15 @@ def machine() -> dict[str, Any]:
     memory = next(
         (line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0"
     )
-    mlserver_version = subprocess.run(
-        [str(MLSERVER_VENV / "bin" / "python"), "-c", "import mlserver; print(mlserver.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    python = MLSERVER_VENV / "bin" / "python"
+    mlserver_version = ""  # `--systems` without mlserver: its virtualenv may not exist
+    if python.exists():
+        mlserver_version = subprocess.run(
+            [str(python), "-c", "import mlserver; print(mlserver.__version__)"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

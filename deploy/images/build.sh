@@ -6,7 +6,7 @@
 # CPU: FROM $MYELIN_BASE_IMAGE, by default the debootstrap image base-image.sh makes (no registry
 # needed); MYELIN_BASE_IMAGE=debian:bookworm-slim works wherever Docker Hub is reachable.
 # GPU: FROM CUDA runtime images (nvidia/cuda, from Docker Hub) and, for training, the CUDA build of
-# torch from $TORCH_INDEX_URL. Tags: myelin-serving:VARIANT and myelin-training:VARIANT.
+# torch from $TORCH_INDEX_URL. Tags: myelin-serving:VARIANT and myelin-training:VARIANT; myelin-console:cpu.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -35,3 +35,5 @@ build() { # image base: context, then docker build, timed
 }
 build services "$services_base"
 build training "$training_base"
+# The console calls the services over HTTP: one CPU image serves both variants.
+[[ $variant == cpu ]] && build console "$services_base"

@@ -2,7 +2,7 @@
 # Assemble the build context of one image: every wheel it installs, downloaded or built on the host,
 # so that `docker build` needs no network (no registry or package index is reachable from builds here).
 #
-#   deploy/images/context.sh services|training cpu|gpu [DIR]   (default DIR: deploy/images/context/IMAGE-VARIANT)
+#   deploy/images/context.sh services|training|console cpu|gpu [DIR]  (console: cpu only)   (default DIR: deploy/images/context/IMAGE-VARIANT)
 #
 # DIR/wheels/ holds our own distributions (built from this checkout) and every dependency at the
 # version requirements/constraints.txt pins; DIR/constraints.txt is what the Dockerfile installs with
@@ -12,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-image=${1:?usage: context.sh services|training cpu|gpu [DIR]}
-variant=${2:?usage: context.sh services|training cpu|gpu [DIR]}
+image=${1:?usage: context.sh services|training|console cpu|gpu [DIR]}
+variant=${2:?usage: context.sh services|training|console cpu|gpu [DIR]}
 dir=${3:-deploy/images/context/$image-$variant}
 python=${PYTHON:-.venv/bin/python}
 
@@ -21,6 +21,7 @@ case $image/$variant in
 services/cpu) requirements=(./protos/python "./services[cpu]") ;;
 services/gpu) requirements=(./protos/python "./services[gpu]") ;;
 training/cpu | training/gpu) requirements=(./protos/python ./clients/python ./training) ;;
+console/cpu) requirements=(./console) ;;
 *) echo "context.sh: unknown image/variant $image/$variant" >&2 && exit 2 ;;
 esac
 

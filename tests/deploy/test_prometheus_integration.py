@@ -175,7 +175,7 @@ def test_every_dashboard_query_is_valid_and_the_panels_show_data(stack: tuple[li
 def test_make_down_stops_what_make_up_started(classifier_repository: Path, tmp_path: Path) -> None:
     services = stack_up(classifier_repository, tmp_path, prometheus_port=free_port())
     pids = {p.stem: int(p.read_text()) for p in tmp_path.glob("*.pid")}
-    assert set(pids) == {"classifier", "prometheus"} and len(services) == 1
+    assert set(pids) == {"classifier", "prometheus", "console"} and len(services) == 1
     stack_down(tmp_path)
     assert not list(tmp_path.glob("*.pid"))
     assert not any(Path(f"/proc/{pid}").exists() and alive(pid) for pid in pids.values())

@@ -186,3 +186,20 @@ async def burst_then_sigterm(
         await asyncio.gather(*tasks)
     await asyncio.to_thread(process.wait, 60)
     return codes, time.monotonic() - signalled
+
+
+def sample(server: ServerThread, name: str, labels: dict[str, str]) -> float:
+    """A sample of the server's metrics registry (0 when the series does not exist yet)."""
+    return server.registry.get_sample_value(name, labels) or 0.0
+
+
+def wait_cancelled_and_still(server: ServerThread, model: str, cancelled_before: float) -> None:
+    """A generation was cancelled: the sequences counter shows one more cancelled, none is active, and
+    the model's token counter stands still (nothing else generates on `model` meanwhile)."""
+    labels = {"model": model}
+    cancelled = labels | {"outcome": "cancelled"}
+    eventually(lambda: sample(server, "myelin_generator_sequences_total", cancelled) == cancelled_before + 1, 20)
+    assert sample(server, "myelin_generator_active_sequences", labels) == 0
+    tokens = sample(server, "myelin_generated_tokens_total", labels)
+    time.sleep(0.3)
+    assert sample(server, "myelin_generated_tokens_total", labels) == tokens

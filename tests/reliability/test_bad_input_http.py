@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ from myelin_serving.tensors import DTYPES
 
 JSON = {"Content-Type": "application/json"}
 INFER, READY, METADATA = "POST /v2/models/{name}/infer", "GET /v2/models/{name}/ready", "GET /v2/models/{name}"
+RPC = "POST /rpc/{service}/{method}"
 OPENAI = {
     "generator": ("POST /v1/completions", "/v1/completions"),
     "embedder": ("POST /v1/embeddings", "/v1/embeddings"),
@@ -196,7 +198,32 @@ def http_bad(case: ServiceCase) -> list[HttpBad]:
             ]  # fmt: skip
     else:
         bad.append(HttpBad("no OpenAI routes here", None, "POST", "/v1/completions", b"{}", JSON, 404, "no route"))
-    return bad
+    return bad + rpc_bad(case)
+
+
+def rpc_bad(case: ServiceCase) -> list[HttpBad]:
+    """gRPC-JSON transcoding (`POST /rpc/<service>/<method>`), on the family's first own method."""
+    method, message = case.good[0]
+    path, good = f"/rpc{method}", json_format.MessageToJson(message).encode()
+    unknown_model = json_format.MessageToDict(message) | {"model": {"name": "no-such-model"}}
+    mapping = "in protobuf's JSON mapping"
+    return [
+        HttpBad("rpc malformed JSON", RPC, "POST", path, b'{"model": ', JSON, 400, "not valid JSON"),
+        HttpBad("rpc an array", RPC, "POST", path, b"[]", JSON, 400, "must be a JSON object, not an"),
+        HttpBad("rpc 100,000-deep nesting", RPC, "POST", path, b'{"model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                JSON, 400, "not valid JSON"),
+        HttpBad("rpc unknown field", RPC, "POST", path, b'{"pictures": []}', JSON, 400, mapping),
+        HttpBad("rpc model a number", RPC, "POST", path, b'{"model": 5}', JSON, 400, mapping),
+        HttpBad("rpc text/plain", RPC, "POST", path, good, {"Content-Type": "text/plain"}, 400,
+                "is not application/json"),
+        HttpBad("rpc declares a length over the limit", RPC, "POST", path, None, JSON, 413,
+                f"takes at most {MESSAGE_LIMIT}", declared_length=MESSAGE_LIMIT + 1),
+        HttpBad("rpc unknown model", RPC, "POST", path, json.dumps(unknown_model).encode(), JSON, 404, "not found"),
+        HttpBad("rpc unknown method", RPC, "POST", "/rpc/myelin_api.v1.Nope/Nope", b"{}", JSON, 404, "no method"),
+        HttpBad("rpc a method that streams requests", RPC, "POST",
+                "/rpc/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", b"{}", JSON, 404, "no method"),
+        HttpBad("rpc by GET", None, "GET", path, status=405, message="GET is not allowed"),
+    ]  # fmt: skip
 
 
 def send(url: str, bad: HttpBad) -> HttpAnswer:

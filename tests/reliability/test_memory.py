@@ -15,6 +15,7 @@ import numpy as np
 from harness.families.classifier import CLASSIFIER_GRAPHS, CLASSIFY
 from harness.families.generator import GENERATOR_MODEL
 from harness.families.translator import ENCODER
+from harness.http import http_request
 from harness.rpcs import INFER, Outcome, call, graph_request
 from harness.servers import ServerProcess
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
@@ -138,4 +139,23 @@ def test_messages_that_would_swell_when_parsed_are_refused_before_parsing(
     )
     assert numbers.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "4,194,304 numbers" in numbers.details
     assert fields.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "16,384 fields" in fields.details
+    assert peak - idle < 400 and after - idle < 200, (idle, peak, after)
+
+
+def test_json_inference_bodies_are_counted_before_they_are_parsed(tmp_path: Path, classifier_repository: Path) -> None:
+    """A JSON number of two bytes ("0,") is a Python float and a list slot once parsed: 30 million of
+    them in a 60 MB body, under the 64 MiB byte limit, took the classifier from 141 to a 943 MiB peak. Now the
+    values are counted against the graph's element budget from the body's bytes, and refused (413)."""
+    rows = 30_000_000 // (28 * 28)
+    count = rows * 28 * 28
+    body = b'{"inputs":[{"name":"image","datatype":"FP32","shape":[%d,28,28],"data":[%s0]}]}' % (
+        rows,
+        b"0," * (count - 1),
+    )
+    server = ServerProcess("classifier", classifier_repository, tmp_path)
+    url = f"http://127.0.0.1:{server.http_port}/v2/models/mnist-cnn/infer"
+    answer, idle, peak, after = measured(
+        server, lambda _: http_request(url, "POST", body, {"Content-Type": "application/json"}, timeout=120)
+    )
+    assert answer.status == 413 and "4,194,304 numbers" in answer.error, (answer.status, answer.body[:300])
     assert peak - idle < 400 and after - idle < 200, (idle, peak, after)

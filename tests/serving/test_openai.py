@@ -9,8 +9,7 @@ import base64
 import http.client
 import json
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,16 @@ import openai
 import pytest
 
 from harness.http import http_request
-from harness.servers import ENDLESS_TOKENS, LONG_GENERATION, ServerProcess, ServerThread, settings_for
+from harness.servers import (
+    ENDLESS_TOKENS,
+    LONG_GENERATION,
+    ServerProcess,
+    ServerThread,
+    eventually,
+    sample,
+    settings_for,
+    wait_cancelled_and_still,
+)
 from myelin_client import Client
 
 GPT, GRU = "generator-gpt-shakespeare", "generator-gru-shakespeare"
@@ -43,17 +51,6 @@ def embedder(word2vec_repository: Path) -> Iterator[ServerThread]:
 def sdk(server: ServerThread, api_key: str = "unused", **options: Any) -> openai.OpenAI:
     """The OpenAI SDK pointed at the service; no retries, so each status is seen as it was sent."""
     return openai.OpenAI(base_url=f"{server.http_url}/v1", api_key=api_key, max_retries=0, **options)
-
-
-def sample(server: ServerThread, name: str, labels: dict[str, str]) -> float:
-    return server.registry.get_sample_value(name, labels) or 0.0
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.02)
 
 
 OPTIONS = [
@@ -157,7 +154,7 @@ def test_the_sequence_limit_is_a_rate_limit_error(generator_repository: Path) ->
             next(iter(stream))  # admitted and generating
             with pytest.raises(openai.RateLimitError, match="max_sequences 1"):
                 api.completions.create(model=GRU, prompt="ROMEO:", max_tokens=5)
-        wait_for(lambda: sample(server, "myelin_generator_active_sequences", {"model": GRU}) == 0)
+        eventually(lambda: sample(server, "myelin_generator_active_sequences", {"model": GRU}) == 0)
         assert api.completions.create(model=GRU, prompt="ROMEO:", max_tokens=5).usage.completion_tokens == 5
 
 
@@ -166,7 +163,7 @@ def test_a_client_that_hangs_up_frees_its_sequence(generator: ServerThread, stre
     """The sequence leaves the batch at once (the decoding thread drops a cancelled row before its next
     step): the metrics show it cancelled, nothing active, and the token counter still."""
     gru = {"model": GRU}
-    wait_for(lambda: sample(generator, "myelin_generator_active_sequences", gru) == 0)
+    eventually(lambda: sample(generator, "myelin_generator_active_sequences", gru) == 0)
     cancelled = sample(generator, "myelin_generator_sequences_total", gru | {"outcome": "cancelled"})
     requests_cancelled = sample(generator, "myelin_requests_total", {"method": COMPLETIONS, "code": "CANCELLED"})
     with sdk(generator, timeout=1.5) as api:
@@ -178,14 +175,8 @@ def test_a_client_that_hangs_up_frees_its_sequence(generator: ServerThread, stre
         else:
             with pytest.raises(openai.APITimeoutError):  # the SDK gives up and closes its connection
                 api.completions.create(model=GRU, prompt="ROMEO:", max_tokens=ENDLESS_TOKENS)
-    wait_for(
-        lambda: sample(generator, "myelin_generator_sequences_total", gru | {"outcome": "cancelled"}) == cancelled + 1
-    )
-    assert sample(generator, "myelin_generator_active_sequences", gru) == 0
-    tokens = sample(generator, "myelin_generated_tokens_total", gru)
-    time.sleep(0.3)  # nothing else generates on this model: the counter must not move any more
-    assert sample(generator, "myelin_generated_tokens_total", gru) == tokens
-    wait_for(
+    wait_cancelled_and_still(generator, GRU, cancelled)
+    eventually(
         lambda: (
             sample(generator, "myelin_requests_total", {"method": COMPLETIONS, "code": "CANCELLED"})
             == requests_cancelled + 1
@@ -280,7 +271,7 @@ def test_sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections(
         first = response.readline()  # the stream is under way
         assert response.status == 200 and first.startswith(b"data: {")
         server.process.send_signal(signal.SIGTERM)
-        wait_for(lambda: _refused(url))
+        eventually(lambda: _refused(url))
         rest = response.read().decode()  # the rest of the events, to the end
         connection.close()
         assert server.process.wait(timeout=30) == 0
@@ -312,7 +303,7 @@ def test_while_the_server_drains_http_answers_503_and_probes_still_answer(genera
         with client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS_TOKENS) as stream:
             next(iter(stream))  # a gRPC call in flight: the drain waits for it
             stopping = asyncio.run_coroutine_threadsafe(server.server.stop(30), server.loop)
-            wait_for(server.server.interceptor.draining)
+            eventually(server.server.interceptor.draining)
             refused = http_request(f"{url}/v1/completions", "POST", body, headers)
             assert refused.status == 503 and "shutting down" in refused.error
             assert http_request(f"{url}/v2/health/live").status == 200

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from myelin_serving.translator.batch import ActiveBatch, Job
-from myelin_serving.translator.loop import DecodeLoop, LoopConfig
 from myelin_serving.translator.search import BeamSearch, Hypothesis, SearchOptions, length_penalty
+from myelin_serving.translator.steps import StepConfig, TranslatorSteps
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB = 9
@@ -189,10 +189,10 @@ def test_removed_sentences_leave_the_others_untouched() -> None:
 def test_the_loop_batches_concurrent_requests_into_shared_steps() -> None:
     async def main() -> tuple[list[list[Hypothesis]], FakeGraphs]:
         graphs = FakeGraphs()
-        config = LoopConfig(
+        config = StepConfig(
             layers=1, heads=1, head_dim=2, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_active_rows=64, max_pending=100
         )
-        loop = DecodeLoop(graphs, config, model="fake")
+        loop = TranslatorSteps(graphs, config, model="fake")
         opts = SearchOptions(2, 12, 0.6)
         requests = [[(np.array([3 + i, 4, EOS]), opts), (np.array([5, 6 + i % 3, 7, EOS]), opts)] for i in range(6)]
         answers = await asyncio.gather(*(loop.translate(r, timeout=10) for r in requests))

@@ -5,14 +5,14 @@ Requests whose inputs agree on every other axis and dtype are concatenated, up t
 `max_batch_size` rows, waiting at most `max_queue_delay_us` after the oldest one arrived; the
 outputs are split back by rows so each caller gets exactly its own. The queue is bounded (a full
 queue refuses at once with Overloaded), and requests whose deadline or queue timeout has passed are
-dropped before compute. Batches run on `instances` worker threads of their own, which take the next
-batch as soon as one finishes; only the results cross back to the event loop.
+dropped before compute. An input may also be a `RowSource`, which writes its rows into the batch
+itself (the classifier scales uint8 pixels that way): each request's data is then copied once,
+into the batch, however many requests share it. Batches run on `instances` worker threads of their
+own, which take the next batch as soon as one finishes; only the results cross back to the event loop.
 
-The delay is an upper bound, not a toll (unless `adaptive_delay` is off): the batcher keeps a
-moving average of the gap between arrivals and waits only when the next request is expected
-inside the window. A lone caller in a closed loop (the next request comes only after this one's
-answer) therefore never waits, while concurrent callers fill batches as before. For the same lone
-caller a short batch runs on the event loop itself rather than on a worker thread.
+The decisions (what to take, how long to wait for company, when a lone caller runs at once on the
+event loop) are a `BatchPolicy` (batch_policy.py); this module holds the queue, the lock and the
+threads around it.
 
 A caller whose deadline passes while it waits gets DeadlineExceeded at
 that moment, and a caller that is cancelled (the client went away) leaves the queue at once, so
@@ -28,11 +28,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
+from myelin_serving.batch_policy import DEADLINE, BatchPolicy
 from myelin_serving.errors import DeadlineExceeded, Overloaded, Unavailable
 from myelin_serving.metrics import Metrics
 from myelin_serving.settings import BatchingSettings
@@ -40,12 +42,23 @@ from myelin_serving.settings import BatchingSettings
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
-GAP_SMOOTHING = 0.2  # weight of the newest inter-arrival gap in the moving average
-# A batch expected to run faster than this runs on the event loop when nobody else is queued or
-# expected before it would finish (a lone caller): handing it to a worker thread and back costs more
-# than the run itself (a small MLP at concurrency 1). Under concurrency it always goes to the thread.
-INLINE_BELOW_S = 0.0005
-ROW_TIME_SMOOTHING = 0.2
+
+
+class RowSource(Protocol):
+    """An input that writes its rows into the batch (shape[0] rows, every other axis and the dtype
+    as the batch's), so that it need not be materialised first and then copied."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    def write(self, out: np.ndarray) -> None: ...
+
+
+Input = np.ndarray | RowSource
+Feeds = Mapping[str, Input]
 RunFn = Callable[[Arrays], Arrays]
 
 
@@ -53,18 +66,39 @@ def _call_now(callback: Callable[..., object], *args: object) -> None:
     callback(*args)
 
 
+def assemble(parts: Sequence[Input]) -> np.ndarray:
+    """One batch input from the requests' parts, in order: each part is copied (or written) once."""
+    first = parts[0]
+    if len(parts) == 1:  # a lone request (the common case at low load): no slicing
+        if isinstance(first, np.ndarray):
+            return first
+        out = np.empty(first.shape, dtype=first.dtype)
+        first.write(out)
+        return out
+    out = np.empty((sum(p.shape[0] for p in parts), *first.shape[1:]), dtype=first.dtype)
+    offset = 0
+    for part in parts:
+        end = offset + part.shape[0]
+        if isinstance(part, np.ndarray):
+            out[offset:end] = part
+        else:
+            part.write(out[offset:end])
+        offset = end
+    return out
+
+
 @dataclass(eq=False)
 class _Request:
-    feeds: Arrays
+    feeds: Feeds
     rows: int
     key: tuple[object, ...]
     future: asyncio.Future[Arrays]
-    enqueued: float  # time.monotonic()
-    deadline: float | None  # time.monotonic()
+    enqueued: float  # the policy's clock
+    deadline: float | None  # the policy's clock
     taken: bool = field(default=False)  # popped from the queue to run, or withdrawn
 
 
-def _batch_key(feeds: Mapping[str, np.ndarray]) -> tuple[object, ...]:
+def _batch_key(feeds: Feeds) -> tuple[object, ...]:
     # Requests can share a batch when everything but the first axis agrees.
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(feeds.items()))
 
@@ -85,15 +119,23 @@ class DynamicBatcher:
         model: str,
         version: int,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run = run
         self.config = config
-        self._max_rows = config.max_batch_size if config.enabled else 1
-        self._delay = config.max_queue_delay_us / 1e6 if config.enabled else 0.0
+        max_rows = config.max_batch_size if config.enabled else 1
+        delay = config.max_queue_delay_us / 1e6 if config.enabled else 0.0
+        self.policy = BatchPolicy(
+            max_rows=max_rows,
+            delay=delay,
+            adaptive=config.adaptive_delay,
+            queue_timeout=config.queue_timeout_s,
+            clock=clock,
+        )
         self._model, self._version = model, str(version)
         self._metrics = metrics.for_batcher(model, str(version)) if metrics is not None else None
         if self._metrics is not None:
-            self._metrics.configured(self._max_rows, self._delay, config.max_queue_size, config.instances)
+            self._metrics.configured(max_rows, delay, config.max_queue_size, config.instances)
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # a first request, a full batch, or closing
@@ -101,12 +143,6 @@ class DynamicBatcher:
         self._rows_by_key: dict[tuple[object, ...], int] = {}
         self._running = 0  # batches being executed by the workers
         self._kick_pending = False
-        # Moving average of the time between arrivals, capped so that a burst after a quiet spell
-        # is recognised within a few requests; it starts at the cap (no company expected).
-        self._gap_cap = max(2 * self._delay, 2 * INLINE_BELOW_S)
-        self._gap = self._gap_cap
-        self._last_arrival = float("-inf")
-        self._row_seconds = float("inf")  # moving average of execution time per row; unknown at first
         self._closing = False
         self._stopped = 0
         self._all_stopped: asyncio.Future[None] = self._loop.create_future()
@@ -117,14 +153,14 @@ class DynamicBatcher:
         for worker in self._workers:
             worker.start()
 
-    async def infer(self, feeds: Arrays, *, timeout: float | None = None) -> Arrays:
+    async def infer(self, feeds: Feeds, *, timeout: float | None = None) -> Arrays:
         """Run `feeds` (first axis = rows) in some batch; `timeout` is the caller's remaining deadline."""
         if self._closing:
             raise Unavailable(f"model {self._model} version {self._version} is being unloaded; retry")
         if timeout is not None and timeout <= 0:
             self._reject("deadline")
             raise DeadlineExceeded("the request's deadline passed before it was queued")
-        now = time.monotonic()
+        now = self.policy.clock()
         rows = next(iter(feeds.values())).shape[0]
         request = _Request(
             feeds=feeds,
@@ -162,14 +198,11 @@ class DynamicBatcher:
 
     def _admit(self, request: _Request) -> bool:
         """Under the lock: queue it; True if a worker should hear of it."""
-        self._gap += GAP_SMOOTHING * (min(request.enqueued - self._last_arrival, self._gap_cap) - self._gap)
-        self._last_arrival = request.enqueued
+        self.policy.arrived(request.enqueued)
         self._queue.append(request)
         self._add_depth(1)
         queued_rows = self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + request.rows
-        # Wake a worker only when it has something new to do: a first request, or a full batch.
-        # Others join the queue silently; the worker takes them when its delay ends.
-        return len(self._queue) == 1 or queued_rows >= self._max_rows
+        return self.policy.wake_worker(len(self._queue), queued_rows)
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""
@@ -188,21 +221,17 @@ class DynamicBatcher:
             if not self._lone():
                 self._arrived.notify()
                 return
-            batch, dropped = self._take(self._queue[0].key, time.monotonic())
+            batch, dropped = self._take(self._queue[0].key, self.policy.clock())
         self._fail(dropped)
         if batch:  # one request at most
             self._execute(batch, _call_now)
 
     def _lone(self) -> bool:
-        """Under the lock: whether the one queued request should run here on the event loop: nothing
-        else queued or running, nobody expected before its window would end or its run would finish,
-        and a short run (handing it to a worker thread and back would cost more)."""
+        """Under the lock: whether the one queued request should run here on the event loop (nothing
+        else queued or running, and the policy says so)."""
         if len(self._queue) != 1 or self._running or self._closing:
             return False
-        first = self._queue[0]
-        expected = self._row_seconds * first.rows
-        no_wait = self._delay == 0 or self._nobody_expected(first)
-        return no_wait and expected < INLINE_BELOW_S and self._last_arrival + self._gap > time.monotonic() + expected
+        return self.policy.runs_inline(self._queue[0].rows, self._queue[0].enqueued)
 
     def _expire(self, request: _Request) -> None:
         """The caller's deadline passed: it gets DeadlineExceeded now, queued or running."""
@@ -261,23 +290,18 @@ class DynamicBatcher:
                 continue
             first = self._queue[0]
             if self._wait_for_company(first):
-                return self._take(first.key, time.monotonic())
+                return self._take(first.key, self.policy.clock())
 
     def _wait_for_company(self, first: _Request) -> bool:
-        """Wait until the batch is full or `first` has waited max_queue_delay; False if `first` left the head."""
-        while self._delay > 0 and not self._closing and self._rows_by_key.get(first.key, 0) < self._max_rows:
-            window_ends = first.enqueued + self._delay
-            remaining = window_ends - time.monotonic()
-            if remaining <= 0 or self._nobody_expected(first):
-                break  # the window is over, or nobody is expected to arrive before it is
+        """Wait as long as the policy says `first` waits for company; False if `first` left the head."""
+        while not self._closing:
+            remaining = self.policy.wait_for_company(first.enqueued, self._rows_by_key.get(first.key, 0))
+            if remaining <= 0:
+                break
             self._arrived.wait(remaining)
             if not self._queue or self._queue[0] is not first:
                 return False
         return True
-
-    def _nobody_expected(self, first: _Request) -> bool:
-        """Under the lock: the arrival-gap average says no company comes before `first`'s window ends."""
-        return self.config.adaptive_delay and self._last_arrival + self._gap > first.enqueued + self._delay
 
     def _take(self, key: tuple[object, ...], now: float) -> tuple[list[_Request], list[tuple[_Request, BaseException]]]:
         """Pop the requests that run next: compatible, live, in arrival order, within max rows; and
@@ -289,20 +313,20 @@ class DynamicBatcher:
         keep: deque[_Request] = deque()
         while self._queue:
             request = self._queue.popleft()
-            if request.key != key or (batch and rows + request.rows > self._max_rows):
+            if request.key != key or (batch and not self.policy.fits(rows, request.rows)):
                 keep.append(request)
                 continue
             request.taken = True
             self._rows_by_key[key] -= request.rows
             if request.future.done():  # caller cancelled or went away
                 continue
-            if request.deadline is not None and now >= request.deadline:
-                self._reject("deadline")
-                dropped.append((request, DeadlineExceeded("the request's deadline passed while it was queued")))
-                continue
-            if now - request.enqueued > self.config.queue_timeout_s:
-                self._reject("queue_timeout")
-                error = DeadlineExceeded(f"queued longer than queue_timeout_s ({self.config.queue_timeout_s} s)")
+            verdict = self.policy.verdict(request.enqueued, request.deadline, now)
+            if verdict is not None:
+                self._reject(verdict)
+                if verdict == DEADLINE:
+                    error = DeadlineExceeded("the request's deadline passed while it was queued")
+                else:
+                    error = DeadlineExceeded(f"queued longer than queue_timeout_s ({self.config.queue_timeout_s} s)")
                 dropped.append((request, error))
                 continue
             batch.append(request)
@@ -320,12 +344,8 @@ class DynamicBatcher:
         """Run `batch`; its results and errors reach the event loop through `hand_back(callback, *args)`:
         `_call_soon` from a worker thread, a plain call on the loop itself."""
         rows = sum(r.rows for r in batch)
-        if len(batch) == 1:
-            feeds = batch[0].feeds
-        else:
-            feeds = {name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds}
         try:
-            outputs = self._timed_run(feeds)
+            outputs = self._timed_run({name: assemble([r.feeds[name] for r in batch]) for name in batch[0].feeds})
         except Exception as exc:
             if len(batch) > 1:
                 # One request must not fail its neighbours: rerun each alone.
@@ -377,11 +397,7 @@ class DynamicBatcher:
         started = time.perf_counter()
         outputs = self._run(feeds)
         seconds = time.perf_counter() - started
-        rows = next(iter(feeds.values())).shape[0] or 1
-        if self._row_seconds == float("inf"):
-            self._row_seconds = seconds / rows
-        else:  # a float assignment: safe from the worker threads
-            self._row_seconds += ROW_TIME_SMOOTHING * (seconds / rows - self._row_seconds)
+        self.policy.ran(next(iter(feeds.values())).shape[0], seconds)
         if self._metrics is not None:
             self._metrics.inference_duration.observe(seconds)
         return outputs

@@ -451,12 +451,16 @@ class HandlerRegistry:
     def __init__(self, server: grpc.aio.Server, interceptor: ServingInterceptor) -> None:
         self.server = server
         self._interceptor = interceptor
+        # Each method's own handler, unwrapped, by "/package.Service/Method": the HTTP door's gRPC-JSON
+        # transcoding (http/rpc.py) calls these in-process, around its own auth, deadline and metrics.
+        self.methods: dict[str, grpc.RpcMethodHandler] = {}
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self.server.add_generic_rpc_handlers([_WrappedGenericHandler(h, self._interceptor) for h in handlers])
 
     def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
         # Generated code registers each service both ways; grpc prefers these registered handlers.
+        self.methods.update({f"/{service}/{name}": h for name, h in handlers.items()})
         wrapped = {name: self._interceptor.wrap(h, f"/{service}/{name}") for name, h in handlers.items()}
         self.server.add_registered_method_handlers(service, wrapped)
 

@@ -149,6 +149,10 @@ class InferenceProtocol:
         model_name, _ = self._split(name)
         return [str(s.version) for s in reversed(self._manager.statuses(model_name)) if s.model is not None]
 
+    def max_elements(self, endpoint: Endpoint) -> int:
+        """The most numbers the endpoint's graph takes in one request, all inputs together."""
+        return endpoint.model.input_limits.get(endpoint.graph_name, self._default_limits).max_elements
+
     async def infer(
         self, endpoint: Endpoint, inputs: Sequence[RequestTensor], outputs: Sequence[str], *, timeout: float | None
     ) -> InferResult:

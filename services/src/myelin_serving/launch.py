@@ -6,6 +6,7 @@ attacks and the tests start their services through it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -84,11 +85,15 @@ def port_order() -> list[str]:
     return by_port()
 
 
-def spawn(name: str, command: list[str], state: Path) -> subprocess.Popen[bytes]:
+def spawn(name: str, command: list[str], state: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`command` in a session of its own (it outlives the caller and ignores the terminal's Ctrl-C),
-    its output in state/NAME.log, its pid in state/NAME.pid."""
+    its output in state/NAME.log, its pid in state/NAME.pid; the environment is this one's plus `env`,
+    less any MYELIN_CONSOLE_* the caller did not pass (the console's addresses are set per start)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MYELIN_CONSOLE_")} | (env or {})
     with (state / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment
+        )
     (state / f"{name}.pid").write_text(f"{process.pid}\n")
     children[process.pid] = process
     return process

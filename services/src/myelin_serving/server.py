@@ -363,7 +363,12 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     add_kserve(handlers, protocol, serving=lambda: myelin_server.serving)
     if settings.http_port is not None and settings.http_port >= 0:
         app = create_app(
-            family, serving_context, protocol, serving=lambda: myelin_server.serving, draining=interceptor.draining
+            family,
+            serving_context,
+            protocol,
+            serving=lambda: myelin_server.serving,
+            draining=interceptor.draining,
+            rpc_methods=handlers.methods,
         )
         myelin_server.http = HttpServer(app, settings, settings.http_port)
     return myelin_server, port

@@ -1,7 +1,8 @@
 """The training job both MNIST classifiers share: data, augmentation, loop, evaluation, export.
 
-`mlp/train.py` and `cnn/train.py` each give a recipe (the network and its two configs); this module
-does the rest, so the two models are trained, measured and exported the same way.
+`mlp/train.py` and `cnn/train.py` each name their network and its recipes (`mlp/config.py`,
+`cnn/config.py`); this module does the rest, so the two models are trained, measured and exported
+the same way. `run()` reads as build (`prepare`, `Trainer`), loop (`Trainer.train`), export.
 
 The exported graph takes what a client sends: (B, 28, 28) float32 pixels in [0, 1], 0 = background.
 Normalisation and the softmax live inside the graph, so the service (and any KServe v2 client)
@@ -50,13 +51,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class DigitsRecipe:
+class Recipe:
+    model: Any  # the network's config dataclass; it travels into the manifest
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class DigitClassifier:
+    """One digit classifier: its network and its named recipes (`full`, `quick`)."""
+
     arch: str
     name: str
-    model_config: Any  # the network's config dataclass; it travels into the manifest
     build: Callable[[Any], nn.Module]
-    full: TrainConfig
-    quick: TrainConfig
+    recipes: dict[str, Recipe]
 
 
 class PixelsToProbabilities(nn.Module):
@@ -124,11 +131,13 @@ def predictions_digest(predictions: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(predictions, dtype=np.uint8).tobytes()).hexdigest()
 
 
-def parse_args(recipe: DigitsRecipe, argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"myelin-train {recipe.arch}", description=f"Train and export {recipe.name}.")
-    add_common_arguments(parser, default_name=recipe.name)
+def parse_args(classifier: DigitClassifier, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"myelin-train {classifier.arch}", description=f"Train and export {classifier.name}."
+    )
+    add_common_arguments(parser, default_name=classifier.name)
     parser.add_argument(
-        "--config", choices=["full", "quick"], default="full", help="full: the accuracy targets; quick: minutes"
+        "--config", choices=list(classifier.recipes), default="full", help="full: the accuracy targets; quick: minutes"
     )
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epoch count")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -146,18 +155,40 @@ def parse_args(recipe: DigitsRecipe, argv: list[str] | None) -> argparse.Namespa
     return args
 
 
-def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
-    args = parse_args(recipe, argv)
-    config = recipe.full if args.config == "full" else recipe.quick
+@dataclass
+class Job:
+    """What a run trains on and with, settled before the network exists."""
+
+    args: argparse.Namespace
+    classifier: DigitClassifier
+    model_config: Any
+    config: TrainConfig
+    device: torch.device
+    run_dir: Path
+    resume: dict[str, Any] | None  # the checkpoint to go on from
+    train: mnist.MnistSplit
+    val: mnist.MnistSplit
+    test: mnist.MnistSplit
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / checkpoints.CHECKPOINT
+
+    def tensors(self, split: mnist.MnistSplit) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(split.images).to(self.device), torch.from_numpy(split.labels).to(self.device)
+
+
+def prepare(classifier: DigitClassifier, args: argparse.Namespace) -> Job:
+    """The config (the recipe's, the flags', or the checkpoint's when resuming) and the splits."""
+    chosen = classifier.recipes[args.config]
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config = dataclasses.replace(chosen.train, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_augment:
         config = dataclasses.replace(config, augment=False)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     run_dir = args.run_dir or Path("runs") / args.name
-    checkpoint_path = run_dir / checkpoints.CHECKPOINT
-    resume = checkpoints.load(checkpoint_path) if args.resume else None
+    resume = checkpoints.load(run_dir / checkpoints.CHECKPOINT) if args.resume else None
 
     train_full = mnist.load_split(args.data_dir, "train")
     test = mnist.load_split(args.data_dir, "test")
@@ -169,136 +200,164 @@ def run(recipe: DigitsRecipe, argv: list[str] | None = None) -> Path:
     if resume is not None:
         config = TrainConfig(**{**resume["train_config"], "epochs": args.epochs or resume["train_config"]["epochs"]})
     train, val = mnist.train_validation_split(train_full, val_size, args.seed)
+    return Job(args, classifier, chosen.model, config, device, run_dir, resume, train, val, test)
 
-    def tensors(split: mnist.MnistSplit) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(split.images).to(device), torch.from_numpy(split.labels).to(device)
 
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = tensors(train), tensors(val), tensors(test)
-    net = recipe.build(recipe.model_config).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
-    )
-    generator = torch.Generator().manual_seed(args.seed)
-    log = MetricsLog(run_dir / "metrics.jsonl", append=resume is not None)
-    start_epoch, wall_before = 1, 0.0
-    if resume is not None:
-        net.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        generator.set_state(resume["generator"])
+class Trainer:
+    """The loop's state in one place: network, optimizer, one-cycle schedule, the sampling generator,
+    the metrics log. `train()` runs the epochs left, checkpointing after each."""
+
+    def __init__(self, job: Job) -> None:
+        self.job, config = job, job.config
+        (self.x_train, self.y_train), (self.x_val, self.y_val) = job.tensors(job.train), job.tensors(job.val)
+        self.net = job.classifier.build(job.model_config).to(job.device)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.y_train) / config.batch_size)
+        self.scheduler = self.one_cycle(config.epochs)
+        self.generator = torch.Generator().manual_seed(job.args.seed)
+        self.log = MetricsLog(job.run_dir / "metrics.jsonl", append=job.resume is not None)
+        self.start_epoch, wall_before = 1, 0.0
+        if job.resume is not None:
+            wall_before = self.restore(job.resume)
+        self.started = time.perf_counter() - wall_before
+
+    def one_cycle(self, epochs: int, done_epochs: int = 0) -> torch.optim.lr_scheduler.OneCycleLR:
+        return torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=self.job.config.lr,
+            total_steps=epochs * self.steps_per_epoch,
+            pct_start=0.15,
+            last_epoch=done_epochs * self.steps_per_epoch - 1,
+        )
+
+    def restore(self, resume: dict[str, Any]) -> float:
+        """Go on from a checkpoint; the seconds it had trained."""
+        config = self.job.config
+        self.net.load_state_dict(resume["model"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
-        start_epoch, wall_before = resume["epoch"] + 1, resume["wall_seconds"]
+        self.start_epoch = resume["epoch"] + 1
         if resume["train_config"]["epochs"] == config.epochs:
-            scheduler.load_state_dict(resume["scheduler"])
+            self.scheduler.load_state_dict(resume["scheduler"])
         else:  # a new total: the one cycle stretched to it, from the step the run had reached
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer,
-                max_lr=config.lr,
-                total_steps=max(config.epochs, resume["epoch"]) * steps_per_epoch,
-                pct_start=0.15,
-                last_epoch=resume["epoch"] * steps_per_epoch - 1,
+            self.scheduler = self.one_cycle(max(config.epochs, resume["epoch"]), resume["epoch"])
+        self.log.keep_until("epoch", resume["epoch"])
+        print(f"resumed from {self.job.checkpoint_path} after epoch {resume['epoch']} of {config.epochs}")
+        return float(resume["wall_seconds"])
+
+    def train(self) -> None:
+        for epoch in range(self.start_epoch, self.job.config.epochs + 1):
+            record = self.epoch(epoch)
+            self.log.write(record)
+            self.save(epoch)
+            tqdm.write(
+                f"epoch {epoch}: train loss {record['train_loss']:.4f} val loss {record['val_loss']:.4f} "
+                f"val acc {record['val_accuracy']:.4f}"
             )
-        log.keep_until("epoch", resume["epoch"])
-        print(f"resumed from {checkpoint_path} after epoch {resume['epoch']} of {config.epochs}")
-    started = time.perf_counter() - wall_before
-    for epoch in range(start_epoch, config.epochs + 1):
+
+    def epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training split in a random order, then the validation figures."""
+        job, config, net = self.job, self.job.config, self.net
         net.train()
-        order = torch.randperm(len(y_train), generator=generator).to(device)
+        order = torch.randperm(len(self.y_train), generator=self.generator).to(job.device)
         seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"{recipe.name} epoch {epoch}/{config.epochs}",
+            range(self.steps_per_epoch),
+            desc=f"{job.classifier.name} epoch {epoch}/{config.epochs}",
             unit="batch",
             disable=None,  # a terminal only: no carriage returns in logs
         )
         for step in bar:
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            inputs, targets = batch_inputs(x_train[idx], config.augment, generator), y_train[idx]
+            inputs = batch_inputs(self.x_train[idx], config.augment, self.generator)
+            targets = self.y_train[idx]
             logits = net(inputs)
             loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
+            self.optimizer.step()
+            self.scheduler.step()
             seen += len(targets)
             loss_sum += loss.item() * len(targets)
             correct += int((logits.argmax(-1) == targets).sum())
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        val_loss, val_acc, _ = evaluate(net, x_val, y_val)
-        record = {
+        val_loss, val_acc, _ = evaluate(net, self.x_val, self.y_val)
+        return {
             "epoch": epoch,
             "train_loss": loss_sum / seen,
             "train_accuracy": correct / seen,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
-            "lr": scheduler.get_last_lr()[0],
-            "elapsed_seconds": round(time.perf_counter() - started, 2),
+            "lr": self.scheduler.get_last_lr()[0],
+            "elapsed_seconds": round(time.perf_counter() - self.started, 2),
         }
-        log.write(record)
+
+    def save(self, epoch: int) -> None:
         checkpoints.save(
-            checkpoint_path,
+            self.job.checkpoint_path,
             {
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
+                "model": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "train_config": dataclasses.asdict(config),
-                "model_config": dataclasses.asdict(recipe.model_config),
+                "train_config": dataclasses.asdict(self.job.config),
+                "model_config": dataclasses.asdict(self.job.model_config),
                 "epoch": epoch,
-                "wall_seconds": time.perf_counter() - started,
+                "wall_seconds": time.perf_counter() - self.started,
             },
         )
-        tqdm.write(
-            f"epoch {epoch}: train loss {record['train_loss']:.4f} val loss {val_loss:.4f} val acc {val_acc:.4f}"
-        )
-    wall = time.perf_counter() - started
-    test_loss, test_acc, test_pred = evaluate(net, x_test, y_test)
+
+
+def run(classifier: DigitClassifier, argv: list[str] | None = None) -> Path:
+    job = prepare(classifier, parse_args(classifier, argv))
+    trainer = Trainer(job)
+    trainer.train()
+    return test_and_export(job, trainer)
+
+
+def test_and_export(job: Job, trainer: Trainer) -> Path:
+    """Test figures of the trained network, its curves, then the graph and manifest into the repository."""
+    wall = time.perf_counter() - trainer.started
+    x_test, y_test = job.tensors(job.test)
+    test_loss, test_acc, test_pred = evaluate(trainer.net, x_test, y_test)
+    name = job.classifier.name
     plot = plot_curves(
-        log.records,
-        run_dir / "curves.png",
+        trainer.log.records,
+        job.run_dir / "curves.png",
         x="epoch",
         panels={"loss": ["train_loss", "val_loss"], "accuracy": ["train_accuracy", "val_accuracy"]},
-        title=f"{recipe.name}: test accuracy {test_acc:.4f}",
+        title=f"{name}: test accuracy {test_acc:.4f}",
     )
-    print(f"{recipe.name}: test accuracy {test_acc:.4%} (loss {test_loss:.4f}) after {wall:.0f} s of training")
+    print(f"{name}: test accuracy {test_acc:.4%} (loss {test_loss:.4f}) after {wall:.0f} s of training")
     version_dir = export_model(
-        recipe,
-        net.cpu(),
-        args,
-        config,
-        test,
+        job,
+        trainer.net.cpu(),
         test_acc=test_acc,
         test_loss=test_loss,
         torch_pred=test_pred,
-        val_acc=log.records[-1]["val_accuracy"],
+        val_acc=trainer.log.records[-1]["val_accuracy"],
         wall=wall,
-        device=str(device),
-        sizes=(len(y_train), len(y_val)),
-        side_files=[log.path, plot],
+        side_files=[trainer.log.path, plot],
     )
-    print(f"exported {args.name} to {version_dir}")
+    print(f"exported {job.args.name} to {version_dir}")
     return version_dir
 
 
 def export_model(
-    recipe: DigitsRecipe,
+    job: Job,
     net: nn.Module,
-    args: argparse.Namespace,
-    config: TrainConfig,
-    test: mnist.MnistSplit,
     *,
     test_acc: float,
     test_loss: float,
     torch_pred: np.ndarray,
     val_acc: float,
     wall: float,
-    device: str,
-    sizes: tuple[int, int],
     side_files: list[Path],
 ) -> Path:
+    args, classifier, test = job.args, job.classifier, job.test
     graph = PixelsToProbabilities(net).eval()
     side = test.images.shape[1]
     real = torch.from_numpy(test.images[:64]).float() / 255.0
@@ -328,7 +387,7 @@ def export_model(
             shutil.copy2(path, staged / path.name)
         manifest: dict[str, Any] = {
             "family": "classifier",
-            "architecture": recipe.arch,
+            "architecture": classifier.arch,
             "graphs": {"model": export.graph_entry(onnx_path, signature, parity)},
             "labels": mnist.LABELS,
             "preprocessing": {
@@ -342,14 +401,14 @@ def export_model(
                 "normalization": {"mean": MEAN, "std": STD, "in_graph": True},
             },
             "training": {
-                "model_config": dataclasses.asdict(recipe.model_config),
-                "train_config": dataclasses.asdict(config),
+                "model_config": dataclasses.asdict(job.model_config),
+                "train_config": dataclasses.asdict(job.config),
                 "seed": args.seed,
-                "device": device,
+                "device": str(job.device),
                 "wall_time_seconds": round(wall, 1),
                 "dry_run": bool(args.dry_run),
-                "train_size": sizes[0],
-                "validation_size": sizes[1],
+                "train_size": len(job.train.labels),
+                "validation_size": len(job.val.labels),
             },
             "dataset": mnist.dataset_fingerprint(args.data_dir),
             "evaluation": {

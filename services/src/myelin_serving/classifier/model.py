@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from myelin_serving.batching import DynamicBatcher
-from myelin_serving.classifier.images import PixelBudget, RawPixels, decode_encoded, from_raw
+from myelin_serving.classifier.images import PixelBudget, PixelRows, RawPixels, decode_grey, raw_pixels
 from myelin_serving.errors import InvalidArgument
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
 from myelin_serving.runtime import OnnxGraph
@@ -48,21 +48,25 @@ class ClassifierModel(LoadedModel):
         outputs = await self.batchers[GRAPH].infer({self.input_name: pixels}, timeout=timeout)
         return self._top_k(outputs[self.output_name], k)
 
-    async def _preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
+    async def _preprocess(self, images: Sequence[ImageInput]) -> PixelRows:
         # Decoding cost depends on the declared image size, not the payload's: keep it off the event loop.
         if any(isinstance(i, bytes) for i in images):
-            return await asyncio.to_thread(self._stack, images)
-        return self._stack(images)
+            return await asyncio.to_thread(self._pixels, images)
+        return self._pixels(images)
 
-    def _stack(self, images: Sequence[ImageInput]) -> np.ndarray:
-        batch = np.empty((len(images), self.height, self.width), dtype=np.float32)  # (B, H, W)
+    def _pixels(self, images: Sequence[ImageInput]) -> PixelRows:
+        # Checked here, converted once: PixelRows writes them into the batch the batcher assembles.
         budget = PixelBudget()
-        for i, image in enumerate(images):
-            if isinstance(image, bytes):
-                batch[i] = decode_encoded(image, self.height, self.width, i, budget)
-            else:
-                batch[i] = from_raw(image, self.height, self.width, i)
-        return batch
+        return PixelRows(
+            [
+                decode_grey(image, self.height, self.width, i, budget)
+                if isinstance(image, bytes)
+                else raw_pixels(image, self.height, self.width, i)
+                for i, image in enumerate(images)
+            ],
+            self.height,
+            self.width,
+        )
 
     def _top_k(self, probabilities: np.ndarray, k: int) -> list[list[Prediction]]:
         # (B, classes) -> the k most probable labels per row, most probable first

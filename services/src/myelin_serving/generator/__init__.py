@@ -1,8 +1,8 @@
 """The generator family: language models (generator-gpt-*, generator-gru-*) behind `Generator`.
 
-`scheduler.py` is the continuous-batching loop, `cache.py` the batched KV/state caches and the step
-graph, `sampling.py` the per-sequence sampler, `text.py` tokenizing and streaming text out,
-`openai.py` the OpenAI-compatible `/v1/completions` over the same loop.
+`steps.py` is continuous batching on the step engine (../engine.py), `cache.py` the batched KV/state
+caches and the step graph, `sampling.py` the per-sequence sampler, `text.py` tokenizing and streaming
+text out, `openai.py` the OpenAI-compatible `/v1/completions` over the same engine.
 """
 
 from __future__ import annotations

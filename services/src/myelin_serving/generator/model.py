@@ -14,8 +14,8 @@ import numpy as np
 from myelin_serving.errors import InvalidArgument, Unavailable
 from myelin_serving.generator.cache import CacheBatch, KVCacheBatch, StateBatch
 from myelin_serving.generator.sampling import ForcedTokens, Sampler, SamplingParams
-from myelin_serving.generator.scheduler import Chunk, DecodeLoop, Sequence
 from myelin_serving.generator.settings import GenerationSettings
+from myelin_serving.generator.steps import Chunk, GeneratorSteps, Sequence
 from myelin_serving.generator.text import IncrementalDecoder, StopMatcher, TextCodec
 from myelin_serving.limits import GraphLimits
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
@@ -46,7 +46,7 @@ class GeneratorModel(LoadedModel):
         self.limits = context.settings_of(GenerationSettings)
         self.max_context = max_context
         self.banned = [] if codec.unk_id is None else [codec.unk_id]
-        self.loop = DecodeLoop(
+        self.loop = GeneratorSteps(
             batch,
             model=version.name,
             version=version.version,

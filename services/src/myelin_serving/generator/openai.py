@@ -33,7 +33,7 @@ from myelin_serving.errors import InvalidArgument
 from myelin_serving.family import ServingContext
 from myelin_serving.generator.model import GenerationRequest, GeneratorModel
 from myelin_serving.generator.sampling import SamplingParams
-from myelin_serving.generator.scheduler import Finish, Sequence
+from myelin_serving.generator.steps import Finish, Sequence
 from myelin_serving.http.body import read_json
 from myelin_serving.http.openai import model_cards, openai_error, parse
 from myelin_serving.http.responses import EventStream, json_response, sse_event, unless_disconnected

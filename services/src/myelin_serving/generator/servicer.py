@@ -10,7 +10,7 @@ from myelin_api.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from myelin_serving.family import ServingContext
 from myelin_serving.generator.model import GenerationRequest, GeneratorModel
 from myelin_serving.generator.sampling import SamplingParams
-from myelin_serving.generator.scheduler import Finish
+from myelin_serving.generator.steps import Finish
 from myelin_serving.interceptors import time_left
 
 REASONS = {

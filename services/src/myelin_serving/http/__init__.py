@@ -9,6 +9,7 @@ event loop (one process, one loop), in front of the same models, batchers and sc
 - `app.py`: the ASGI application: the core's routes (health, `/metrics`, KServe REST, `/v1/models`)
   and JSON answers for unknown routes.
 - `kserve.py`: the Open Inference Protocol over REST (KServe v2), through `InferenceProtocol`.
+- `rpc.py`: every gRPC method as JSON (`POST /rpc/<service>/<method>`), server-sent events for streams.
 - `openai.py`: what the OpenAI-compatible routes share (errors, server-sent events, `/v1/models`).
 - `server.py`: uvicorn on a socket bound up front, started and stopped with the gRPC server.
 """

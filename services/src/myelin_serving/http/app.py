@@ -1,6 +1,7 @@
 """The ASGI application of one service: the core's routes, the family's, and `/metrics`.
 
-Core routes: the Open Inference Protocol over REST (http/kserve.py), `/metrics` (Prometheus text,
+Core routes: the Open Inference Protocol over REST (http/kserve.py), every gRPC method as JSON
+under `/rpc/` (http/rpc.py), `/metrics` (Prometheus text,
 open like the health routes: scrapers carry no token, and the metrics carry no request content),
 and `/v1/models` when the family has OpenAI-compatible routes. An unknown path answers 404 and a
 known path with the wrong method 405, each with a JSON body naming the routes that exist (in
@@ -9,7 +10,7 @@ OpenAI's error shape under /v1/, as OpenAI clients expect).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import grpc
 from prometheus_client import make_asgi_app
@@ -22,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from myelin_serving.errors import STATUS_CODES, NotFound, Status
 from myelin_serving.family import Family, ServingContext
-from myelin_serving.http import kserve
+from myelin_serving.http import kserve, rpc
 from myelin_serving.http.openai import add_model_routes, openai_error
 from myelin_serving.http.responses import error_response, kserve_error
 from myelin_serving.http.routes import HttpRoutes, RouteWrapper
@@ -49,6 +50,7 @@ def create_app(
     *,
     serving: Callable[[], bool],
     draining: Callable[[], bool],
+    rpc_methods: Mapping[str, grpc.RpcMethodHandler] | None = None,
 ) -> Starlette:
     settings = context.settings
     routes = HttpRoutes()
@@ -56,6 +58,7 @@ def create_app(
     if family.add_routes is not None:
         family.add_routes(routes, context)
     add_model_routes(routes)
+    rpc.add_routes(routes, rpc_methods or {}, limit=settings.max_message_bytes)
     wrapper = RouteWrapper(context.metrics, settings, draining)
     table = [Route(r.path, wrapper.wrap(r), methods=list(r.methods)) for r in routes.routes]
     table.append(Route("/metrics", AsgiEndpoint(make_asgi_app(context.metrics.registry)), methods=["GET"]))

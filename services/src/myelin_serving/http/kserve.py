@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from myelin_serving import __version__
-from myelin_serving.errors import InvalidArgument
+from myelin_serving.errors import InvalidArgument, TooLarge
 from myelin_serving.http.body import BINARY, check_content_type, parse_object, read_body, type_name
 from myelin_serving.http.responses import json_response
 from myelin_serving.http.routes import HttpRoutes
@@ -107,8 +107,8 @@ class KServeRest:
         name, version = _target(request)
         check_content_type(request, BINARY)
         body = await read_body(request, self._limit)
-        header, binary = _split(body, request.headers.get(HEADER_LENGTH))
         endpoint = self._protocol.resolve(name, version)
+        header, binary = _split(body, request.headers.get(HEADER_LENGTH), self._protocol.max_elements(endpoint))
         parsed = parse_infer_request(header, binary)
         result = await self._protocol.infer(endpoint, parsed.inputs, parsed.outputs, timeout=time_left())
         return infer_response(name, result, parsed)
@@ -119,19 +119,38 @@ def _target(request: Request) -> tuple[str, str]:
     return params["name"], params.get("version", "")
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
-    """The JSON header and the binary data after it (none without Inference-Header-Content-Length)."""
+# Commas a JSON header may hold beyond one per number: the keys, shapes and parameters around the data.
+STRUCTURE_COMMAS = 4096
+
+
+def _split(body: bytes, header_length: str | None, max_elements: int) -> tuple[dict[str, Any], memoryview]:
+    """The JSON header and the binary data after it (none without Inference-Header-Content-Length).
+
+    A parsed JSON number costs about 20 times its text, so the header's values are counted (a comma
+    each) against the graph's element budget before it is parsed: a body within the byte limit
+    cannot become gigabytes of Python objects.
+    """
     view = memoryview(body)
-    if header_length is None:
-        return parse_object(view, "the inference request"), view[:0]
-    if not header_length.isdigit() or not header_length.isascii():
-        raise InvalidArgument(f"Inference-Header-Content-Length must be a byte count, not {header_length[:40]!r}")
-    length = int(header_length)
-    if length > len(body):
-        raise InvalidArgument(
-            f"Inference-Header-Content-Length says the JSON header is {length} bytes; the whole body is {len(body)}"
+    length = len(body)
+    if header_length is not None:
+        if not header_length.isdigit() or not header_length.isascii():
+            raise InvalidArgument(f"Inference-Header-Content-Length must be a byte count, not {header_length[:40]!r}")
+        length = int(header_length)
+        if length > len(body):
+            raise InvalidArgument(
+                f"Inference-Header-Content-Length says the JSON header is {length} bytes; the whole body is {len(body)}"
+            )
+    if body.count(b",", 0, length) > max_elements + STRUCTURE_COMMAS:
+        raise TooLarge(
+            f"the JSON holds more than {max_elements:,} values; this graph takes at most {max_elements:,} numbers "
+            "(max_request_elements): split the request, or send the tensors as binary data"
         )
-    return parse_object(view[:length], "the inference header (Inference-Header-Content-Length bytes)"), view[length:]
+    what = (
+        "the inference request"
+        if header_length is None
+        else "the inference header (Inference-Header-Content-Length bytes)"
+    )
+    return parse_object(view[:length], what), view[length:]
 
 
 def parse_infer_request(header: dict[str, Any], binary: memoryview) -> RestInferRequest:

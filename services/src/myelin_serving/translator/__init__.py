@@ -1,7 +1,7 @@
 """The translator family: English-to-French Transformers (translator-tatoeba, ...) behind `Translator`.
 
 model.py     a loaded version: tokenizer, limits, request checks
-loop.py      the step loop batching every request's sentences into one encoder and one decoder call
+steps.py     every request's sentences in one encoder and one decoder call per step (../engine.py)
 batch.py     the rows of one decoder step: caches padded to a common length, joined and reordered
 search.py    beam search for one sentence (beam_size 1 is greedy)
 servicer.py  the gRPC servicer

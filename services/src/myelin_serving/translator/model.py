@@ -1,4 +1,4 @@
-"""A loaded translator version: tokenizer, limits, request checks and the step loop. No gRPC here."""
+"""A loaded translator version: tokenizer, limits, request checks and its steps. No gRPC here."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from myelin_serving.errors import InvalidArgument
 from myelin_serving.metrics import Metrics
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
 from myelin_serving.runtime import OnnxGraph
-from myelin_serving.translator.loop import DecodeLoop, LoopConfig
 from myelin_serving.translator.search import SearchOptions
 from myelin_serving.translator.settings import TranslatorSettings
+from myelin_serving.translator.steps import StepConfig, TranslatorSteps
 
 ENCODER, DECODER = "encoder", "decoder"
 DEFAULT_LENGTH_PENALTY = 0.6
@@ -88,7 +88,7 @@ class TranslatorModel(LoadedModel):
         graphs: OnnxStepGraphs,
         tokenizer: Tokenizer,
         limits: Limits,
-        loop: DecodeLoop,
+        loop: TranslatorSteps,
         special: dict[str, int],
     ) -> None:
         super().__init__(version, {ENCODER: graphs.encoder, DECODER: graphs.decoder}, {})
@@ -230,7 +230,7 @@ async def load(version: ModelVersion, context: LoadContext) -> TranslatorModel:
     limits = _limits(version, options, settings.max_request_batch if settings is not None else 256)
     graphs = OnnxStepGraphs(encoder, decoder, model=version.name, version=version.version, metrics=context.metrics)
     layers, heads, head_dim = (int(decoding[k]) for k in ("num_layers", "num_heads", "head_dim"))
-    loop_config = LoopConfig(
+    step_config = StepConfig(
         layers=layers,
         heads=heads,
         head_dim=head_dim,
@@ -255,7 +255,9 @@ async def load(version: ModelVersion, context: LoadContext) -> TranslatorModel:
         "source_mask": ids > -1,
     }
     await asyncio.to_thread(graphs.decode, feeds)
-    loop = DecodeLoop(graphs, loop_config, model=version.name, metrics=context.family_metrics, tensors=graphs.tensors)
+    loop = TranslatorSteps(
+        graphs, step_config, model=version.name, metrics=context.family_metrics, tensors=graphs.tensors
+    )
     model = TranslatorModel(version, graphs, tokenizer, limits, loop, special)
     # What a KServe caller may feed each graph: ids in the vocabulary, positions in the position table.
     positions = int(decoding.get("max_positions") or max(limits.max_source_tokens, limits.max_output_tokens) + 1)

@@ -40,138 +40,18 @@ from tqdm import tqdm
 from myelin_training.args import add_common_arguments, dry_run_name, require_paths
 from myelin_training.data import text as text_data
 from myelin_training.device import resolve_device
+from myelin_training.generator.config import RECIPES, TrainConfig
 from myelin_training.generator.export import export_model
-from myelin_training.generator.model import GPT, GPTConfig, GRUConfig, GRULanguageModel
+from myelin_training.generator.model import GPT, GRULanguageModel
 from myelin_training.reporting import MetricsLog, count, plot_curves
 
 CHECKPOINT = "checkpoint.pt"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    max_iters: int
-    batch_size: int
-    block_size: int
-    lr: float
-    min_lr: float
-    warmup_iters: int = 100
-    weight_decay: float = 0.1
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    eval_batches: int = 40
-    time_budget_s: float = 0.0  # 0: schedule by iterations only
-    bf16: bool = True  # autocast matmuls to bfloat16 (AVX-512 BF16 on CPU, tensor cores on GPU)
-    compile: bool = False
-
-
-# The configs per architecture: (model config, train config). block_size lives in both (the GPT's
-# position table must cover the training windows).
-CONFIGS: dict[str, dict[str, tuple[Any, TrainConfig]]] = {
-    "gpt": {
-        # ~30 minutes on 2 CPU cores: 4 layers, d_model 256, 3.2M parameters. No dropout (nanoGPT's
-        # CPU recipe also drops it): with dropout a CPU step ran 2.3 it/s against 6.3 (attention
-        # leaves SDPA's fused kernel). A fast machine fits more iterations than the loss needs
-        # (validation turned up after 4,250 of 8,868 on a 2026-12-03 run), hence the best
-        # evaluation's weights are exported.
-        "cpu": (
-            GPTConfig(block_size=256, n_layer=4, n_head=4, n_embd=256, dropout=0.0),
-            TrainConfig(
-                max_iters=20_000, batch_size=12, block_size=256, lr=1.5e-3, min_lr=1.5e-4, time_budget_s=28 * 60
-            ),
-        ),
-        # nanoGPT's shakespeare-char GPU model: 6 layers, d_model 384, 10.7M parameters.
-        "gpu": (
-            GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
-            TrainConfig(
-                max_iters=5000, batch_size=64, block_size=256, lr=1e-3, min_lr=1e-4, warmup_iters=100, compile=True
-            ),
-        ),
-        # `make demo`: two minutes of training, enough for recognisable words and speakers.
-        "quick": (
-            GPTConfig(block_size=256, n_layer=2, n_head=4, n_embd=128, dropout=0.0),
-            TrainConfig(
-                max_iters=5000,
-                batch_size=8,
-                block_size=256,
-                lr=3e-3,
-                min_lr=3e-4,
-                warmup_iters=30,
-                eval_interval=100,
-                eval_batches=10,
-                time_budget_s=120,
-            ),
-        ),
-        "dry-run": (
-            GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=32, dropout=0.0),
-            TrainConfig(
-                max_iters=20,
-                batch_size=4,
-                block_size=32,
-                lr=3e-3,
-                min_lr=3e-4,
-                warmup_iters=5,
-                eval_interval=10,
-                eval_batches=2,
-                bf16=False,
-            ),
-        ),
-    },
-    "gru": {
-        "cpu": (
-            GRUConfig(n_embd=128, hidden=512, n_layer=2, dropout=0.1),
-            TrainConfig(
-                max_iters=20_000,
-                batch_size=32,
-                block_size=128,
-                lr=2e-3,
-                min_lr=2e-4,
-                weight_decay=0.0,
-                time_budget_s=8 * 60,
-            ),
-        ),
-        "gpu": (
-            GRUConfig(n_embd=256, hidden=1024, n_layer=3, dropout=0.25),
-            TrainConfig(max_iters=8000, batch_size=64, block_size=256, lr=2e-3, min_lr=2e-4, weight_decay=0.0),
-        ),
-        "quick": (
-            GRUConfig(n_embd=64, hidden=256, n_layer=1, dropout=0.0),
-            TrainConfig(
-                max_iters=5000,
-                batch_size=16,
-                block_size=128,
-                lr=3e-3,
-                min_lr=3e-4,
-                weight_decay=0.0,
-                warmup_iters=30,
-                eval_interval=100,
-                eval_batches=10,
-                time_budget_s=120,
-            ),
-        ),
-        "dry-run": (
-            GRUConfig(n_embd=16, hidden=32, n_layer=1, dropout=0.0),
-            TrainConfig(
-                max_iters=20,
-                batch_size=4,
-                block_size=32,
-                lr=3e-3,
-                min_lr=3e-4,
-                warmup_iters=5,
-                weight_decay=0.0,
-                eval_interval=10,
-                eval_batches=2,
-                bf16=False,
-            ),
-        ),
-    },
-}
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="myelin-train generator", description=__doc__.split("\n\n")[0])
     add_common_arguments(parser, default_name="generator-<arch>-<corpus>")
-    parser.add_argument("--arch", choices=sorted(CONFIGS), default="gpt")
+    parser.add_argument("--arch", choices=sorted(RECIPES), default="gpt")
     parser.add_argument("--corpus", choices=sorted(text_data.CORPORA), default="shakespeare")
     parser.add_argument("--text", type=Path, help="train on this UTF-8 file instead (90/10 split)")
     parser.add_argument("--tokenizer", choices=["char", "bpe"], help="default: char, bpe for wikitext2")
@@ -197,8 +77,8 @@ def choose_config(args: argparse.Namespace, device: torch.device) -> tuple[Any, 
     name = "dry-run" if args.dry_run else args.config
     if name == "auto":
         name = "gpu" if device.type == "cuda" else "cpu"
-    model_config, train = CONFIGS[args.arch][name]
-    return dataclasses.replace(model_config), apply_overrides(train, args), name
+    recipe = RECIPES[args.arch][name]
+    return dataclasses.replace(recipe.model), apply_overrides(recipe.train, args), name
 
 
 def apply_overrides(train: TrainConfig, args: argparse.Namespace) -> TrainConfig:
@@ -299,8 +179,30 @@ def build(arch: str, config: Any) -> nn.Module:
     return GPT(config) if arch == "gpt" else GRULanguageModel(config)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+@dataclass
+class Job:
+    """What a run trains on and with: settled before the model exists (and kept by a resumed run)."""
+
+    args: argparse.Namespace
+    device: torch.device
+    run_dir: Path
+    corpus: text_data.Corpus
+    tokenizer: Tokenizer
+    tokenizer_kind: str
+    config_name: str
+    model_config: Any  # GPTConfig | GRUConfig
+    train: TrainConfig
+    train_ids: torch.Tensor  # (N,) token ids
+    val_ids: torch.Tensor
+    resume: dict[str, Any] | None  # the checkpoint to go on from
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+
+def prepare(args: argparse.Namespace) -> Job:
+    """The corpus, the tokenizer and the configs (the checkpoint's when resuming)."""
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     corpus = text_data.load_corpus(args.corpus, args.data_dir, args.text)
@@ -329,144 +231,183 @@ def main(argv: list[str] | None = None) -> None:
     else:
         tokenizer = text_data.bpe_tokenizer(corpus.train_text, args.vocab_size)
     model_config = dataclasses.replace(model_config, vocab_size=tokenizer.get_vocab_size())
-    train_ids = torch.from_numpy(text_data.encode(tokenizer, corpus.train_text))
-    val_ids = torch.from_numpy(text_data.encode(tokenizer, corpus.val_text))
+    job = Job(
+        args=args,
+        device=device,
+        run_dir=run_dir,
+        corpus=corpus,
+        tokenizer=tokenizer,
+        tokenizer_kind=kind,
+        config_name=config_name,
+        model_config=model_config,
+        train=train,
+        train_ids=torch.from_numpy(text_data.encode(tokenizer, corpus.train_text)),
+        val_ids=torch.from_numpy(text_data.encode(tokenizer, corpus.val_text)),
+        resume=resume,
+    )
     print(
         f"{args.name}: {config_name} config, {kind} tokenizer ({count(tokenizer.get_vocab_size(), 'token')}), "
-        f"{len(train_ids):,} train / {len(val_ids):,} validation tokens ({corpus.split}), device {device}, "
+        f"{len(job.train_ids):,} train / {len(job.val_ids):,} validation tokens ({corpus.split}), device {device}, "
         f"{count(torch.get_num_threads(), 'thread')}"
     )
+    return job
 
-    model = build(args.arch, model_config).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=train.lr,
-        betas=(0.9, train.beta2),
-    )
-    start_iter, elapsed_before, budget_before = 0, 0.0, 0.0
-    # the weights of the lowest validation estimate so far: the ones exported (see the module docstring)
-    best: dict[str, Any] = {"val_loss": float("inf"), "iter": 0, "model": None}
-    g = torch.Generator().manual_seed(args.seed)
-    log = MetricsLog(run_dir / "metrics.jsonl", append=resume is not None)
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        g.set_state(resume["generator"])
-        start_iter, elapsed_before = resume["iter"], resume["elapsed"]
-        budget_before = resume.get("budget_elapsed", elapsed_before)
-        best = resume.get("best", best)
-        print(f"resumed from {checkpoint_path} at iteration {start_iter} ({elapsed_before:.0f} s trained)")
-    forward = torch.compile(model) if train.compile else model
 
-    def save(it: int, elapsed: float) -> None:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "generator": g.get_state(),
-                "iter": it,
-                "elapsed": elapsed,
-                "budget_elapsed": clock.budget(),
-                "model_config": dataclasses.asdict(model_config),
-                "train_config": dataclasses.asdict(train),
-                "tokenizer": tokenizer.to_str(),
-                "arch": args.arch,
-                "best": best,
-            },
-            run_dir / (CHECKPOINT + ".tmp"),
+class Trainer:
+    """The loop's state in one place: model, optimizer, sampling generator, clock, the running loss and
+    the best evaluation so far. `train()` runs iterations until max_iters or the budget ends the run."""
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.train_config, self.device = job, job.train, job.device
+        c = job.train
+        self.model = build(job.args.arch, job.model_config).to(job.device)
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=c.lr,
+            betas=(0.9, c.beta2),
         )
-        (run_dir / (CHECKPOINT + ".tmp")).replace(checkpoint_path)
+        self.it, elapsed_before, budget_before = 0, 0.0, 0.0
+        # the weights of the lowest validation estimate so far: the ones exported (see the module docstring)
+        self.best: dict[str, Any] = {"val_loss": float("inf"), "iter": 0, "model": None}
+        self.g = torch.Generator().manual_seed(job.args.seed)
+        self.log = MetricsLog(job.run_dir / "metrics.jsonl", append=job.resume is not None)
+        if job.resume is not None:
+            resume = job.resume
+            self.model.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.g.set_state(resume["generator"])
+            self.it, elapsed_before = resume["iter"], resume["elapsed"]
+            budget_before = resume.get("budget_elapsed", elapsed_before)
+            self.best = resume.get("best", self.best)
+            print(f"resumed from {job.checkpoint_path} at iteration {self.it} ({elapsed_before:.0f} s trained)")
+        self.forward = torch.compile(self.model) if c.compile else self.model
+        self.clock = BudgetClock(job.device, elapsed_before, budget_before)
+        self.loss_sum, self.loss_n, self.lr = 0.0, 0, c.lr  # the training loss since the last evaluation
+        # Per mille of the run (see done_fraction); a terminal only: no carriage returns in logs.
+        self.bar = tqdm(
+            total=BAR_STEPS,
+            initial=round(BAR_STEPS * self.done_fraction()),
+            desc=job.args.name,
+            bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
+            disable=None,
+        )
 
-    clock = BudgetClock(device, elapsed_before, budget_before)
+    def used(self) -> float:
+        """Seconds of the time budget spent (the wall clock counted at most WALL_OVERRUN times over)."""
+        return max(self.clock.budget(), self.clock.wall() / WALL_OVERRUN)
 
-    def progress_at(it: int) -> float:
-        progress = (it - train.warmup_iters) / max(1, train.max_iters - train.warmup_iters)
-        if train.time_budget_s:
-            used = max(clock.budget(), clock.wall() / WALL_OVERRUN)
-            progress = max(progress, used / train.time_budget_s)
-        return progress
+    def progress(self) -> float:
+        """How far along the schedule the run is: iterations past warm-up, or the budget when further."""
+        c = self.train_config
+        progress = (self.it - c.warmup_iters) / max(1, c.max_iters - c.warmup_iters)
+        return max(progress, self.used() / c.time_budget_s) if c.time_budget_s else progress
 
-    def done_fraction(it: int) -> float:
+    def done_fraction(self) -> float:
         """What the bar shows: the share of the run done, whichever ends it first (iterations or the budget);
         a budget run's bar and ETA follow the budget, not max_iters it will never reach."""
-        done = it / train.max_iters
-        if train.time_budget_s:
-            done = max(done, max(clock.budget(), clock.wall() / WALL_OVERRUN) / train.time_budget_s)
-        return min(done, 1.0)
+        c = self.train_config
+        done = self.it / c.max_iters
+        return min(max(done, self.used() / c.time_budget_s) if c.time_budget_s else done, 1.0)
 
-    it, loss_sum, loss_n, lr = start_iter, 0.0, 0, train.lr
+    def train(self) -> None:
+        c, job = self.train_config, self.job
+        self.model.train()
+        while self.it < c.max_iters and (progress := self.progress()) < 1.0:
+            self.lr = lr_at(self.it, progress, c)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            x, y = batch(job.train_ids, c, self.g, self.device)
+            with autocast(self.device, c.bf16):
+                loss = loss_of(self.forward, x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.optimizer.step()
+            self.it += 1
+            self.loss_sum, self.loss_n = self.loss_sum + loss.item(), self.loss_n + 1
+            self.bar.update(round(BAR_STEPS * self.done_fraction()) - self.bar.n)
+            if self.it % c.eval_interval == 0:
+                self.evaluate()
+        self.bar.update(BAR_STEPS - self.bar.n)  # the budget or the iterations ran out: the run is done
+        if self.loss_n:  # the last iterations since the last evaluation
+            self.evaluate()
+        self.bar.close()
 
-    def evaluate(it: int, lr: float) -> None:
-        nonlocal loss_sum, loss_n
-        val = estimate_loss(model, val_ids, train, args.seed, device)
-        elapsed = clock.wall()
+    def evaluate(self) -> None:
+        """Estimate the validation loss, log it beside the training loss, keep the best weights, checkpoint."""
+        job = self.job
+        val = estimate_loss(self.model, job.val_ids, self.train_config, job.args.seed, self.device)
+        elapsed = self.clock.wall()
         record = {
-            "iter": it,
-            "train_loss": loss_sum / max(1, loss_n),
+            "iter": self.it,
+            "train_loss": self.loss_sum / max(1, self.loss_n),
             "val_loss": val,
-            "lr": lr,
+            "lr": self.lr,
             "elapsed_seconds": round(elapsed, 1),
-            "budget_seconds": round(clock.budget(), 1),
-            "tokens": it * train.batch_size * train.block_size,
+            "budget_seconds": round(self.clock.budget(), 1),
+            "tokens": self.it * self.train_config.batch_size * self.train_config.block_size,
         }
-        log.write(record)
-        bar.set_postfix(iter=it, train=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
+        self.log.write(record)
+        self.bar.set_postfix(iter=self.it, train=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
         tqdm.write(
-            f"iter {it}: train loss {record['train_loss']:.4f}, val loss {val:.4f}, lr {lr:.2e}, {elapsed:.0f} s"
+            f"iter {self.it}: train loss {record['train_loss']:.4f}, val loss {val:.4f}, lr {self.lr:.2e}, "
+            f"{elapsed:.0f} s"
         )
-        loss_sum, loss_n = 0.0, 0
-        if val < best["val_loss"]:
-            best.update(val_loss=val, iter=it, model={k: v.detach().clone() for k, v in model.state_dict().items()})
-        save(it, elapsed)
+        self.loss_sum, self.loss_n = 0.0, 0
+        if val < self.best["val_loss"]:
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best.update(val_loss=val, iter=self.it, model=weights)
+        self.save(elapsed)
 
-    # Per mille of the run (see done_fraction); a terminal only: no carriage returns in logs.
-    bar = tqdm(
-        total=BAR_STEPS,
-        initial=round(BAR_STEPS * done_fraction(start_iter)),
-        desc=args.name,
-        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
-        disable=None,
-    )
-    model.train()
-    while it < train.max_iters and (progress := progress_at(it)) < 1.0:
-        lr = lr_at(it, progress, train)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = batch(train_ids, train, g, device)
-        with autocast(device, train.bf16):
-            loss = loss_of(forward, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if train.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-        optimizer.step()
-        it += 1
-        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-        bar.update(round(BAR_STEPS * done_fraction(it)) - bar.n)
-        if it % train.eval_interval == 0:
-            evaluate(it, lr)
-    bar.update(BAR_STEPS - bar.n)  # the budget or the iterations ran out: the run is done
-    if loss_n:  # the last iterations since the last evaluation
-        evaluate(it, lr)
-    bar.close()
-    wall, budget_used = clock.wall(), clock.budget()
-    exported = it  # a checkpoint written before best weights were kept has only its last ones
-    if best["model"] is not None:
-        model.load_state_dict(best["model"])
-        exported = best["iter"]
-        print(
-            f"{args.name}: exporting the weights of iteration {exported} (validation estimate {best['val_loss']:.4f})"
+    def save(self, elapsed: float) -> None:
+        job = self.job
+        tmp = job.run_dir / (CHECKPOINT + ".tmp")
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.g.get_state(),
+                "iter": self.it,
+                "elapsed": elapsed,
+                "budget_elapsed": self.clock.budget(),
+                "model_config": dataclasses.asdict(job.model_config),
+                "train_config": dataclasses.asdict(self.train_config),
+                "tokenizer": job.tokenizer.to_str(),
+                "arch": job.args.arch,
+                "best": self.best,
+            },
+            tmp,
         )
-    val_loss = full_loss(model, val_ids, train, device)
+        tmp.replace(job.checkpoint_path)
+
+    def load_best(self) -> int:
+        """Put the best evaluation's weights in the model; the iteration they come from."""
+        if self.best["model"] is None:  # a checkpoint written before best weights were kept has only its last ones
+            return self.it
+        self.model.load_state_dict(self.best["model"])
+        print(
+            f"{self.job.args.name}: exporting the weights of iteration {self.best['iter']} "
+            f"(validation estimate {self.best['val_loss']:.4f})"
+        )
+        return int(self.best["iter"])
+
+
+def export(job: Job, trainer: Trainer) -> Path:
+    """The best weights, measured on the whole validation split, exported with their manifest."""
+    args, train, model = job.args, job.train, trainer.model
+    wall, budget_used, it = trainer.clock.wall(), trainer.clock.budget(), trainer.it
+    exported = trainer.load_best()
+    val_loss = full_loss(model, job.val_ids, train, job.device)
     # the training-loss estimate of the exported iteration, beside its validation loss
-    train_loss = next((r["train_loss"] for r in log.records if r["iter"] == exported), float("nan"))
+    train_loss = next((r["train_loss"] for r in trainer.log.records if r["iter"] == exported), float("nan"))
     print(f"{args.name}: validation loss {val_loss:.4f} (whole split) at iteration {exported} of {it}, {wall:.0f} s")
     plot = plot_curves(
-        log.records,
-        run_dir / "curves.png",
+        trainer.log.records,
+        job.run_dir / "curves.png",
         x="iter",
         panels={"loss": ["train_loss", "val_loss"]},
         title=f"{args.name}: validation loss {val_loss:.4f} (iteration {exported})",
@@ -476,29 +417,29 @@ def main(argv: list[str] | None = None) -> None:
         arch=args.arch,
         repository=args.repository,
         name=args.name,
-        tokenizer=tokenizer,
-        tokenizer_kind=kind,
+        tokenizer=job.tokenizer,
+        tokenizer_kind=job.tokenizer_kind,
         seed=args.seed,
-        side_files=[log.path, plot],
+        side_files=[trainer.log.path, plot],
         manifest_extra={
             "training": {
-                "config": config_name,
+                "config": job.config_name,
                 "train_config": dataclasses.asdict(train),
                 "iterations": it,
-                "exported_iteration": exported,  # the lowest validation estimate (see `best`)
+                "exported_iteration": exported,  # the lowest validation estimate (see Trainer.best)
                 "tokens_seen": it * train.batch_size * train.block_size,
-                "parameters": n_params,
+                "parameters": trainer.parameters,
                 "seed": args.seed,
-                "device": str(device),
+                "device": str(job.device),
                 "threads": torch.get_num_threads(),
                 "wall_time_seconds": round(wall, 1),
                 "budget_seconds": round(budget_used, 1),
-                "budget_clock": clock.kind,
+                "budget_clock": trainer.clock.kind,
                 "dry_run": bool(args.dry_run),
-                "train_tokens": len(train_ids),
-                "validation_tokens": len(val_ids),
+                "train_tokens": len(job.train_ids),
+                "validation_tokens": len(job.val_ids),
             },
-            "dataset": corpus.fingerprint(),
+            "dataset": job.corpus.fingerprint(),
             "evaluation": {
                 "validation_loss": val_loss,
                 "validation_perplexity": math.exp(val_loss),
@@ -508,6 +449,14 @@ def main(argv: list[str] | None = None) -> None:
         },
     )
     print(f"exported {args.name} to {version_dir}")
+    return version_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    job = prepare(parse_args(argv))
+    trainer = Trainer(job)
+    trainer.train()
+    export(job, trainer)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,16 @@
-"""myelin-train mlp: train the MNIST MLP and export it as mnist-mlp."""
+"""myelin-train mlp: train the MNIST MLP and export it as mnist-mlp (the loop: digits.py)."""
 
 from __future__ import annotations
 
-from myelin_training.digits import DigitsRecipe, TrainConfig, run
-from myelin_training.mlp.model import MLP, MLPConfig
+from myelin_training.digits import DigitClassifier, run
+from myelin_training.mlp.config import RECIPES
+from myelin_training.mlp.model import MLP
 
-RECIPE = DigitsRecipe(
-    arch="mlp",
-    name="mnist-mlp",
-    model_config=MLPConfig(),
-    build=MLP,
-    full=TrainConfig(epochs=30, lr=1e-3, weight_decay=1e-4, augment=True),
-    quick=TrainConfig(epochs=3, lr=1e-3, weight_decay=1e-4, augment=False),
-)
+MNIST_MLP = DigitClassifier(arch="mlp", name="mnist-mlp", build=MLP, recipes=RECIPES)
 
 
 def main(argv: list[str] | None = None) -> None:
-    run(RECIPE, argv)
+    run(MNIST_MLP, argv)
 
 
 if __name__ == "__main__":

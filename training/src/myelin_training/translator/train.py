@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from myelin_training.args import add_common_arguments, dry_run_name, require_paths
-from myelin_training.data.pairs import CORPORA, Pair, load_corpus, references_by_source
+from myelin_training.data.pairs import CORPORA, Corpus, Pair, load_corpus, references_by_source
 from myelin_training.device import resolve_device
 from myelin_training.reporting import MetricsLog, count, parameters, plot_curves
 from myelin_training.translator import tokenizer as tk
@@ -179,8 +180,27 @@ def choose_average(
     return float(scores["bleu"]), len(paths)
 
 
-def run(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
+@dataclass
+class Job:
+    """What a run trains on and with, settled before the model exists (a resumed run's own)."""
+
+    args: argparse.Namespace
+    run_dir: Path
+    recipe_name: str
+    model_config: TranslatorConfig
+    config: TrainConfig
+    device: torch.device
+    corpus: Corpus
+    tokenizer: Tokenizer
+    train_data: EncodedPairs
+    val_data: EncodedPairs
+    val_bleu_pairs: list[Pair]  # scored each epoch
+    test_pairs: list[Pair]
+    checkpoint: dict[str, Any] | None  # the checkpoint to go on from
+
+
+def prepare(args: argparse.Namespace) -> Job:
+    """The configs (the recipe's and the flags', or the checkpoint's), the corpus, the tokenizer."""
     run_dir: Path = args.run_dir or Path("runs") / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = resolve_resume(args, run_dir)
@@ -226,166 +246,205 @@ def run(argv: list[str] | None = None) -> Path:
     tokenizer.save(str(run_dir / "tokenizer.json"))
     model_config = dataclasses.replace(model_config, vocab_size=tokenizer.get_vocab_size())
     train_data = encode_pairs(tokenizer, train_pairs, max_tokens=config.max_sentence_tokens)
-    val_data = encode_pairs(tokenizer, val_pairs, max_tokens=model_config.max_positions - 2)
-    val_bleu_pairs = validation_subset(val_pairs, config.validation_bleu_pairs)
     print(
         f"vocabulary {tokenizer.get_vocab_size():,}; "
         f"{count(len(train_data), 'training pair')} within {count(config.max_sentence_tokens, 'token')}"
     )
-
-    model = Translator(model_config).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
-    )
-    steps_per_epoch = len(make_batches(train_data, config.max_tokens))
-    total_steps = config.epochs * steps_per_epoch
-    start_epoch, step, best_bleu, wall_before = 1, 0, -1.0, 0.0
-    log = MetricsLog(run_dir / "metrics.jsonl", append=checkpoint is not None)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        start_epoch, step = checkpoint["epoch"] + 1, checkpoint["step"]
-        best_bleu, wall_before = checkpoint["best_bleu"], checkpoint["wall_seconds"]
-        torch.set_rng_state(checkpoint["torch_rng"])
-    n_params = sum(p.numel() for p in model.parameters())
-    print(
-        f"{args.name}: {parameters(n_params)}, {count(config.epochs, 'epoch')} of "
-        f"~{count(steps_per_epoch, 'step')}, device {device}, {count(torch.get_num_threads(), 'thread')}, "
-        f"bf16 {config.bf16}"
+    return Job(
+        args=args,
+        run_dir=run_dir,
+        recipe_name=recipe_name,
+        model_config=model_config,
+        config=config,
+        device=device,
+        corpus=corpus,
+        tokenizer=tokenizer,
+        train_data=train_data,
+        val_data=encode_pairs(tokenizer, val_pairs, max_tokens=model_config.max_positions - 2),
+        val_bleu_pairs=validation_subset(val_pairs, config.validation_bleu_pairs),
+        test_pairs=test_pairs,
+        checkpoint=checkpoint,
     )
 
-    started = time.perf_counter() - wall_before
 
-    def state(epoch: int) -> dict[str, Any]:
-        return {
-            "recipe": recipe_name,
-            "model_config": dataclasses.asdict(model_config),
-            "train_config": dataclasses.asdict(config),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "best_bleu": best_bleu,
-            "wall_seconds": time.perf_counter() - started,
-            "torch_rng": torch.get_rng_state(),
-            "tokenizer": tokenizer.to_str(),
-            "corpus": args.corpus,
-        }
+class Trainer:
+    """The loop's state in one place: model, optimizer, step, best validation BLEU, the metrics log.
+    `train()` runs the epochs left, checkpointing after each (and the best epoch apart)."""
 
-    for epoch in range(start_epoch, config.epochs + 1):
+    def __init__(self, job: Job) -> None:
+        self.job, config = job, job.config
+        self.model = Translator(job.model_config).to(job.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        )
+        self.steps_per_epoch = len(make_batches(job.train_data, config.max_tokens))
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self.start_epoch, self.step, self.best_bleu, wall_before = 1, 0, -1.0, 0.0
+        self.log = MetricsLog(job.run_dir / "metrics.jsonl", append=job.checkpoint is not None)
+        if job.checkpoint is not None:
+            checkpoint = job.checkpoint
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.start_epoch, self.step = checkpoint["epoch"] + 1, checkpoint["step"]
+            self.best_bleu, wall_before = checkpoint["best_bleu"], checkpoint["wall_seconds"]
+            torch.set_rng_state(checkpoint["torch_rng"])
+        n_params = sum(p.numel() for p in self.model.parameters())
+        print(
+            f"{job.args.name}: {parameters(n_params)}, {count(config.epochs, 'epoch')} of "
+            f"~{count(self.steps_per_epoch, 'step')}, device {job.device}, "
+            f"{count(torch.get_num_threads(), 'thread')}, bf16 {config.bf16}"
+        )
+        self.started = time.perf_counter() - wall_before
+
+    def train(self) -> None:
+        for epoch in range(self.start_epoch, self.job.config.epochs + 1):
+            self.epoch(epoch)
+
+    def epoch(self, epoch: int) -> None:
+        """One pass over the length-bucketed batches, then validation loss and BLEU, checkpoints, curves."""
+        job, config, model = self.job, self.job.config, self.model
         model.train()
-        batches = make_batches(train_data, config.max_tokens, np.random.default_rng(args.seed * 1000 + epoch))
+        batches = make_batches(job.train_data, config.max_tokens, np.random.default_rng(job.args.seed * 1000 + epoch))
         loss_sum, tokens_sum, window_loss, window_tokens = 0.0, 0, 0.0, 0
         epoch_started = time.perf_counter()
-        bar = tqdm(batches, desc=f"{args.name} epoch {epoch}/{config.epochs}", unit="batch", disable=None)
+        bar = tqdm(batches, desc=f"{job.args.name} epoch {epoch}/{config.epochs}", unit="batch", disable=None)
         for index in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config, total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, config, self.total_steps)
             loss, n = sequence_loss(
-                model, collate(train_data, index), device, smoothing=config.label_smoothing, bf16=config.bf16
+                model, collate(job.train_data, index), job.device, smoothing=config.label_smoothing, bf16=config.bf16
             )
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            optimizer.step()
-            step += 1
+            self.optimizer.step()
+            self.step += 1
             value = loss.item()
             loss_sum, tokens_sum = loss_sum + value * n, tokens_sum + n
             window_loss, window_tokens = window_loss + value * n, window_tokens + n
-            if step % LOG_EVERY == 0:
-                log.write(
+            if self.step % LOG_EVERY == 0:
+                self.log.write(
                     {
                         "epoch": epoch - 1 + bar.n / len(batches),
-                        "step": step,
+                        "step": self.step,
                         "train_loss": window_loss / window_tokens,
-                        "lr": lr_at(step, config, total_steps),
+                        "lr": lr_at(self.step, config, self.total_steps),
                     }
                 )
                 window_loss, window_tokens = 0.0, 0
                 rate = tokens_sum / (time.perf_counter() - epoch_started)
                 bar.set_postfix(loss=f"{loss_sum / tokens_sum:.3f}", tok_s=f"{rate:.0f}")
         train_seconds = time.perf_counter() - epoch_started
-        val_loss = validation_loss(model, val_data, device, config.max_tokens, config.bf16)
-        scores, _, _ = bleu_on(model, tokenizer, val_bleu_pairs, device, config.bf16)
-        improved = scores["bleu"] > best_bleu
-        best_bleu = max(best_bleu, scores["bleu"])
+        val_loss = validation_loss(model, job.val_data, job.device, config.max_tokens, config.bf16)
+        scores, _, _ = bleu_on(model, job.tokenizer, job.val_bleu_pairs, job.device, config.bf16)
+        improved = scores["bleu"] > self.best_bleu
+        self.best_bleu = max(self.best_bleu, scores["bleu"])
         record = {
             "epoch": epoch,
-            "step": step,
+            "step": self.step,
             "epoch_train_loss": loss_sum / max(tokens_sum, 1),
             "val_loss": val_loss,
             "val_bleu": scores["bleu"],
             "val_chrf": scores["chrf"],
             "target_tokens_per_second": tokens_sum / train_seconds,
-            "elapsed_seconds": round(time.perf_counter() - started, 1),
+            "elapsed_seconds": round(time.perf_counter() - self.started, 1),
         }
-        log.write(record)
+        self.log.write(record)
         tqdm.write(
             f"epoch {epoch}: train loss {record['epoch_train_loss']:.3f}, val loss {val_loss:.3f}, "
-            f"val BLEU {scores['bleu']:.2f} (greedy, {len(val_bleu_pairs)} pairs), chrF {scores['chrf']:.2f}, "
+            f"val BLEU {scores['bleu']:.2f} (greedy, {len(job.val_bleu_pairs)} pairs), chrF {scores['chrf']:.2f}, "
             f"{train_seconds:.0f} s{' (best)' if improved else ''}"
         )
-        snapshot = state(epoch)
-        save_checkpoint(run_dir / "checkpoint-last.pt", snapshot)
+        snapshot = self.state(epoch)
+        save_checkpoint(job.run_dir / "checkpoint-last.pt", snapshot)
         if improved:
-            save_checkpoint(run_dir / "checkpoint-best.pt", snapshot)
+            save_checkpoint(job.run_dir / "checkpoint-best.pt", snapshot)
         if config.average_last > 1:
-            keep_epoch_weights(run_dir, model, epoch, config.average_last)
+            keep_epoch_weights(job.run_dir, model, epoch, config.average_last)
         plot_curves(
-            log.records,
-            run_dir / "curves.png",
+            self.log.records,
+            job.run_dir / "curves.png",
             x="epoch",
             panels={"loss": ["train_loss", "val_loss"], "BLEU (validation, greedy)": ["val_bleu"]},
-            title=f"{args.name}: best validation BLEU {best_bleu:.2f}",
+            title=f"{job.args.name}: best validation BLEU {self.best_bleu:.2f}",
         )
-    wall = time.perf_counter() - started
 
-    best_path = run_dir / "checkpoint-best.pt"
-    best = torch.load(best_path, map_location="cpu", weights_only=False)
+    def state(self, epoch: int) -> dict[str, Any]:
+        job = self.job
+        return {
+            "recipe": job.recipe_name,
+            "model_config": dataclasses.asdict(job.model_config),
+            "train_config": dataclasses.asdict(job.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "step": self.step,
+            "best_bleu": self.best_bleu,
+            "wall_seconds": time.perf_counter() - self.started,
+            "torch_rng": torch.get_rng_state(),
+            "tokenizer": job.tokenizer.to_str(),
+            "corpus": job.args.corpus,
+        }
+
+
+def test_and_export(job: Job, trainer: Trainer) -> Path:
+    """The best epoch's weights (or the mean of the last epochs'), scored on the test split, exported."""
+    args, config, model, tokenizer = job.args, job.config, trainer.model, job.tokenizer
+    wall = time.perf_counter() - trainer.started
+    best = torch.load(job.run_dir / "checkpoint-best.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
     print(f"best epoch {best['epoch']} (validation BLEU {best['best_bleu']:.2f}); {wall:.0f} s of training")
     validation_bleu, averaged = best["best_bleu"], 0
     if config.average_last > 1:
-        validation_bleu, averaged = choose_average(model, tokenizer, val_bleu_pairs, device, config, run_dir, best)
+        validation_bleu, averaged = choose_average(
+            model, tokenizer, job.val_bleu_pairs, job.device, config, job.run_dir, best
+        )
     # float32, like the exported graphs: these figures are what the service should reproduce (greedy).
-    test_scores, test_sources, test_hypotheses = bleu_on(model, tokenizer, test_pairs, device, False)
+    test_scores, test_sources, test_hypotheses = bleu_on(model, tokenizer, job.test_pairs, job.device, False)
     print(
-        f"test ({len(test_pairs)} pairs, greedy, PyTorch): "
+        f"test ({len(job.test_pairs)} pairs, greedy, PyTorch): "
         f"BLEU {test_scores['bleu']:.2f}, chrF {test_scores['chrf']:.2f}"
     )
     evaluation = {
         "validation_bleu": validation_bleu,
-        "validation_bleu_pairs": len(val_bleu_pairs),
+        "validation_bleu_pairs": len(job.val_bleu_pairs),
         "test_bleu_greedy": test_scores["bleu"],
         "test_chrf_greedy": test_scores["chrf"],
-        "test_pairs": len(test_pairs),
+        "test_pairs": len(job.test_pairs),
         "test_sentences": len(test_sources),
         "best_epoch": best["epoch"],
         "averaged_epochs": averaged,  # 0: the best epoch's weights alone
     }
-    model = model.cpu().float().eval()
+    examples = np.linspace(0, len(test_sources) - 1, 10, dtype=int)
     version_dir = publish(
         args,
-        model,
+        model.cpu().float().eval(),
         tokenizer,
-        corpus=corpus,
-        recipe=recipe_name,
+        corpus=job.corpus,
+        recipe=job.recipe_name,
         config=config,
         evaluation=evaluation,
         training={
             "wall_time_seconds": round(wall, 1),
-            "device": str(device),
+            "device": str(job.device),
             "threads": torch.get_num_threads(),
-            "steps": step,
+            "steps": trainer.step,
             "epochs_run": config.epochs,
-            "train_pairs_used": len(train_data),
+            "train_pairs_used": len(job.train_data),
             "dry_run": bool(args.dry_run),
         },
-        examples=[(test_sources[i], test_hypotheses[i]) for i in np.linspace(0, len(test_sources) - 1, 10, dtype=int)],
-        side_files=[log.path, run_dir / "curves.png"],
+        examples=[(test_sources[i], test_hypotheses[i]) for i in examples],
+        side_files=[trainer.log.path, job.run_dir / "curves.png"],
     )
     print(f"exported {args.name} to {version_dir}")
     return version_dir
+
+
+def run(argv: list[str] | None = None) -> Path:
+    job = prepare(parse_args(argv))
+    trainer = Trainer(job)
+    trainer.train()
+    return test_and_export(job, trainer)
 
 
 def main(argv: list[str] | None = None) -> None:
