@@ -229,7 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--free-ports", action="store_true", help="free ports instead of the families' defaults")
     start.add_argument("--prometheus-port", type=int, default=PROMETHEUS_PORT)
     start.add_argument("--prometheus-interval", type=float, default=10, help="scrape and rule interval, seconds")
-    start.add_argument("--console-port", type=int, default=CONSOLE_PORT, help="the web console's port; 0: a free one")
+    start.add_argument(
+        "--console-port",
+        type=int,
+        help=f"the web console's port (default {CONSOLE_PORT}, a free one with --free-ports)",
+    )
     stop = commands.add_parser("down", help="stop what `up` started")
     for command in (start, stop):
         command.add_argument("--state-dir", type=Path, default=Path(".run"))

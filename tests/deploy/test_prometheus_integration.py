@@ -35,11 +35,12 @@ STACK = [sys.executable, str(REPO_ROOT / "scripts" / "myelin_stack.py")]
 
 def stack_up(repository: Path, state: Path, *, prometheus_port: int, interval_s: float = 10) -> list[Service]:
     """`make up` on free ports: the services it started, read from their port files."""
-    subprocess.run(
+    started = subprocess.run(
         [*STACK, "up", "--repository", str(repository), "--state-dir", str(state), "--free-ports",
          "--prometheus-port", str(prometheus_port), "--prometheus-interval", str(interval_s)],
-        check=True, timeout=300, capture_output=True,
+        timeout=300, capture_output=True, text=True,
     )  # fmt: skip
+    assert started.returncode == 0, f"make up failed:\n{started.stdout}\n{started.stderr}"
     ports = {f: json.loads((state / f"{f}.port").read_text()) for f in port_order() if (state / f"{f}.port").exists()}
     return [Service(family, p["port"], p["metrics_port"]) for family, p in ports.items()]
 
