@@ -237,7 +237,7 @@ def test_translation_greedy_and_beam(browser: WebDriver, stack: Stack) -> None:
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#translate-results tbody tr")) == len(expected))
     rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")] for row in
             browser.find_elements(By.CSS_SELECTOR, "#translate-results tbody tr")]  # fmt: skip
-    ranks = [1] + list(range(1, len(beam.beams) + 1))
+    ranks = [1, *range(1, len(beam.beams) + 1)]
     for (search, rank, french, score, log_probability), (name, hypothesis), number in zip(
         rows, expected, ranks, strict=True
     ):

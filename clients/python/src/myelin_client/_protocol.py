@@ -186,7 +186,9 @@ def translate(
     if isinstance(sentences, str):
         sentences = [sentences]
     request = translator_pb2.TranslateRequest(
-        model=common_pb2.ModelRef(name=model, version=version), sentences=list(sentences), truncate=truncate,
+        model=common_pb2.ModelRef(name=model, version=version),
+        sentences=list(sentences),
+        truncate=truncate,
         return_beams=beams,
     )
     # Unset options stay unset (presence is tracked): the service applies its defaults.
