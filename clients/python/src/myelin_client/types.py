@@ -56,13 +56,13 @@ class ClassifyResult:
 
 @dataclass(frozen=True)
 class Beam:
-    """One hypothesis of the beam search, rated like a Translation."""
+    """One hypothesis of the beam search: each field means what Translation's of that name means."""
 
     text: str
-    score: float  # log_probability divided by the length penalty: what the beam search ranked by
-    log_probability: float  # sum of the token log-probabilities, end-of-sentence included
-    tokens: int  # subword tokens generated, end-of-sentence included
-    finished: bool = True  # False: max_length was reached before the end of the sentence
+    score: float
+    log_probability: float
+    tokens: int
+    finished: bool = True
 
 
 @dataclass(frozen=True)
