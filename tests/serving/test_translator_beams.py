@@ -9,14 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from myelin_api.v1 import common_pb2, translator_pb2, translator_pb2_grpc
 from myelin_client import AsyncClient, Beam, Client
 from myelin_client.cli import main as cli_main
+from myelin_serving.translator.search import BeamSearch, SearchOptions
 from myelin_testkit import ServerThread, http_request, settings_for
 
 MODEL = "translator-tatoeba"
+PAD, BOS, EOS = 0, 1, 2
 SENTENCES = ["I am cold.", "Where is the station?", "Tom didn't want to go to school today.", "Thanks!"]
 
 
@@ -111,3 +114,17 @@ def test_both_clients_and_the_cli_expose_the_beams(server: ServerThread, capsys:
     out = capsys.readouterr().out
     for rank, beam in enumerate(result[0].beams, 1):
         assert f"     {rank}. {beam.text}  (score {beam.score:.3f})" in out
+
+
+def test_ranked_keeps_beam_size_hypotheses_when_one_step_finishes_more() -> None:
+    """k = 2: EOS ends one hypothesis at step 1 and both live ones at step 2, three in all."""
+    search = BeamSearch(SearchOptions(beam_size=2, max_length=10, length_penalty=0.0), eos_id=EOS, banned=(PAD, BOS))
+    first = np.log(np.array([0.0, 0.0, 0.5, 0.3, 0.2], dtype=np.float64) + 1e-12)  # EOS, then tokens 3 and 4
+    search.advance(first[None, :])
+    assert search.width == 2 and len(search.finished) == 1
+    second = np.log(np.array([0.0, 0.0, 0.9, 0.05, 0.05], dtype=np.float64) + 1e-12)
+    search.advance(np.stack([second, second]))
+    assert search.done and len(search.finished) == 3
+    ranked = search.ranked()
+    assert [h.tokens for h in ranked] == [(), (3,)]  # log 0.5, then log 0.3 + log 0.9; (4,) is dropped
+    assert ranked[0] == search.best()
