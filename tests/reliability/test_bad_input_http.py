@@ -4,7 +4,7 @@ data whose header lengths lie, unknown routes and wrong methods, bad names in pa
 exact status (never 500) and a message that says what to change, while well-formed traffic over
 HTTP and gRPC keeps succeeding on the same server.
 
-The table is derived from each family's ServiceCase (tests/myelin_cases.py): its KServe request
+The table is derived from each family's ServiceCase (tests/harness/families/): its KServe request
 (`infer`) is sent over REST both as binary tensor data and as JSON, and broken in every way below.
 """
 

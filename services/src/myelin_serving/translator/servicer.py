@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import grpc
 
 from myelin_api.v1 import common_pb2, translator_pb2, translator_pb2_grpc
@@ -25,6 +27,7 @@ class TranslatorServicer(translator_pb2_grpc.TranslatorServicer):
             length_penalty=request.length_penalty if request.HasField("length_penalty") else None,
             truncate=request.truncate,
             timeout=time_left(),
+            beams=request.return_beams,
         )
         return translator_pb2.TranslateResponse(
             model=common_pb2.ModelRef(name=model.name, version=model.version),
@@ -36,6 +39,7 @@ class TranslatorServicer(translator_pb2_grpc.TranslatorServicer):
                     tokens=r.tokens,
                     source_truncated=r.source_truncated,
                     finished=r.finished,
+                    beams=[translator_pb2.Beam(**asdict(b)) for b in r.beams],  # the same fields
                 )
                 for r in results
             ],
