@@ -35,10 +35,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))  # the test harness: replicas and closed-loop load
+from harness.load import ClosedLoop  # noqa: E402
+from harness.replicas import ReplicaSet, channel_attempts  # noqa: E402
 from myelin_client import AsyncClient  # noqa: E402
-from myelin_load import ClosedLoop  # noqa: E402
-from myelin_replicas import BIN, ReplicaSet, channel_attempts  # noqa: E402
+
+BIN = Path(sys.executable).parent
 
 REPOSITORY = ROOT / ".bench" / "scaleout"
 CONCURRENCY = 32

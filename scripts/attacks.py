@@ -40,8 +40,12 @@ from grpc_health.v1 import health_pb2
 
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.v1 import common_pb2, generator_pb2, models_pb2
+from myelin_serving.launch import serve_command, wait_ports
 
-BIN = Path(sys.executable).parent
+# The test harness (tests/harness): the shutdown burst the tests run too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness.servers import burst_then_sigterm
+
 MIB = 1024 * 1024
 Tensor = pb.ModelInferRequest.InferInputTensor
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -61,18 +65,15 @@ class Serve:
     def __init__(self, family: str, repository: Path, tmp: Path, env: dict[str, str] | None = None) -> None:
         stamp = time.monotonic_ns()
         self.port_file, self.log_path = tmp / f"{family}-{stamp}.port", tmp / f"{family}-{stamp}.log"
+        command = serve_command(family, repository, http_port=0, port_file=self.port_file)
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
-                [str(BIN / "myelin-serve"), family, "--repository", str(repository), "--port", "0",
-                 "--metrics-port", "0", "--port-file", str(self.port_file)],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while not self.port_file.exists() or not self.port_file.read_text().endswith("}"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"myelin-serve {family} did not start:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
-        self.port = json.loads(self.port_file.read_text())["port"]
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            )
+        ports = wait_ports(self.port_file, self.process, 120)
+        if ports is None:
+            raise RuntimeError(f"myelin-serve {family} did not start:\n{self.log_path.read_text()}")
+        self.port = ports["port"]
         self.channel = grpc.insecure_channel(self.target, options=[("grpc.max_receive_message_length", -1)])
 
     @property
@@ -531,32 +532,6 @@ def attack_shutdown(repository: Path, tmp: Path, args: argparse.Namespace) -> di
             totals.update(codes)
             runs_with_other += bool(set(codes) - {"OK", "UNAVAILABLE"})
     return {"runs": args.runs, "codes": dict(totals), "runs with another status": runs_with_other}
-
-
-async def burst_then_sigterm(
-    target: str, process: subprocess.Popen[bytes], request: bytes, *, calls: int, delay: float
-) -> tuple[Counter[str], float]:
-    """`calls` concurrent ModelInfer calls of `request`, SIGTERM to `process` `delay` s after they start:
-    the statuses they ended with, and the seconds the process took to exit."""
-    codes: Counter[str] = Counter()
-    async with grpc.aio.insecure_channel(target) as channel:
-        method = channel.unary_unary(INFER)
-        await method(request, timeout=30)  # connected and warm
-
-        async def one() -> None:
-            try:
-                await method(request, timeout=60)
-                codes["OK"] += 1
-            except grpc.aio.AioRpcError as error:
-                codes[error.code().name] += 1
-
-        tasks = [asyncio.create_task(one()) for _ in range(calls)]
-        await asyncio.sleep(delay)
-        signalled = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        await asyncio.gather(*tasks)
-    await asyncio.to_thread(process.wait, 60)
-    return codes, time.monotonic() - signalled
 
 
 def attack_auth(repository: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:

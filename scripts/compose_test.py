@@ -27,24 +27,27 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-from myelin_client import Client
-from myelin_serving.server import load_family
-from myelin_serving.settings import HTTP_PORT_OFFSET
-from myelin_training.data import mnist
-
 ROOT = Path(__file__).resolve().parent.parent
+# The test harness (tests/harness): each family's smoke call through the SDK.
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness.families import SMOKE  # noqa: E402
+from myelin_client import Client  # noqa: E402
+from myelin_serving.families import load_family  # noqa: E402
+from myelin_serving.settings import HTTP_PORT_OFFSET  # noqa: E402
+
 PROJECT = "myelin-compose-test"
 BASE_IMAGE = "myelin-base:bookworm"
 PROMETHEUS_IMAGE = "myelin-prometheus:debian"
@@ -212,83 +215,6 @@ def published(compose: list[str], service: str, port: int) -> str:
 # --- 4. through the SDK and Prometheus ----------------------------------------------------------
 
 
-def smoke_classifier(client: Client, data_dir: Path) -> str:
-    test = mnist.load_split(data_dir, "test")
-    images, labels = test.images[:64], test.labels[:64]
-    text = []
-    for model in ("mnist-mlp", "mnist-cnn"):
-        result = client.classify(images, model=model)
-        accuracy = float(np.mean([c.label == str(label) for c, label in zip(result, labels, strict=True)]))
-        if accuracy < 0.8:
-            raise SystemExit(f"{model}: {accuracy:.0%} of 64 test digits right; a quick model gets over 90%")
-        text.append(f"{model} v{result.version} {accuracy:.0%} of 64 test digits")
-    return ", ".join(text)
-
-
-def smoke_generator(client: Client, data_dir: Path) -> str:
-    """Every generator model: a seeded stream, and Complete with the same seed giving the same text."""
-    text = []
-    for model in [m.name for m in client.list_models() if m.family == "generator"]:
-        options = {"model": model, "max_new_tokens": 64, "temperature": 0.8, "seed": 7}
-        with client.generate("ROMEO:", **options) as stream:
-            streamed = "".join(chunk.text for chunk in stream)
-        result = client.complete("ROMEO:", **options)
-        if result.generated_tokens != 64 or result.finish_reason != "length" or result.text != streamed:
-            raise SystemExit(
-                f"{model}: {result.generated_tokens} tokens ({result.finish_reason}); the stream and Complete "
-                f"with the same seed must give the same 64 tokens: {streamed!r} vs {result.text!r}"
-            )
-        text.append(f"{model} v{result.version} streamed 64 tokens, Complete the same ({result.text[:24]!r}...)")
-    return ", ".join(text)
-
-
-def smoke_translator(client: Client, data_dir: Path) -> str:
-    # The export translated a handful of sentences greedily with the PyTorch model (float32) and
-    # recorded them in the manifest: the served graphs must give the same words, whatever the config.
-    model = "translator-tatoeba"
-    examples = json.loads(client.get_model(model).manifest_json)["examples"]
-    sources = [e["source"] for e in examples]
-    greedy = client.translate(sources, model=model, beam_size=1)
-    if greedy.texts != [e["translation"] for e in examples]:
-        raise SystemExit(
-            f"{model}: greedy {greedy.texts} differ from the export's {[e['translation'] for e in examples]}"
-        )
-    beam = client.translate(sources, model=model, beam_size=4)
-    if any(not t.text for t in beam):
-        raise SystemExit(f"{model}: beam 4 gave an empty translation: {beam.texts}")
-    first = f"{sources[0]!r} -> {beam.texts[0]!r}"
-    return f"{model} v{greedy.version}: greedy matches the export's {len(examples)} examples; beam 4 {first}"
-
-
-def smoke_embedder(client: Client, data_dir: Path) -> str:
-    """Frequent words of any English corpus: known, unit vectors, a word its own nearest match. The
-    compose model learns from WikiText-2's validation text only, so no quality is asked of it."""
-    words = ["the", "of", "city", "year"]
-    result = client.embed(words)
-    if result.unknown:
-        raise SystemExit(f"{result.model}: unknown words {result.unknown}")
-    norms = [float(np.linalg.norm(v.vector)) for v in result if v.vector is not None]
-    if any(abs(n - 1.0) > 1e-3 for n in norms):
-        raise SystemExit(f"{result.model}: vectors should be unit length, got norms {norms}")
-    same = client.similarity([("city", "city")]).pairs[0].similarity
-    if same is None or abs(same - 1.0) > 1e-3:
-        raise SystemExit(f"{result.model}: similarity(city, city) is {same}, not 1")
-    neighbours = client.most_similar("city", top_k=5)
-    answer = client.analogy("year", "years", "city").word
-    near = ", ".join(neighbours.words)
-    return f"{result.model} v{result.version} dim {result.dim}, near 'city': {near}; year : years :: city : {answer}"
-
-
-# Family -> a call of its own through the SDK. A family without one is still checked through health
-# and the Models service (every service has it): add its call here when it lands.
-SMOKE: dict[str, Callable[[Client, Path], str]] = {
-    "classifier": smoke_classifier,
-    "translator": smoke_translator,
-    "generator": smoke_generator,
-    "embedder": smoke_embedder,
-}
-
-
 def call_services(compose: list[str], families: list[str], data_dir: Path) -> None:
     """Call each service through the SDK on its published port: health, the Models service, its own call."""
     for family in families:
@@ -299,7 +225,7 @@ def call_services(compose: list[str], families: list[str], data_dir: Path) -> No
             if not models or any(m.family != family for m in models):
                 raise SystemExit(f"{family} at {target} lists {[(m.name, m.family) for m in models]}")
             served = ", ".join(f"{m.name} v{m.version}" for m in models)
-            extra = SMOKE[family](client, data_dir) if family in SMOKE else "no family call yet (see SMOKE)"
+            extra = SMOKE[family](client, data_dir) if family in SMOKE else "no family call yet (its smoke())"
             log(f"{family} at {target} through the SDK: serves {served}; {extra}")
         # The HTTP port (the gRPC port + 1000): KServe REST's readiness and metadata.
         http = published(compose, family, load_family(family).default_port + HTTP_PORT_OFFSET)

@@ -24,11 +24,13 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from myelin_client import Client
+from myelin_serving.launch import serve_command, wait_ports
 from myelin_stack import CONSOLE_PORT
 from myelin_training.data import mnist
 from myelin_training.evaluate_classifier import evaluate
@@ -56,29 +58,16 @@ ABOUT = {
 }
 
 
-# The word2vec runs, (architecture, epochs); the closing analogy asks CLOSING_MODEL, which answers
-# queen (tests/serving/test_demo_word2vec.py trains it the same way and checks).
-WORD2VEC = (("skipgram", 3), ("cbow", 5))
-CLOSING_MODEL = "word2vec-cbow"
+# The word2vec runs and the model the closing analogy asks: data that the demo's test reads too.
+WORD2VEC = json.loads((ROOT / "scripts" / "demo_word2vec.json").read_text())
+CLOSING_MODEL = WORD2VEC["closing_model"]
 
 
-def word2vec_args(arch: str, epochs: int, data_dir: Path, repository: Path, runs: Path) -> list[str]:
+def word2vec_args(run: dict[str, Any], data_dir: Path, repository: Path, runs: Path) -> list[str]:
     """`myelin-train` arguments of one of the demo's word2vec runs."""
-    return [
-        "word2vec",
-        "--corpus-preset",
-        "english",
-        "--data-dir",
-        str(data_dir),
-        "--arch",
-        arch,
-        "--epochs",
-        str(epochs),
-        "--repository",
-        str(repository),
-        "--run-dir",
-        str(runs / f"word2vec-{arch}"),
-    ]
+    arch = run["arch"]
+    return [*WORD2VEC["train"], "--data-dir", str(data_dir), "--arch", arch, "--epochs", str(run["epochs"]),
+            "--repository", str(repository), "--run-dir", str(runs / f"word2vec-{arch}")]  # fmt: skip
 
 
 def banner(text: str) -> None:
@@ -101,28 +90,14 @@ def service(family: str) -> Iterator[str]:
     port_file.unlink(missing_ok=True)
     log = (DEMO / f"{family}.log").open("w")
     process = subprocess.Popen(
-        [
-            BIN / "myelin-serve",
-            family,
-            "--repository",
-            REPOSITORY,
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--port-file",
-            port_file,
-        ],
+        serve_command(family, REPOSITORY, host=None, http_port=0, port_file=port_file),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not port_file.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"myelin-serve {family} did not start; see {log.name}")
-            time.sleep(0.1)
-        ports = json.loads(port_file.read_text())
+        ports = wait_ports(port_file, process, 60)
+        if ports is None:
+            raise SystemExit(f"myelin-serve {family} did not start; see {log.name}")
         http = f"http://127.0.0.1:{ports['http_port']}"
         print(f"{family} service: grpc 127.0.0.1:{ports['port']}, {http} (REST, /metrics)")
         yield f"127.0.0.1:{ports['port']}"
@@ -236,8 +211,8 @@ def translator_act(data_dir: Path) -> None:
 def word2vec_act(data_dir: Path) -> None:
     banner("word2vec: train skip-gram (3 epochs) and CBOW (5) on ~1.9M words of English")
     about("word2vec")
-    for arch, epochs in WORD2VEC:
-        run(BIN / "myelin-train", *word2vec_args(arch, epochs, data_dir, REPOSITORY, DEMO / "runs"))
+    for one in WORD2VEC["runs"]:
+        run(BIN / "myelin-train", *word2vec_args(one, data_dir, REPOSITORY, DEMO / "runs"))
 
     banner("word2vec: serve both and ask for neighbours and analogies through the SDK")
     with service("embedder") as target, Client(target, timeout=60) as client:

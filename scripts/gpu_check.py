@@ -160,12 +160,17 @@ class Service:
         return f"{self.family} on {self.device}, IO binding {self.io_binding}"
 
 
+# `myelin-serve` through the interpreter that runs this check (a GPU host may lack the console script).
+SERVE_MODULE = (sys.executable, "-m", "myelin_serving.cli")
+
+
 @contextlib.contextmanager
 def services(
     family: str, repository: Path, tmp: Path, setups: list[tuple[str, str]], threads: int
 ) -> Iterator[list[Service]]:
     """`myelin-serve FAMILY` once per (device, io_binding), on loopback; stopped with SIGTERM."""
     from myelin_client import Client
+    from myelin_serving.launch import serve_command
 
     started: list[Service] = []
     library_path = cuda_library_path()
@@ -184,8 +189,7 @@ def services(
             }
             if library_path:
                 env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [library_path, env.get("LD_LIBRARY_PATH")]))
-            command = [sys.executable, "-m", "myelin_serving.cli", family, "--repository", str(repository)]
-            command += ["--port", "0", "--port-file", str(port_file)]
+            command = serve_command(family, repository, host=None, port_file=port_file, program=SERVE_MODULE)
             process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
             started.append(Service(family, device, binding, process, port_file, log))
         for service in started:  # started together, waited for one by one
@@ -217,7 +221,9 @@ def ready(service: Service, client_type: Any, *, deadline: float) -> dict[str, s
             failed = [f"{m.name}/{v.version}: {v.reason}" for m in models for v in m.versions if v.state == "FAILED"]
             if failed:
                 raise SystemExit(f"{service.label}: models failed to load: {'; '.join(failed)}")
-            if models and client.health() == "SERVING":
+            # Health says SERVING once any model is ready: wait for every one (a busy machine loads slowly).
+            loaded = all(any(v.state == "READY" for v in m.versions) for m in models)
+            if models and loaded and client.health() == "SERVING":
                 return {m.name: m.execution_provider for m in models}
             if time.monotonic() > deadline:
                 raise SystemExit(f"{service.label}: not ready in time; its log: {service.log}")

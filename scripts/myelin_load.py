@@ -1,7 +1,4 @@
-"""Closed-loop load through the SDK, recording every call; also a command for a container.
-
-`ClosedLoop` runs callers that each send the next call as soon as the last one ended, and records
-each call's start, end and status (the replica tests and the scale-out benchmark use it).
+"""Closed-loop load through the SDK (tests/harness/load.py), as a command for a container.
 
     python myelin_load.py --target dns:///classifier:50051 --stop-file PATH [--concurrency 16] [--max-seconds 300]
 
@@ -16,62 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# ClosedLoop lives in the test harness (tests/harness/load.py); compose mounts it at /scripts/harness.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from harness.load import ClosedLoop
 from myelin_client import AsyncClient
-
-
-@dataclass(frozen=True)
-class Call:
-    started: float  # time.monotonic()
-    ended: float
-    code: str  # "OK" or the status code's name
-
-
-class ClosedLoop:
-    """`concurrency` callers on the running event loop, each awaiting `call()` again as soon as the
-    last one ended, until `stop()`; every call is recorded. A failed call is recorded, not raised."""
-
-    def __init__(self, call: Callable[[], Awaitable[Any]], concurrency: int) -> None:
-        self._call = call
-        self.calls: list[Call] = []
-        self._stopping = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._caller()) for _ in range(concurrency)]
-
-    async def _caller(self) -> None:
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                await self._call()
-                code = "OK"
-            except Exception as exc:  # the SDK's MyelinError, or whatever else a call raised
-                code = getattr(getattr(exc, "code", None), "name", type(exc).__name__)
-            self.calls.append(Call(started, time.monotonic(), code))
-
-    def failed(self, since: float = 0.0) -> list[Call]:
-        return [c for c in self.calls if c.code != "OK" and c.ended >= since]
-
-    def ok(self, since: float = 0.0) -> int:
-        return sum(1 for c in self.calls if c.code == "OK" and c.started >= since)
-
-    async def wait_calls(self, count: int, *, since: float = 0.0, timeout: float = 60) -> None:
-        """Until `count` calls started at `since` or later have succeeded."""
-        deadline = time.monotonic() + timeout
-        while self.ok(since) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.ok(since)} of {count} calls succeeded in {timeout:.0f} s")
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        await asyncio.gather(*self._tasks)
 
 
 def wait_for_file(path: Path, timeout: float) -> None:

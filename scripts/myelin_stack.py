@@ -25,52 +25,19 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from myelin_serving.server import FAMILIES, load_family
+from myelin_serving.families import load_family, names
+from myelin_serving.launch import Service, children, families_in, port_order, spawn, start_service, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 PROMETHEUS_PORT = 9090
 CONSOLE_PORT = 8080
 # Where `make demo` leaves its models (relative to the checkout, where make runs): `make up` serves
 # them when there is no model_repository.
 DEMO_REPOSITORY = Path(".demo") / "repository"
-# Processes this interpreter started, so that `down` in the same process (the tests) reaps them.
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
-
-@dataclass(frozen=True)
-class Service:
-    family: str
-    port: int
-    http_port: int  # REST, the family's OpenAI-compatible routes, /metrics
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-def families_in(repository: Path) -> set[str]:
-    """Families with at least one exported version (a manifest naming the family) in the repository."""
-    found = set()
-    for manifest in repository.glob("*/*/model.json"):
-        try:
-            found.add(json.loads(manifest.read_text())["family"])
-        except (OSError, ValueError, KeyError):
-            continue
-    return found
-
-
-def port_order() -> list[str]:
-    """The families the services know, by default port (classifier first)."""
-    return sorted(FAMILIES, key=lambda family: load_family(family).default_port)
 
 
 def planned_ports(families: list[str], *, free_ports: bool) -> dict[str, int]:
@@ -128,7 +95,7 @@ def start_prometheus(
         f"--storage.tsdb.path={state / 'prometheus-data'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
-    return _spawn("prometheus", command, state)
+    return spawn("prometheus", command, state)
 
 
 def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
@@ -145,75 +112,20 @@ def wait_prometheus_ready(port: int, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def start_service(family: str, repository: Path, state: Path, port: int) -> subprocess.Popen[bytes]:
-    """`myelin-serve FAMILY` on `port` (0: a free one), its HTTP port the one the service derives from it."""
-    port_file = state / f"{family}.port"
-    port_file.unlink(missing_ok=True)
-    command = [
-        str(BIN / "myelin-serve"),
-        family,
-        "--repository",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--port-file",
-        str(port_file),
-    ]
-    return _spawn(family, command, state)
-
-
-def _spawn(name: str, command: list[str], state: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MYELIN_CONSOLE_")} | (env or {})
-    with (state / f"{name}.log").open("ab") as log:
-        # A session of its own: the process outlives this script and ignores the terminal's Ctrl-C.
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment
-        )
-    (state / f"{name}.pid").write_text(f"{process.pid}\n")
-    _children[process.pid] = process
-    return process
-
-
 def start_console(services: list[Service], repository: Path, state: Path, port: int) -> str:
     """`myelin-console` in front of `services`; returns its address once it listens."""
     port_file = state / "console.port"
     port_file.unlink(missing_ok=True)
     env = {f"MYELIN_CONSOLE_{s.family.upper()}_URL": f"http://127.0.0.1:{s.http_port}" for s in services}
     env |= {"MYELIN_CONSOLE_HOST": "127.0.0.1", "MYELIN_CONSOLE_REPOSITORY": str(repository)}
-    command = [str(BIN / "myelin-console"), "--port", str(port), "--port-file", str(port_file)]
-    process = _spawn("console", command, state, env=env)
+    command = [str(Path(sys.executable).parent / "myelin-console"), "--port", str(port), "--port-file", str(port_file)]
+    process = spawn("console", command, state, env=env)
     deadline = time.monotonic() + 30
     while not port_file.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"myelin-console did not start; see {state / 'console.log'}")
         time.sleep(0.1)
     return f"http://127.0.0.1:{json.loads(port_file.read_text())['port']}"
-
-
-def wait_serving(family: str, process: subprocess.Popen[bytes], state: Path, timeout: float = 180) -> Service:
-    """Until the service wrote its port file and its health says SERVING."""
-    port_file = state / f"{family}.port"
-    deadline = time.monotonic() + timeout
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"myelin-serve {family} did not start; see {state / f'{family}.log'}")
-        time.sleep(0.1)
-    ports = json.loads(port_file.read_text())
-    service = Service(family, ports["port"], ports["http_port"])
-    with grpc.insecure_channel(service.target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return service
-            except grpc.RpcError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{family} never became SERVING; see {state / f'{family}.log'}")
-            time.sleep(0.2)
 
 
 def up(
@@ -229,10 +141,10 @@ def up(
         raise SystemExit(f"{state} has pid files: the stack is up already (`make down` first)")
     state.mkdir(parents=True, exist_ok=True)
     present = families_in(repository)
-    families = [f for f in port_order() if f in FAMILIES and f in present]
+    families = [f for f in port_order() if f in present]
     if not families:
-        raise SystemExit(f"{repository} holds no model of a family these services know ({', '.join(FAMILIES)})")
-    for family in sorted(set(FAMILIES) - present):
+        raise SystemExit(f"{repository} holds no model of a family these services know ({', '.join(names())})")
+    for family in sorted(set(names()) - present):
         print(f"{family}: no model in {repository}, not started")
     started = time.monotonic()
     processes = {
@@ -270,7 +182,7 @@ def down(state: Path, *, timeout: float = 30) -> None:
     for pid_file in sorted(state.glob("*.pid")):
         name = pid_file.stem
         pid = int(pid_file.read_text())
-        child = _children.pop(pid, None)
+        child = children.pop(pid, None)
         if _is_ours(pid, name):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
@@ -316,7 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     start.add_argument("--free-ports", action="store_true", help="free ports instead of the families' defaults")
     start.add_argument("--prometheus-port", type=int, default=PROMETHEUS_PORT)
-    start.add_argument("--console-port", type=int, default=CONSOLE_PORT, help="the web console's port; 0: a free one")
+    start.add_argument("--prometheus-interval", type=float, default=10, help="scrape and rule interval, seconds")
+    start.add_argument(
+        "--console-port",
+        type=int,
+        help=f"the web console's port (default {CONSOLE_PORT}, a free one with --free-ports)",
+    )
     stop = commands.add_parser("down", help="stop what `up` started")
     for command in (start, stop):
         command.add_argument("--state-dir", type=Path, default=Path(".run"))
@@ -328,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
             args.state_dir,
             free_ports=args.free_ports,
             prometheus_port=args.prometheus_port,
+            prometheus_interval_s=args.prometheus_interval,
             console_port=args.console_port,
         )
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from myelin_testkit import LONG_GENERATION, REPO_ROOT, ServerThread, settings_for
+from harness.servers import LONG_GENERATION, REPO_ROOT, ServerThread, settings_for
 
 
 @pytest.fixture(scope="session")

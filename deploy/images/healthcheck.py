@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from myelin_serving.server import FAMILIES, load_family
+from myelin_serving.families import load_family, names
 from myelin_serving.settings import Settings
 
 
@@ -28,7 +28,7 @@ def served_family(settings: Settings) -> str:
         return settings.service
     if not any(part.endswith("myelin-serve") for part in arguments[:2]):
         return settings.service
-    return next((part for part in arguments if part in FAMILIES), settings.service)
+    return next((part for part in arguments if part in names()), settings.service)
 
 
 def main() -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.servers import ServerThread, settings_for
 from myelin_client import AsyncClient, Client, UnavailableError
-from myelin_testkit import ServerThread, settings_for
 
 ZEROS = np.zeros((1, 28, 28), np.uint8)
 CLASSIFY = "/myelin_api.v1.Classifier/Classify"

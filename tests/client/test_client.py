@@ -15,10 +15,10 @@ import pytest
 from packaging.requirements import Requirement
 
 import myelin_client
+from harness.servers import ServerThread
 from myelin_client import AsyncClient, Client, DeadlineExceededError, MyelinError, NotFoundError, UnavailableError
 from myelin_client import errors as client_errors
 from myelin_client.cli import main as cli_main
-from myelin_testkit import ServerThread
 
 
 def test_all_is_explicit_and_complete() -> None:

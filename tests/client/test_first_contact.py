@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.servers import ServerThread
 from myelin_client import AsyncClient, Client, ClientClosedError, ServerError
 from myelin_client.cli import main as cli
-from myelin_testkit import ServerThread
 
 WRONG_FAMILY = "does not serve myelin_api.v1.Translator: it serves "
 

@@ -28,17 +28,17 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from myelin_client import Client
-from myelin_testkit import (
+from harness.http import http_request
+from harness.servers import (
     BIN,
     ENDLESS_TOKENS,
     LONG_GENERATION,
     ServerThread,
-    http_request,
     sample,
     settings_for,
     wait_cancelled_and_still,
 )
+from myelin_client import Client
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -226,14 +226,25 @@ def test_translation_greedy_and_beam(browser: WebDriver, stack: Stack) -> None:
     open_console(browser, stack, "translate")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#translate-model option[value="{TRANSLATOR}"]'))
     fill(browser.find_element(By.ID, "translate-input"), "i am happy .")
-    browser.find_element(By.ID, "translate-go").click()
-    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#translate-results tbody tr")) == 2)
     with Client(stack.servers["translator"].target, timeout=60, token=TOKEN) as client:
-        greedy = client.translate("i am happy .", model=TRANSLATOR, beam_size=1).texts[0]
-        beam = client.translate("i am happy .", model=TRANSLATOR, beam_size=4).texts[0]
-    shown = [row.find_element(By.CSS_SELECTOR, ".french").text for row in
-             browser.find_elements(By.CSS_SELECTOR, "#translate-results tbody tr")]  # fmt: skip
-    assert shown == [greedy.strip(), beam.strip()]
+        greedy = client.translate("i am happy .", model=TRANSLATOR, beam_size=1, beams=True)[0]
+        beam = client.translate("i am happy .", model=TRANSLATOR, beam_size=4, beams=True)[0]
+    # One row per hypothesis: greedy's one, then every beam, best first, the first being the translation.
+    expected = [("greedy", h) for h in greedy.beams] + [("beam 4", h) for h in beam.beams]
+    assert len(greedy.beams) == 1 and len(beam.beams) > 1
+    assert (greedy.beams[0].text, beam.beams[0].text) == (greedy.text, beam.text)
+    browser.find_element(By.ID, "translate-go").click()
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#translate-results tbody tr")) == len(expected))
+    rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")] for row in
+            browser.find_elements(By.CSS_SELECTOR, "#translate-results tbody tr")]  # fmt: skip
+    ranks = [1, *range(1, len(beam.beams) + 1)]
+    for (search, rank, french, score, log_probability), (name, hypothesis), number in zip(
+        rows, expected, ranks, strict=True
+    ):
+        unfinished = "" if hypothesis.finished else " (max length)"
+        assert (search, int(rank), french) == (name, number, (hypothesis.text + unfinished).strip())
+        assert float(score) == pytest.approx(hypothesis.score, rel=1e-3)
+        assert float(log_probability) == pytest.approx(hypothesis.log_probability, rel=1e-3)
     screenshot(browser, stack, "translation")
 
 

@@ -1,6 +1,6 @@
 """docker-compose.yml and compose.gpu.yml: valid for the compose CLI, and every family wired alike.
 
-The families the services know (myelin_serving.server.FAMILIES) must each be enabled in every
+The families the services know (myelin_serving.families.names(), from the entry points) must each be enabled in every
 deployment artifact: when a family lands, these tests name what is left to switch on.
 """
 
@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from myelin_serving.server import FAMILIES, load_family
+from harness.servers import REPO_ROOT
+from myelin_serving.families import load_family, names
 from myelin_serving.settings import HTTP_PORT_OFFSET
-from myelin_testkit import REPO_ROOT
+
+FAMILIES = names()
 
 pytestmark = pytest.mark.deploy
 ALL_PROFILES = "translator,generator,embedder"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from myelin_serving.server import FAMILIES, load_family
-from myelin_testkit import REPO_ROOT
+from harness.servers import REPO_ROOT
+from myelin_serving.families import load_family, names
 
 pytestmark = pytest.mark.deploy
 
@@ -29,7 +29,7 @@ def test_compose_runs_the_console_in_front_of_every_family(compose: list[str]) -
     console = services["console"]
     assert console["image"] == "myelin-console:cpu" and console["build"]["dockerfile"].endswith("console/Dockerfile")
     environment = console["environment"]
-    for family in FAMILIES:
+    for family in names():
         assert family in services and family in console["depends_on"]
         http_port = load_family(family).default_port + 1000
         assert environment[f"MYELIN_CONSOLE_{family.upper()}_URL"] == f"http://{family}:{http_port}"
@@ -55,7 +55,7 @@ def test_kubernetes_runs_the_console_in_front_of_every_family(kubectl: str) -> N
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "myelin-console:cpu"
     environment = {e["name"]: e["value"] for e in container["env"]}
-    for family in FAMILIES:
+    for family in names():
         ports = {p["name"]: p["port"] for p in services[f"myelin-{family}"]["spec"]["ports"]}
         assert environment[f"MYELIN_CONSOLE_{family.upper()}_URL"] == f"http://myelin-{family}:{ports['http']}"
     labels = deployment["spec"]["template"]["metadata"]["labels"]

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from myelin_serving.server import FAMILIES, load_family
+from harness.servers import REPO_ROOT
+from myelin_serving.families import load_family, names
 from myelin_serving.settings import HTTP_PORT_OFFSET
-from myelin_testkit import REPO_ROOT
+
+FAMILIES = names()
 
 pytestmark = pytest.mark.deploy
 PORTS = {family: load_family(family).default_port for family in FAMILIES}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from myelin_testkit import REPO_ROOT
+from harness.servers import REPO_ROOT
 
 pytestmark = pytest.mark.deploy
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "myelin.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from myelin_testkit import REPO_ROOT, ServerThread, settings_for
+from harness.servers import REPO_ROOT, ServerThread, settings_for
 
 pytestmark = pytest.mark.deploy
 IMAGES = REPO_ROOT / "deploy" / "images"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from myelin_serving.server import load_family
+from harness.servers import BIN, REPO_ROOT
+from myelin_serving.families import load_family
 from myelin_serving.settings import HTTP_PORT_OFFSET
-from myelin_testkit import BIN, REPO_ROOT
 
 pytestmark = pytest.mark.deploy
 K8S = REPO_ROOT / "deploy" / "k8s"

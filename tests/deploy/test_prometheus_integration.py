@@ -1,13 +1,15 @@
-"""A real Prometheus (Debian's package, on 127.0.0.1) scraping real services started the way `make up`
-starts them: targets up, the request counters of SDK calls in its query API, the alert rules
-loaded, and every query of the Grafana dashboard valid and, where the running families feed it,
-returning data."""
+"""A real Prometheus (Debian's package, on 127.0.0.1) scraping real services started by `make up`'s
+script (scripts/myelin_stack.py, run as `make up` runs it): targets up, the request counters of SDK
+calls in its query API, the alert rules loaded, and every query of the Grafana dashboard valid and,
+where the running families feed it, returning data."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -18,14 +20,41 @@ from typing import Any
 import numpy as np
 import pytest
 
-import myelin_stack
+from harness.servers import REPO_ROOT
 from myelin_client import Client, InvalidArgumentError
-from myelin_testkit import REPO_ROOT
+from myelin_serving.launch import Service, port_order
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "myelin.json"
 # Panels fed by a family that may not be running (title -> family).
 FAMILY_PANELS = {"Tokens per second (generator)": "generator"}
+
+
+STACK = [sys.executable, str(REPO_ROOT / "scripts" / "myelin_stack.py")]
+
+
+def stack_up(repository: Path, state: Path, *, prometheus_port: int, interval_s: float = 10) -> list[Service]:
+    """`make up` on free ports: the services it started, read from their port files."""
+    started = subprocess.run(
+        [*STACK, "up", "--repository", str(repository), "--state-dir", str(state), "--free-ports",
+         "--prometheus-port", str(prometheus_port), "--prometheus-interval", str(interval_s)],
+        timeout=300, capture_output=True, text=True,
+    )  # fmt: skip
+    assert started.returncode == 0, f"make up failed:\n{started.stdout}\n{started.stderr}"
+    ports = {f: json.loads((state / f"{f}.port").read_text()) for f in port_order() if (state / f"{f}.port").exists()}
+    return [Service(family, p["port"], p["metrics_port"]) for family, p in ports.items()]
+
+
+def stack_down(state: Path) -> None:
+    subprocess.run([*STACK, "down", "--state-dir", str(state)], check=True, timeout=120, capture_output=True)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (an exited process nobody reaped counts as stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -61,21 +90,19 @@ class PrometheusAPI:
 @pytest.fixture(scope="module")
 def stack(
     classifier_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[list[Any], PrometheusAPI]]:
+) -> Iterator[tuple[list[Service], PrometheusAPI]]:
     if not shutil.which("prometheus"):
         pytest.fail("prometheus not found: run `make deploy-tools` (Debian's prometheus)")
     state = tmp_path_factory.mktemp("stack")
     port = free_port()
-    services = myelin_stack.up(
-        classifier_repository, state, free_ports=True, prometheus_port=port, prometheus_interval_s=1
-    )
+    services = stack_up(classifier_repository, state, prometheus_port=port, interval_s=1)
     try:
         yield services, PrometheusAPI(port)
     finally:
-        myelin_stack.down(state)
+        stack_down(state)
 
 
-def test_prometheus_scrapes_the_services_and_serves_their_metrics(stack: tuple[list[Any], PrometheusAPI]) -> None:
+def test_prometheus_scrapes_the_services_and_serves_their_metrics(stack: tuple[list[Service], PrometheusAPI]) -> None:
     services, prometheus = stack
     (classifier,) = services
     with Client(classifier.target) as client:
@@ -103,7 +130,7 @@ def test_prometheus_scrapes_the_services_and_serves_their_metrics(stack: tuple[l
     }
 
 
-def test_alert_and_recording_rules_are_loaded_and_evaluated(stack: tuple[list[Any], PrometheusAPI]) -> None:
+def test_alert_and_recording_rules_are_loaded_and_evaluated(stack: tuple[list[Service], PrometheusAPI]) -> None:
     _, prometheus = stack
     groups = prometheus.get("/api/v1/rules")["groups"]
     alerts = {r["name"]: r for g in groups for r in g["rules"] if r["type"] == "alerting"}
@@ -119,7 +146,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
 
 
-def test_every_dashboard_query_is_valid_and_the_panels_show_data(stack: tuple[list[Any], PrometheusAPI]) -> None:
+def test_every_dashboard_query_is_valid_and_the_panels_show_data(stack: tuple[list[Service], PrometheusAPI]) -> None:
     services, prometheus = stack
     running = {s.family for s in services}
     with Client(services[0].target) as client:
@@ -147,10 +174,10 @@ def test_every_dashboard_query_is_valid_and_the_panels_show_data(stack: tuple[li
 
 
 def test_make_down_stops_what_make_up_started(classifier_repository: Path, tmp_path: Path) -> None:
-    services = myelin_stack.up(classifier_repository, tmp_path, free_ports=True, prometheus_port=free_port())
+    services = stack_up(classifier_repository, tmp_path, prometheus_port=free_port())
     pids = {p.stem: int(p.read_text()) for p in tmp_path.glob("*.pid")}
     assert set(pids) == {"classifier", "prometheus", "console"} and len(services) == 1
-    myelin_stack.down(tmp_path)
+    stack_down(tmp_path)
     assert not list(tmp_path.glob("*.pid"))
-    assert not any(Path(f"/proc/{pid}").exists() and myelin_stack._alive(pid) for pid in pids.values())
+    assert not any(Path(f"/proc/{pid}").exists() and alive(pid) for pid in pids.values())
     assert "classifier service stopped" in (tmp_path / "classifier.log").read_text()

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from myelin_testkit import REPO_ROOT
+from harness.servers import REPO_ROOT
 
 pytestmark = pytest.mark.deploy
 PROMETHEUS = REPO_ROOT / "deploy" / "prometheus"

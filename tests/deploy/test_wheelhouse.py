@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from myelin_testkit import REPO_ROOT
+from harness.servers import REPO_ROOT
 
 pytestmark = pytest.mark.deploy
 

@@ -28,9 +28,9 @@ import pytest
 from gen_docs import command_help
 from gen_docs import commands as documented_commands
 
+from harness.servers import BIN, REPO_ROOT, ServerThread, settings_for
 from myelin_client import default_target
 from myelin_serving.settings import HTTP_PORT_OFFSET as HTTP_OFFSET
-from myelin_testkit import BIN, REPO_ROOT, ServerThread, settings_for
 
 PAGES = sorted([REPO_ROOT / "README.md", *(REPO_ROOT / "docs").rglob("*.md")])
 MARKER = re.compile(r"<!--\s*run:\s*([a-z ]+?)\s*-->")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from myelin_testkit import BIN, ServerProcess
+from harness.servers import BIN, ServerProcess
 
 
 @pytest.mark.e2e

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from myelin_testkit import REPO_ROOT
+from harness.servers import REPO_ROOT
 
 COMMITTED = REPO_ROOT / "protos" / "python" / "src" / "myelin_api"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescriptor
 
+from harness.tritonclient import TRITONCLIENT_PYTHON
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2, model_config_pb2
-from myelin_testkit import TRITONCLIENT_PYTHON
 
 DUMP = """
 import json, sys

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from myelin_cases import CASES
-from myelin_rpcs import TALLY, Fleet
+from harness.families import CASES
+from harness.fleet import TALLY, Fleet
 
 
 @pytest.fixture(scope="module")

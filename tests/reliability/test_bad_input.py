@@ -1,8 +1,8 @@
 """Bad input, every RPC of every service: each gets its exact documented status and a message that says
 what to change, while well-formed traffic keeps succeeding on the same server.
 
-The table: each family's own bad requests (tests/myelin_cases.py) plus the ones every service shares
-(tests/myelin_rpcs.py: Models, KServe v2, health), undecodable bytes to every unary method, path-like
+The table: each family's own bad requests (tests/harness/families/) plus the ones every service shares
+(tests/harness/rpcs.py: Models, KServe v2, health), undecodable bytes to every unary method, path-like
 names and names with a character of every Unicode category, over-limit messages.
 """
 
@@ -12,9 +12,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from myelin_cases import CASES, bad_inputs
-from myelin_rpcs import HEALTH, OK, TALLY, UNDECODABLE, Bad, Fleet, assert_documented, call, rpc, service_rpcs
-from myelin_testkit import ServerThread
+from harness.families import CASES, bad_inputs
+from harness.fleet import TALLY, Fleet
+from harness.rpcs import HEALTH, OK, UNDECODABLE, Bad, assert_documented, call, rpc, service_rpcs
+from harness.servers import ServerThread
 
 BAD_INPUTS = bad_inputs()
 
@@ -71,10 +72,10 @@ def test_health_watch_of_an_unknown_service_says_so_and_the_stream_ends_on_cance
 
 
 def test_every_family_the_services_know_is_in_the_table() -> None:
-    """A family that lands joins the suite: a ServiceCase in tests/myelin_cases.py (docs/reliability.md)."""
-    from myelin_serving.server import FAMILIES
+    """A family that lands joins the suite: a module in tests/harness/families/ (docs/reliability.md)."""
+    from myelin_serving.families import names
 
-    assert sorted(set(FAMILIES) - set(CASES)) == [], "add a ServiceCase to tests/myelin_cases.py CASES"
+    assert sorted(set(names()) - set(CASES)) == [], "add a module to tests/harness/families/"
 
 
 def test_well_formed_traffic_never_failed_meanwhile(fleet: Fleet) -> None:

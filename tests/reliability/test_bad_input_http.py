@@ -4,7 +4,7 @@ data whose header lengths lie, unknown routes and wrong methods, bad names in pa
 exact status (never 500) and a message that says what to change, while well-formed traffic over
 HTTP and gRPC keeps succeeding on the same server.
 
-The table is derived from each family's ServiceCase (tests/myelin_cases.py): its KServe request
+The table is derived from each family's ServiceCase (tests/harness/families/): its KServe request
 (`infer`) is sent over REST both as binary tensor data and as JSON, and broken in every way below.
 """
 
@@ -23,11 +23,14 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.codes import MESSAGE_LIMIT
+from harness.families import CASES
+from harness.fleet import TALLY, Fleet
+from harness.http import HttpAnswer, http_request, raw_http
+from harness.rpcs import ServiceCase
+from harness.strategies import ANY_TEXT, DATATYPES
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_cases import CASES
-from myelin_rpcs import ANY_TEXT, DATATYPES, MESSAGE_LIMIT, TALLY, Fleet, ServiceCase
 from myelin_serving.tensors import DTYPES
-from myelin_testkit import HttpAnswer, http_request, raw_http
 
 JSON = {"Content-Type": "application/json"}
 INFER, READY, METADATA = "POST /v2/models/{name}/infer", "GET /v2/models/{name}/ready", "GET /v2/models/{name}"

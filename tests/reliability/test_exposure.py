@@ -16,12 +16,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from harness.families import CASES
+from harness.families.classifier import CLASSIFY, ZEROS, classify
+from harness.rpcs import HEALTH, KSERVE, MODELS, NOT_FOUND, OK, UNDECODABLE, call, get_model, with_fields
+from harness.servers import ServerThread, settings_for
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.v1.common_pb2 import MODEL_STATE_FAILED, MODEL_STATE_READY, ModelMetadata
 from myelin_api.v1.models_pb2 import ListModelsResponse
-from myelin_cases import CASES, CLASSIFY, ZEROS, _classify
-from myelin_rpcs import HEALTH, KSERVE, MODELS, NOT_FOUND, OK, UNDECODABLE, _get, call, with_fields
-from myelin_testkit import ServerThread, settings_for
 
 TOKEN = "reliability-token-5f2a9c"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
@@ -84,9 +85,9 @@ def test_the_metrics_endpoint_shows_no_request_content(classifier_repository: Pa
         token = [("authorization", f"Bearer {TOKEN}")]
         infer = CASES["classifier"].infer
         requests = [
-            (CLASSIFY, _classify(ZEROS, model=MARKER)),
-            (CLASSIFY, _classify(ZEROS, model=f"{MARKER}/../../etc/passwd")),
-            (f"/{MODELS}/GetModel", _get(MARKER)),
+            (CLASSIFY, classify(ZEROS, model=MARKER)),
+            (CLASSIFY, classify(ZEROS, model=f"{MARKER}/../../etc/passwd")),
+            (f"/{MODELS}/GetModel", get_model(MARKER)),
             (f"/{KSERVE}/ModelInfer", with_fields(infer, id=MARKER)),
             (f"/{KSERVE}/ModelInfer", with_fields(infer, model_name=MARKER)),
             (f"/{KSERVE}/ModelMetadata", pb.ModelMetadataRequest(name="mnist-cnn", version=MARKER)),
@@ -99,7 +100,7 @@ def test_the_metrics_endpoint_shows_no_request_content(classifier_repository: Pa
         first = urllib.request.urlopen(url, timeout=10).read().decode()
         # Many distinct bad names add no series: labels are bounded by what the server serves.
         for i in range(50):
-            call(channel, CLASSIFY, _classify(ZEROS, model=f"{MARKER}-{i}"), metadata=token)
+            call(channel, CLASSIFY, classify(ZEROS, model=f"{MARKER}-{i}"), metadata=token)
         second = urllib.request.urlopen(url, timeout=10).read().decode()
     for text in (first, second):
         assert MARKER not in text and TOKEN not in text
@@ -143,8 +144,8 @@ def test_model_names_never_reach_files_outside_the_repository(
     with ServerThread(settings_for(repository)) as server, grpc.insecure_channel(server.target) as channel:
         for name in names:
             for method, request in [
-                (CLASSIFY, _classify(ZEROS, model=name)),
-                (f"/{MODELS}/GetModel", _get(name)),
+                (CLASSIFY, classify(ZEROS, model=name)),
+                (f"/{MODELS}/GetModel", get_model(name)),
                 (f"/{KSERVE}/ModelReady", pb.ModelReadyRequest(name=name)),
                 (f"/{KSERVE}/ModelMetadata", pb.ModelMetadataRequest(name=name)),
                 (f"/{KSERVE}/ModelInfer", with_fields(infer, model_name=name)),
@@ -152,11 +153,11 @@ def test_model_names_never_reach_files_outside_the_repository(
                 outcome = call(channel, method, request)
                 assert outcome.code in (grpc.StatusCode.INVALID_ARGUMENT, NOT_FOUND), (name, method, outcome)
         # The manifest that points outside its version folder makes version 2 FAILED; version 1 serves.
-        described = call(channel, f"/{MODELS}/GetModel", _get("mnist-cnn", 2))
+        described = call(channel, f"/{MODELS}/GetModel", get_model("mnist-cnn", 2))
         states = {v.version: (v.state, v.reason) for v in ModelMetadata.FromString(described.responses[0]).versions}
         assert states[1] == (MODEL_STATE_READY, "") and states[2][0] == MODEL_STATE_FAILED
         assert "must be a plain file name inside the version folder" in states[2][1]
-        assert call(channel, CLASSIFY, _classify(ZEROS, model="mnist-cnn")).code is OK
+        assert call(channel, CLASSIFY, classify(ZEROS, model="mnist-cnn")).code is OK
         listed = call(channel, f"/{MODELS}/ListModels", b"")
         assert listed.code is OK
         assert [m.name for m in ListModelsResponse.FromString(listed.responses[0]).models] == ["mnist-cnn", "mnist-mlp"]

@@ -24,12 +24,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from harness.families import CASES
+from harness.families.classifier import CLASSIFY, ZEROS, classify
+from harness.fleet import TALLY, GoodTraffic
+from harness.rpcs import call
+from harness.servers import ServerProcess, ServerThread, settings_for
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
-from myelin_cases import CASES, CLASSIFY, ZEROS, _classify
 from myelin_client import Client, UnavailableError
-from myelin_rpcs import TALLY, GoodTraffic, call
 from myelin_serving.settings import BatchingSettings
-from myelin_testkit import ServerProcess, ServerThread, settings_for
 
 ZERO_IMAGES = np.zeros((1, 28, 28), np.uint8)
 
@@ -126,7 +128,7 @@ class Caller(threading.Thread):
         with grpc.insecure_channel(self.target) as channel:
             while True:
                 sent = time.monotonic()
-                outcome = call(channel, CLASSIFY, _classify(ZEROS), timeout=30)
+                outcome = call(channel, CLASSIFY, classify(ZEROS), timeout=30)
                 self.calls.append((sent, time.monotonic(), outcome.code))
                 if outcome.code is not grpc.StatusCode.OK:
                     return
@@ -181,7 +183,7 @@ def test_sigterm_under_load_finishes_what_was_accepted_and_refuses_the_rest(
     # Every caller ended refused, and nothing sent after the signal was answered OK after the drain.
     assert all(caller.calls[-1][2] is grpc.StatusCode.UNAVAILABLE for caller in callers)
     with grpc.insecure_channel(server.target) as channel:
-        assert call(channel, CLASSIFY, _classify(ZEROS), timeout=5).code is grpc.StatusCode.UNAVAILABLE
+        assert call(channel, CLASSIFY, classify(ZEROS), timeout=5).code is grpc.StatusCode.UNAVAILABLE
 
 
 # One request at a time, held a whole second in the batcher: what ends its wait is the caller leaving.

@@ -1,5 +1,5 @@
 """KServe ModelInfer reaches every graph of every model: the suite covers each graph and each of its inputs
-(the table's value cases and the fuzzing in tests/myelin_cases.py), and the request-wide limits hold."""
+(the table's value cases and the fuzzing in tests/harness/families/), and the request-wide limits hold."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import grpc
 import numpy as np
 import pytest
 
-from myelin_cases import CASES, CLASSIFIER_GRAPHS, INFER, graph_request
-from myelin_rpcs import TOO_BIG, Fleet, call
+from harness.families import CASES
+from harness.families.classifier import CLASSIFIER_GRAPHS
+from harness.fleet import Fleet
+from harness.rpcs import INFER, TOO_BIG, call, graph_request
+from harness.servers import ServerThread, settings_for
 from myelin_serving.kserve import InferenceProtocol
-from myelin_testkit import ServerThread, settings_for
 
 
 def served_graphs(server: ServerThread) -> dict[tuple[str, str], set[tuple[str, str, tuple[str | int, ...]]]]:

@@ -12,12 +12,15 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from harness.families.classifier import CLASSIFIER_GRAPHS, CLASSIFY
+from harness.families.generator import GENERATOR_MODEL
+from harness.families.translator import ENCODER
+from harness.http import http_request
+from harness.rpcs import INFER, Outcome, call, graph_request
+from harness.servers import ServerProcess
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.v1 import common_pb2, generator_pb2
-from myelin_cases import CLASSIFIER_GRAPHS, CLASSIFY, ENCODER, GENERATOR_MODEL, INFER, graph_request
 from myelin_client import Client
-from myelin_rpcs import Outcome, call
-from myelin_testkit import ServerProcess, http_request
 
 T = TypeVar("T")
 TOKEN = "memory-test-token"

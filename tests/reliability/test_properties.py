@@ -1,7 +1,7 @@
 """Property-based bad input (hypothesis): requests drawn at random for every RPC of every service get a
 documented status with an actionable message, never INTERNAL, UNKNOWN or a hang.
 
-Three kinds of strategies: hand-written ones per RPC (tests/myelin_cases.py and myelin_rpcs.py: names
+Three kinds of strategies: hand-written ones per RPC (tests/harness/families/ and harness/strategies.py: names
 with text of every Unicode category, absurd shapes, sizes and counts, payloads from correct to
 random), every request field drawn from its descriptor, and plain random bytes.
 MYELIN_FUZZ_EXAMPLES sets the examples per strategy (100 in CI; raise it for a deeper run).
@@ -16,8 +16,10 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from myelin_cases import CASES, fuzz_targets
-from myelin_rpcs import TALLY, Fleet, any_message, assert_documented, call, rpc
+from harness.families import CASES, fuzz_targets
+from harness.fleet import TALLY, Fleet
+from harness.rpcs import assert_documented, call, rpc
+from harness.strategies import any_message
 
 EXAMPLES = int(os.environ.get("MYELIN_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(

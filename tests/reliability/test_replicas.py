@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.load import ClosedLoop
+from harness.replicas import ReplicaSet, channel_attempts
+from harness.servers import ENDLESS_TOKENS
 from myelin_client import AsyncClient, MyelinError
-from myelin_load import ClosedLoop
-from myelin_replicas import ReplicaSet, channel_attempts
-from myelin_testkit import ENDLESS_TOKENS
 
 pytestmark = pytest.mark.slow
 CLASSIFY = "/myelin_api.v1.Classifier/Classify"

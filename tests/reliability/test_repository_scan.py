@@ -14,11 +14,11 @@ import grpc
 import numpy as np
 import pytest
 
+from harness.rpcs import KSERVE, call
+from harness.servers import ServerThread, eventually, settings_for
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_client import Client
-from myelin_rpcs import KSERVE, call
 from myelin_serving.discovery import MAX_MANIFEST_BYTES
-from myelin_testkit import ServerThread, eventually, settings_for
 
 ZEROS = np.zeros((1, 28, 28), np.uint8)
 SKIPPED = "myelin_serving.repository"

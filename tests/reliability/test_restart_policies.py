@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
+from harness.servers import REPO_ROOT
 from myelin_serving.settings import Settings
-from myelin_testkit import REPO_ROOT
 
 DEFAULT_GRACE_S = Settings.model_fields["grace_period_s"].default
 

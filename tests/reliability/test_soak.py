@@ -1,4 +1,4 @@
-"""The soak test's short form (scripts/soak.py; `make soak` runs the long one): concurrency 64 across
+"""The soak test's short form (tests/harness/soak.py; `make soak` runs the long one): concurrency 64 across
 the services for 30 s, then the same verdict as the long form: no error but overload refusals, nothing
 lost, resident memory grown by less than 10 %, every service exited cleanly after SIGTERM."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from myelin_cases import CASES
-from soak import MAX_RSS_GROWTH, WORKLOADS, main
+from harness.families import CASES
+from harness.soak import MAX_RSS_GROWTH, WORKLOADS, main
 
 
 def test_soak_short_form(request: pytest.FixtureRequest, tmp_path: Path) -> None:

@@ -16,11 +16,18 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from attacks import burst_then_sigterm
-from myelin_cases import CLASSIFIER_GRAPHS, graph_request
+from harness.families.classifier import CLASSIFIER_GRAPHS
+from harness.fleet import TALLY
+from harness.rpcs import graph_request
+from harness.servers import (
+    ENDLESS_TOKENS,
+    LONG_GENERATION,
+    ServerProcess,
+    ServerThread,
+    burst_then_sigterm,
+    settings_for,
+)
 from myelin_client import Client, DeadlineExceededError
-from myelin_rpcs import TALLY
-from myelin_testkit import ENDLESS_TOKENS, LONG_GENERATION, ServerProcess, ServerThread, settings_for
 
 GENERATE = "/myelin_api.v1.Generator/Generate"
 GRU = "generator-gru-shakespeare"

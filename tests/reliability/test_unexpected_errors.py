@@ -15,10 +15,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from myelin_cases import CLASSIFIER_GRAPHS, INFER, graph_request
-from myelin_rpcs import call
+from harness.families.classifier import CLASSIFIER_GRAPHS
+from harness.rpcs import INFER, call, graph_request
+from harness.servers import ServerThread, settings_for
 from myelin_serving.interceptors import ErrorLog
-from myelin_testkit import ServerThread, settings_for
 
 INTERCEPTORS = "myelin_serving.interceptors"
 

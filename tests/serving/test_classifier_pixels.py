@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.servers import ServerThread
 from myelin_client import AsyncClient
 from myelin_serving.batching import DynamicBatcher, assemble
 from myelin_serving.classifier.images import PixelRows, RawPixels, decode_grey, raw_pixels, to_unit
 from myelin_serving.settings import BatchingSettings
-from myelin_testkit import ServerThread
 
 RNG = np.random.default_rng(17)
 

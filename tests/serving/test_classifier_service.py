@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.servers import ServerThread
 from myelin_api.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
 from myelin_client import Client, InvalidArgumentError, MyelinError, NotFoundError
-from myelin_testkit import ServerThread
 from myelin_training.data import mnist
 
 
@@ -152,7 +152,7 @@ def test_bad_requests_do_not_disturb_good_ones(client: Client, test_digits: mnis
 
 
 def test_oversized_message_is_refused_by_grpc(classifier_repository: Path) -> None:
-    from myelin_testkit import settings_for
+    from harness.servers import settings_for
 
     with (
         ServerThread(settings_for(classifier_repository, max_message_bytes=64 * 1024)) as server,

@@ -14,10 +14,10 @@ import grpc
 import numpy as np
 import pytest
 
+from harness.servers import ServerThread, settings_for
 from myelin_api.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
 from myelin_client import Client, DeadlineExceededError
 from myelin_serving.settings import BatchingSettings
-from myelin_testkit import ServerThread, settings_for
 
 CLASSIFY = "/myelin_api.v1.Classifier/Classify"
 # adaptive_delay off: a lone request waits out the whole window instead of running at once.

@@ -3,21 +3,24 @@ model its closing `myelin analogy` asks, trained as the demo trains it, served, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from demo import CLOSING_MODEL, WORD2VEC, word2vec_args
 
+from harness.servers import REPO_ROOT, ServerThread, settings_for
 from myelin_client import Client
-from myelin_testkit import ServerThread, settings_for
 from myelin_training.cli import train_main
 
 
 @pytest.mark.slow
 def test_the_demo_closing_analogy_is_queen(data_dir: Path, tmp_path: Path) -> None:
-    (arch, epochs), *_ = [(a, e) for a, e in WORD2VEC if f"word2vec-{a}" == CLOSING_MODEL]
-    train_main(word2vec_args(arch, epochs, data_dir, tmp_path / "repository", tmp_path / "runs"))
+    demo = json.loads((REPO_ROOT / "scripts" / "demo_word2vec.json").read_text())  # what scripts/demo.py runs
+    closing = demo["closing_model"]
+    (run,) = [r for r in demo["runs"] if f"word2vec-{r['arch']}" == closing]
+    train_main([*demo["train"], "--data-dir", str(data_dir), "--arch", run["arch"], "--epochs", str(run["epochs"]),
+                "--repository", str(tmp_path / "repository"), "--run-dir", str(tmp_path / "runs")])  # fmt: skip
     settings = settings_for(tmp_path / "repository", service="embedder")
     with ServerThread(settings) as server, Client(server.target) as client:
-        answer = client.analogy("man", "king", "woman", model=CLOSING_MODEL, top_k=3)
+        answer = client.analogy("man", "king", "woman", model=closing, top_k=3)
     assert answer.word == "queen", answer.candidates

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.servers import ServerThread
 from myelin_client import AsyncClient, Client, InvalidArgumentError, MyelinError, NotFoundError
 from myelin_client.cli import main as cli_main
-from myelin_testkit import ServerThread
 from myelin_training.word2vec import evaluate
 from myelin_training.word2vec.evaluate_cli import main as eval_main
 from myelin_training.word2vec.evaluate_cli import read_vectors

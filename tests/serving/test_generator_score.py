@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.servers import ServerThread
 from myelin_client import Client, InvalidArgumentError
-from myelin_testkit import ServerThread
 from myelin_training.cli import eval_main
 
 

@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from tokenizers import Tokenizer
 
+from harness.servers import ENDLESS_TOKENS, LONG_GENERATION, ServerThread, settings_for
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as kserve_pb
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as kserve_grpc
 from myelin_api.v1 import common_pb2, generator_pb2, generator_pb2_grpc
@@ -33,7 +34,6 @@ from myelin_client import (
 )
 from myelin_client.cli import main as cli_main
 from myelin_serving.generator.sampling import Sampler, SamplingParams
-from myelin_testkit import ENDLESS_TOKENS, LONG_GENERATION, ServerThread, settings_for
 from myelin_training.generator.reexport import main as reexport_main
 
 GPT, GRU = "generator-gpt-shakespeare", "generator-gru-shakespeare"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from myelin_testkit import REPO_ROOT
+from harness.servers import REPO_ROOT
 
 
 @pytest.mark.slow

@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.http import HttpAnswer, http_request, raw_http
+from harness.servers import BIN, ServerThread, settings_for
 from myelin_serving import errors
 from myelin_serving.cli import parse_args
 from myelin_serving.errors import STATUS_CODES, MyelinError
 from myelin_serving.http.server import MAX_HEAD
 from myelin_serving.server import create_server
 from myelin_serving.settings import Settings
-from myelin_testkit import BIN, HttpAnswer, ServerThread, http_request, raw_http, settings_for
 
 INFER = "POST /v2/models/{name}/infer"
 IMAGE = np.random.default_rng(3).random((1, 28, 28), dtype=np.float32)

@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from harness.servers import ServerThread, broken_version, settings_for
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from myelin_client import Client
@@ -24,7 +25,6 @@ from myelin_serving.repository import LoadContext, LoadedModel, ModelManager, Mo
 from myelin_serving.runtime import RuntimeOptions
 from myelin_serving.settings import BatchingSettings
 from myelin_serving.tensors import RequestTensor
-from myelin_testkit import ServerThread, broken_version, settings_for
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 PIXELS = np.random.default_rng(5).random((2, 28, 28), dtype=np.float32)

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.servers import ServerThread, settings_for
+from harness.tritonclient import run_tritonclient, tritonclient_job
 from myelin_client import Client, NotFoundError
-from myelin_testkit import ServerThread, run_tritonclient, settings_for, tritonclient_job
 
 BATCHING = {"max_batch_size": 16, "max_queue_delay_us": 500, "max_queue_size": 100, "instances": 2}
 ZEROS = np.zeros((1, 28, 28), np.uint8)

@@ -21,8 +21,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from harness.servers import ServerThread, settings_for
+from harness.tritonclient import KServeCall, run_tritonclient, tritonclient_job
 from myelin_serving.tensors import datatype_of
-from myelin_testkit import KServeCall, ServerThread, run_tritonclient, settings_for, tritonclient_job
 
 NUMPY_TYPES = {
     "tensor(float)": np.float32,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.servers import ServerProcess, ServerThread, settings_for
 from myelin_client import Client, UnavailableError
-from myelin_testkit import ServerProcess, ServerThread, settings_for
 
 ZEROS = np.zeros((1, 28, 28), np.uint8)
 

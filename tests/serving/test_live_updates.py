@@ -12,10 +12,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from harness.servers import ServerThread, settings_for
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from myelin_client import Client
-from myelin_testkit import ServerThread, settings_for
 
 ZEROS = np.zeros((2, 28, 28), np.uint8)
 PIXELS = np.zeros((1, 28, 28), np.float32)

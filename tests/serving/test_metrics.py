@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.servers import ServerThread, settings_for
 from myelin_client import Client, InvalidArgumentError
-from myelin_testkit import ServerThread, settings_for
 
 METHOD = "/myelin_api.v1.Classifier/Classify"
 

@@ -9,8 +9,8 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from harness.servers import ServerThread
 from myelin_client import Client, NotFoundError
-from myelin_testkit import ServerThread
 
 
 def test_list_and_get_models(classifier_server: ServerThread, classifier_repository: Path) -> None:

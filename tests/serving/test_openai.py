@@ -17,18 +17,18 @@ import numpy as np
 import openai
 import pytest
 
-from myelin_client import Client
-from myelin_testkit import (
+from harness.http import http_request
+from harness.servers import (
     ENDLESS_TOKENS,
     LONG_GENERATION,
     ServerProcess,
     ServerThread,
-    http_request,
+    eventually,
     sample,
     settings_for,
     wait_cancelled_and_still,
-    wait_for,
 )
+from myelin_client import Client
 
 GPT, GRU = "generator-gpt-shakespeare", "generator-gru-shakespeare"
 SG, CBOW = "word2vec-skipgram", "word2vec-cbow-hs"
@@ -154,7 +154,7 @@ def test_the_sequence_limit_is_a_rate_limit_error(generator_repository: Path) ->
             next(iter(stream))  # admitted and generating
             with pytest.raises(openai.RateLimitError, match="max_sequences 1"):
                 api.completions.create(model=GRU, prompt="ROMEO:", max_tokens=5)
-        wait_for(lambda: sample(server, "myelin_generator_active_sequences", {"model": GRU}) == 0)
+        eventually(lambda: sample(server, "myelin_generator_active_sequences", {"model": GRU}) == 0)
         assert api.completions.create(model=GRU, prompt="ROMEO:", max_tokens=5).usage.completion_tokens == 5
 
 
@@ -163,7 +163,7 @@ def test_a_client_that_hangs_up_frees_its_sequence(generator: ServerThread, stre
     """The sequence leaves the batch at once (the decoding thread drops a cancelled row before its next
     step): the metrics show it cancelled, nothing active, and the token counter still."""
     gru = {"model": GRU}
-    wait_for(lambda: sample(generator, "myelin_generator_active_sequences", gru) == 0)
+    eventually(lambda: sample(generator, "myelin_generator_active_sequences", gru) == 0)
     cancelled = sample(generator, "myelin_generator_sequences_total", gru | {"outcome": "cancelled"})
     requests_cancelled = sample(generator, "myelin_requests_total", {"method": COMPLETIONS, "code": "CANCELLED"})
     with sdk(generator, timeout=1.5) as api:
@@ -176,7 +176,7 @@ def test_a_client_that_hangs_up_frees_its_sequence(generator: ServerThread, stre
             with pytest.raises(openai.APITimeoutError):  # the SDK gives up and closes its connection
                 api.completions.create(model=GRU, prompt="ROMEO:", max_tokens=ENDLESS_TOKENS)
     wait_cancelled_and_still(generator, GRU, cancelled)
-    wait_for(
+    eventually(
         lambda: (
             sample(generator, "myelin_requests_total", {"method": COMPLETIONS, "code": "CANCELLED"})
             == requests_cancelled + 1
@@ -271,7 +271,7 @@ def test_sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections(
         first = response.readline()  # the stream is under way
         assert response.status == 200 and first.startswith(b"data: {")
         server.process.send_signal(signal.SIGTERM)
-        wait_for(lambda: _refused(url))
+        eventually(lambda: _refused(url))
         rest = response.read().decode()  # the rest of the events, to the end
         connection.close()
         assert server.process.wait(timeout=30) == 0
@@ -303,7 +303,7 @@ def test_while_the_server_drains_http_answers_503_and_probes_still_answer(genera
         with client.generate("ROMEO:", model=GRU, max_new_tokens=ENDLESS_TOKENS) as stream:
             next(iter(stream))  # a gRPC call in flight: the drain waits for it
             stopping = asyncio.run_coroutine_threadsafe(server.server.stop(30), server.loop)
-            wait_for(server.server.interceptor.draining)
+            eventually(server.server.interceptor.draining)
             refused = http_request(f"{url}/v1/completions", "POST", body, headers)
             assert refused.status == 503 and "shutting down" in refused.error
             assert http_request(f"{url}/v2/health/live").status == 200

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.servers import ServerThread, broken_version, settings_for
 from myelin_client import Client, UnavailableError
-from myelin_testkit import ServerThread, broken_version, settings_for
 
 
 def test_a_failed_version_is_explained_without_server_paths(fresh_repository: Path) -> None:

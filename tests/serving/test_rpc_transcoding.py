@@ -18,6 +18,16 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from harness.http import HttpAnswer, http_request
+from harness.servers import (
+    ENDLESS_TOKENS,
+    LONG_GENERATION,
+    ServerThread,
+    eventually,
+    sample,
+    settings_for,
+    wait_cancelled_and_still,
+)
 from myelin_api.v1 import (
     classifier_pb2,
     classifier_pb2_grpc,
@@ -26,17 +36,6 @@ from myelin_api.v1 import (
     generator_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
-)
-from myelin_testkit import (
-    ENDLESS_TOKENS,
-    LONG_GENERATION,
-    HttpAnswer,
-    ServerThread,
-    http_request,
-    sample,
-    settings_for,
-    wait_cancelled_and_still,
-    wait_for,
 )
 
 JSON = {"Content-Type": "application/json"}
@@ -196,7 +195,7 @@ def test_server_streams_are_server_sent_events_equal_to_grpc(generator: ServerTh
 
 def test_a_streaming_client_that_hangs_up_frees_its_sequence(generator: ServerThread) -> None:
     gru = {"model": GRU}
-    wait_for(lambda: sample(generator, "myelin_generator_active_sequences", gru) == 0)
+    eventually(lambda: sample(generator, "myelin_generator_active_sequences", gru) == 0)
     cancelled = sample(generator, "myelin_generator_sequences_total", gru | {"outcome": "cancelled"})
     body = {"model": {"name": GRU}, "prompt": "ROMEO:", "maxNewTokens": ENDLESS_TOKENS}
     assert len(read_events(f"{generator.http_url}{GENERATE}", body, events=3)) == 3

@@ -25,19 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from harness.http import http_request
+from harness.servers import ServerProcess, ServerThread, settings_for
+from harness.tritonclient import KServeCall, run_tritonclient, tritonclient_job
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from myelin_client import Client, UnauthenticatedError, UnavailableError
 from myelin_client.cli import main as cli
-from myelin_testkit import (
-    KServeCall,
-    ServerProcess,
-    ServerThread,
-    http_request,
-    run_tritonclient,
-    settings_for,
-    tritonclient_job,
-)
 
 TOKENS = ("token-for-tests-a1b2c3", "second-token-d4e5f6")
 ZEROS = np.zeros((1, 28, 28), np.uint8)

@@ -17,9 +17,11 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
+from harness.servers import BIN, REPO_ROOT
 from myelin_client import Client
-from myelin_serving.server import FAMILIES, load_family
-from myelin_testkit import BIN, REPO_ROOT
+from myelin_serving.families import load_family, names
+
+FAMILIES = names()
 
 SERVE = str(BIN / "myelin-serve")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness.servers import ServerThread, settings_for
 from myelin_api.v1 import common_pb2, translator_pb2, translator_pb2_grpc
 from myelin_client import (
     AsyncClient,
@@ -20,7 +21,6 @@ from myelin_client import (
     ResourceExhaustedError,
 )
 from myelin_client.cli import main as cli_main
-from myelin_testkit import ServerThread, settings_for
 
 MODEL = "translator-tatoeba"
 SENTENCES = ["I am cold.", "Where is the station?", "Tom didn't want to go to school today.", "Thanks!"]

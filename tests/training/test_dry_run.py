@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.servers import ServerThread, settings_for
 from myelin_client import Client
-from myelin_testkit import ServerThread, settings_for
 from myelin_training.cli import train_main
 
 

@@ -13,7 +13,7 @@ import subprocess
 import termios
 from pathlib import Path
 
-from myelin_testkit import BIN
+from harness.servers import BIN
 
 TRAIN = str(BIN / "myelin-train")
 

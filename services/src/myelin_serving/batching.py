@@ -6,7 +6,7 @@ Requests whose inputs agree on every other axis and dtype are concatenated, up t
 outputs are split back by rows so each caller gets exactly its own. The queue is bounded (a full
 queue refuses at once with Overloaded), and requests whose deadline or queue timeout has passed are
 dropped before compute. An input may also be a `RowSource`, which writes its rows into the batch
-itself (the classifier scales uint8 pixels that way): each request's data is then copied once,
+itself (uint8 pixels scaled on the way in, for example): each request's data is then copied once,
 into the batch, however many requests share it. Batches run on `instances` worker threads of their
 own, which take the next batch as soon as one finishes; only the results cross back to the event loop.
 

@@ -21,8 +21,9 @@ import uvloop
 from pydantic import ValidationError
 
 from myelin_serving import settings_doc
+from myelin_serving.families import names
 from myelin_serving.runtime import GraphLoadError
-from myelin_serving.server import FAMILIES, create_server
+from myelin_serving.server import create_server
 from myelin_serving.settings import Settings
 
 log = logging.getLogger("myelin_serving")
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("service", choices=sorted(FAMILIES), help="model family to serve")
+    parser.add_argument("service", choices=names(), help="model family to serve (an installed one)")
     for name, older in FLAGS.items():
         flag = "--" + name.replace("_", "-")
         kind = settings_doc.flag_type(name)

@@ -8,12 +8,12 @@ Two kinds of `Tensors`, chosen per graph by the `io_binding` setting (runtime.py
 - `BoundTensors`: onnxruntime `OrtValue`s on the session's device, fed and fetched through
   `IOBinding`. What the next step reads again (a key/value cache, a recurrent state, encoder
   outputs) stays on the device as the graph wrote it; only what the host needs (logits,
-  log-probabilities, a classifier's probabilities) is copied back, and host inputs (token ids,
+  log-probabilities, class probabilities) is copied back, and host inputs (token ids,
   masks, image batches) are copied to the device once per run. The array work between steps
   (joining and dropping rows, trimming and growing cache slots, writing a step's keys and values
   at their slot) runs as small onnxruntime graphs on that same device, so caches never cross.
 
-The decode loops (generator/cache.py, translator/batch.py) are written once against `Tensors`
+The families' decode loops (their caches and step batches) are written once against `Tensors`
 and run unchanged on either kind. `BoundTensors` also runs on the CPU provider, which is how the
 tests cover the device path without a GPU.
 """

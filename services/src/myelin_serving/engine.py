@@ -1,7 +1,7 @@
 """The step engine: one thread per model version runs every request's work in shared steps.
 
-A family's decoder (the generator's sampling loop, the translator's beam search) plugs in as a
-`StepModel`; the engine owns the thread model around it. Each iteration of the thread:
+A family's decoder (a sampling loop, a beam search: anything that advances all its work one step
+at a time) plugs in as a `StepModel`; the engine owns the thread model around it. Each iteration of the thread:
 1. drops work that finished, was cancelled (the caller went away) or passed its deadline, so a
    cancelled request leaves the batch within one step;
 2. admits queued work in arrival order while its rows fit under `max_rows`, and has the model
@@ -14,7 +14,7 @@ Why a thread and not the event loop: onnxruntime releases the GIL while a step c
 event loop sends one step's output (gRPC writes) while the next step runs, and the steps never
 wait for the sends. Each piece of work's output goes into its own outbox; after each step the
 thread asks the event loop, with at most one pending `call_soon_threadsafe`, to wake the readers
-that have new output. (Measured on the generator under the CPU lock: steps inline on the event
+that have new output. (Measured on a language model under the CPU lock: steps inline on the event
 loop, 1 stream 1,611 tokens/s; each step awaited on a worker through `run_in_executor`, 1,124:
 the hand-off in and out of the event loop at every step cost more than the overlap gained.)
 

@@ -4,7 +4,7 @@ Every service registers it, so any KServe v2 client (tritonclient, the KServe SD
 every ONNX graph the service has loaded, without our protos.
 
 Naming: a version with one graph (the classifiers' `model.onnx`) is the endpoint `<model>`; a
-version with several graphs (a translator's `encoder` and `decoder_step`) has one endpoint per
+version with several graphs (an encoder-decoder's `encoder` and `decoder`) has one endpoint per
 graph, `<model>.<graph>`. `<model>.<graph>` also works for single-graph versions. An exact model
 name wins over the split, so a model called `a.b` is never read as graph `b` of model `a`. The
 version is a decimal string; empty means the newest ready version.

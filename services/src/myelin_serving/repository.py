@@ -21,7 +21,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel
 
 from myelin_serving.batching import DynamicBatcher
 from myelin_serving.discovery import MANIFEST as MANIFEST
@@ -36,9 +38,10 @@ from myelin_serving.errors import InvalidArgument, ModelNotReady, NotFound, Unav
 from myelin_serving.limits import GraphLimits
 from myelin_serving.metrics import Metrics
 from myelin_serving.runtime import OnnxGraph, RuntimeOptions
-from myelin_serving.settings import BatchingSettings, GenerationSettings, Settings
+from myelin_serving.settings import BatchingSettings, Settings
 
 log = logging.getLogger(__name__)
+S = TypeVar("S", bound=BaseModel)
 
 
 class LoadedModel:
@@ -64,6 +67,9 @@ class LoadedModel:
         await asyncio.gather(*(b.close() for b in self.batchers.values()))
 
 
+M = TypeVar("M", bound=LoadedModel)
+
+
 @dataclass
 class LoadContext:
     """What a family's loader needs to build a LoadedModel."""
@@ -71,13 +77,15 @@ class LoadContext:
     runtime: RuntimeOptions
     batching: BatchingSettings
     metrics: Metrics | None = None
-    # The process's settings, for families with limits of their own (translator.*); None in unit tests.
+    # The process's settings; None in unit tests.
     settings: Settings | None = None
+    # The family's own settings and metrics (`Family.settings`, `Family.metrics`), where it has them.
+    family_settings: BaseModel | None = None
+    family_metrics: Any = None
 
-    @property
-    def generation(self) -> GenerationSettings:
-        """The generator family's limits: the process's, or the defaults when there are no settings."""
-        return self.settings.generation if self.settings is not None else GenerationSettings()
+    def settings_of(self, kind: type[S]) -> S:
+        """The family's own settings as `kind`: the process's, or the defaults when none were given."""
+        return self.family_settings if isinstance(self.family_settings, kind) else kind()
 
     async def open_graph(self, version: ModelVersion, graph: str) -> OnnxGraph:
         return await asyncio.to_thread(OnnxGraph, version.graph_path(graph), self.runtime)
@@ -159,7 +167,21 @@ class ModelManager:
 
     # Lookups: called on the event loop for every request.
 
-    def get(self, name: str, version: int = 0) -> LoadedModel:
+    @overload
+    def get(self, name: str, version: int = 0) -> LoadedModel: ...
+
+    @overload
+    def get(self, name: str, version: int = 0, *, kind: type[M]) -> M: ...
+
+    def get(self, name: str, version: int = 0, *, kind: type[LoadedModel] = LoadedModel) -> LoadedModel:
+        """The version to serve (0: the newest ready one), as the family's model type `kind`:
+        InvalidArgument when it is another (a model of this service the family cannot call)."""
+        model = self._lookup(name, version)
+        if not isinstance(model, kind):
+            raise InvalidArgument(f"model {model.name!r} is not a {self.family}")
+        return model
+
+    def _lookup(self, name: str, version: int) -> LoadedModel:
         check_name(name)
         if version < 0:
             raise InvalidArgument(f"model.version must be 0 (newest) or a positive version, not {version}")

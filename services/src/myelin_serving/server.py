@@ -19,7 +19,6 @@ CANCELLED, unless it was still running when the grace period ended.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -32,6 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from myelin_api.v1 import models_pb2, models_pb2_grpc
 from myelin_serving import __version__
+from myelin_serving.families import load_family
 from myelin_serving.family import Family, ServingContext
 from myelin_serving.http.app import create_app
 from myelin_serving.http.server import HttpServer
@@ -48,12 +48,6 @@ from myelin_serving.wire import ParseLimits
 
 log = logging.getLogger(__name__)
 
-FAMILIES = {
-    "classifier": "myelin_serving.classifier",
-    "translator": "myelin_serving.translator",
-    "generator": "myelin_serving.generator",
-    "embedder": "myelin_serving.embedder",
-}
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 # Requests that carry names, versions and little else (the Models service, health, KServe's metadata
 # and model repository calls, reflection) are refused above this many bytes, before parsing; the rest
@@ -67,13 +61,6 @@ CONTROL_METHODS = (
     *(f"/{KSERVE_SERVICE}/{m}" for m in ("RepositoryModelLoad", "RepositoryModelUnload")),
     f"/{reflection.SERVICE_NAME}/ServerReflectionInfo",
 )
-
-
-def load_family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise ValueError(f"unknown service {name!r}; choose one of: {', '.join(FAMILIES)}")
-    family: Family = importlib.import_module(FAMILIES[name]).FAMILY
-    return family
 
 
 class MyelinServer:
@@ -313,6 +300,9 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
     check_device(settings.device)
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     family = load_family(settings.service)
+    family_metrics = family.metrics(metrics) if family.metrics is not None else None
+    if family_metrics is not None:
+        metrics.extend(family_metrics)
     settings = settings.with_ports(family.default_port)
     context = LoadContext(
         RuntimeOptions(
@@ -325,6 +315,8 @@ def create_server(settings: Settings, *, registry: CollectorRegistry | None = No
         settings.batching,
         metrics,
         settings=settings,
+        family_settings=family.read_settings(settings),
+        family_metrics=family_metrics,
     )
     manager = ModelManager(
         settings.repository, family.name, family.load, context, latest=settings.version_policy_latest, metrics=metrics

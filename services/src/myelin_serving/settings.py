@@ -6,14 +6,15 @@ and the command line overrides what it names.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-Family = Literal["classifier", "translator", "generator", "embedder"]
-# The HTTP port, unless set, is the gRPC port + this (51051 for the classifier's 50051).
+PREFIX = "MYELIN_"
+# The HTTP port, unless set, is the gRPC port + this (51051 beside 50051).
 HTTP_PORT_OFFSET = 1000
 
 
@@ -57,100 +58,18 @@ class BatchingSettings(BaseModel):
     )
 
 
-class GenerationSettings(BaseModel):
-    """Limits of the generator family's decoding loop (one loop per model version)."""
-
-    max_sequences: int = Field(
-        64,
-        ge=1,
-        le=1024,
-        description=(
-            "Sequences one model version decodes at once (waiting for their prompt or "
-            "generating); more are refused with RESOURCE_EXHAUSTED."
-        ),
-    )
-    max_prompt_tokens: int = Field(
-        1024, ge=1, description="Prompt tokens one request may bring (the model's context caps it further)."
-    )
-    max_context_tokens: int = Field(
-        4096,
-        ge=2,
-        description="Prompt + generated tokens one sequence may reach, for models without a fixed context (GRU).",
-    )
-    default_max_new_tokens: int = Field(
-        128, ge=1, description="max_new_tokens when a request leaves it at 0 (capped by what is left of the context)."
-    )
-    max_stop_sequences: int = Field(8, ge=0, description="Stop sequences one request may give.")
-    max_stop_length: int = Field(64, ge=1, description="Characters per stop sequence.")
-    drain_timeout_s: float = Field(
-        30.0,
-        ge=0,
-        description="When a version is unloaded, how long its sequences may run on before being cancelled.",
-    )
-    stream_interval_ms: float = Field(
-        10.0,
-        ge=0,
-        le=1000,
-        description=(
-            "A stream's tokens go out at most this often (milliseconds); tokens produced "
-            "meanwhile travel together in one message. First and last tokens go out at once. 0: "
-            "after every step."
-        ),
-    )
-    step_spinning: bool = Field(
-        True,
-        description=(
-            "The step graph's onnxruntime threads busy-wait between the nodes of a step instead "
-            "of sleeping (whatever intra_op_spinning says for the other families): decoding has "
-            "its own thread, and on 2 cores a step of one row took about half the time."
-        ),
-    )
-
-
-class TranslatorSettings(BaseModel):
-    """Limits of the translator service (`MYELIN_TRANSLATOR__*`); requests beyond them are refused."""
-
-    max_beam_size: int = Field(8, ge=1, le=64, description="Hypotheses per sentence a request may ask for (beam_size).")
-    default_beam_size: int = Field(
-        4, ge=1, le=64, description="beam_size when a request leaves it unset (1 is greedy)."
-    )
-    max_source_tokens: int = Field(
-        0,
-        ge=0,
-        description=(
-            "Source subword tokens per sentence; 0 takes the model's own limit (its manifest), else the smaller."
-        ),
-    )
-    max_active_rows: int = Field(
-        256,
-        ge=1,
-        le=8192,
-        description=(
-            "Hypotheses (sentences x beams, every request together) in one decoder step: the concurrent work."
-        ),
-    )
-    max_pending_sentences: int = Field(
-        4096,
-        ge=1,
-        description="Sentences waiting for room in the decoder batch; more are refused with RESOURCE_EXHAUSTED.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> TranslatorSettings:
-        if self.default_beam_size > self.max_beam_size:
-            raise ValueError("translator.default_beam_size cannot exceed translator.max_beam_size")
-        if self.max_beam_size > self.max_active_rows:
-            raise ValueError("translator.max_beam_size cannot exceed translator.max_active_rows")
-        return self
-
-
 class Settings(BaseSettings):
     # validate_by_name: Settings(http_port=...) as well as the MYELIN_* names of aliased fields.
+    # extra="allow": the served family's own section (MYELIN_<KEY>__<FIELD>, Settings(<key>={...})),
+    # which its Family validates (`section`).
     model_config = SettingsConfigDict(
-        env_prefix="MYELIN_", env_nested_delimiter="__", extra="ignore", validate_by_name=True, validate_by_alias=True
+        env_prefix=PREFIX, env_nested_delimiter="__", extra="allow", validate_by_name=True, validate_by_alias=True
     )
 
-    service: Family = Field("classifier", description="The model family to serve (`myelin-serve FAMILY` sets it).")
+    service: str = Field(
+        "",
+        description="The family to serve: an installed one (`myelin_serving.families`; `myelin-serve NAME` sets it).",
+    )
     repository: Path = Field(
         Path("model_repository"), description="The model repository: `<model>/<version>/` folders."
     )
@@ -160,9 +79,8 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description=(
-            "The gRPC port. Unset: the family's default (its proto's `default_port`: classifier 50051, "
-            "translator 50052, generator 50053, embedder 50054). 0 picks a free port; the log "
-            "(and --port-file) says which."
+            "The gRPC port. Unset: the family's default (its proto's `default_port`, 50051 to 50054 for "
+            "the shipped families). 0 picks a free port; the log (and --port-file) says which."
         ),
     )
     http_port: int | None = Field(
@@ -172,8 +90,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MYELIN_HTTP_PORT", "MYELIN_METRICS_PORT"),
         description=(
             "The HTTP port: the Open Inference Protocol over REST, the family's OpenAI-compatible"
-            " routes and Prometheus /metrics. Unset: the gRPC port + 1000 (51051 for the "
-            "classifier), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns "
+            " routes and Prometheus /metrics. Unset: the gRPC port + 1000 (51051 beside "
+            "50051), or a free port when the gRPC port is 0; 0 picks a free port, -1 turns "
             "HTTP off. MYELIN_METRICS_PORT and --metrics-port are its older names."
         ),
     )
@@ -259,7 +177,6 @@ class Settings(BaseSettings):
         ),
     )
     batching: BatchingSettings = BatchingSettings()
-    generation: GenerationSettings = GenerationSettings()
     max_request_batch: int = Field(
         256,
         ge=1,
@@ -275,7 +192,6 @@ class Settings(BaseSettings):
             " 32 MiB as INT64)."
         ),
     )
-    translator: TranslatorSettings = TranslatorSettings()
     reload_interval_s: float = Field(
         2.0,
         ge=0,
@@ -317,6 +233,17 @@ class Settings(BaseSettings):
         False, description="Log every request (method, status, duration; never metadata or payloads)."
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _Sections(settings_cls), dotenv_settings, file_secret_settings
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -339,6 +266,26 @@ class Settings(BaseSettings):
             raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
         return self
 
+    @model_validator(mode="after")
+    def _check_family(self) -> Settings:
+        """The service is an installed family, and its own section is valid (its model, validated now:
+        a bad MYELIN_<KEY>__<FIELD> is an error at start, not at the first load)."""
+        if self.service:
+            from myelin_serving.families import load_family  # the families import this module
+
+            family = load_family(self.service)
+            if family.settings is not None and self.model_extra is not None:
+                key = family.settings_section
+                try:
+                    self.model_extra[key] = family.read_settings(self)
+                except ValidationError as exc:
+                    raise ValueError(f"{key} (MYELIN_{key.upper()}__*): {exc}") from None
+        return self
+
+    def section(self, key: str) -> Any:
+        """A family's own section (`Family.settings_key`): its model once validated, else what was given."""
+        return (self.model_extra or {}).get(key)
+
     def with_ports(self, default_port: int) -> Settings:
         """These settings with both ports decided: `port` unset takes `default_port` (the family's),
         `http_port` unset follows the gRPC port (+ 1000, or 0 for 0)."""
@@ -359,3 +306,25 @@ class Settings(BaseSettings):
         if self.auth_tokens_file is not None:
             tokens.update(t.strip() for t in self.auth_tokens_file.read_text().splitlines() if t.strip())
         return frozenset(tokens)
+
+
+class _Sections(PydanticBaseSettingsSource):
+    """MYELIN_<KEY>__<FIELD> variables whose KEY is no field of Settings: a family's own section
+    (nested like the rest: MYELIN_<KEY>__<FIELD>__<SUBFIELD>), kept for the family to validate."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # fields are env_settings' business; only sections come from here
+
+    def __call__(self) -> dict[str, Any]:
+        known = set(self.settings_cls.model_fields)
+        sections: dict[str, Any] = {}
+        for name, value in os.environ.items():
+            key, nested, rest = name.upper().removeprefix(PREFIX).partition("__")
+            if not name.upper().startswith(PREFIX) or not nested or not rest or key.lower() in known:
+                continue
+            target = sections.setdefault(key.lower(), {})
+            *path, last = rest.lower().split("__")
+            for part in path:
+                target = target.setdefault(part, {})
+            target[last] = value
+        return sections

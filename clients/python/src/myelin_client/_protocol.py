@@ -19,6 +19,7 @@ from myelin_client.types import (
     AnalogyAnswer,
     AnalogyResult,
     Batching,
+    Beam,
     Classification,
     ClassifyResult,
     Completion,
@@ -180,11 +181,15 @@ def translate(
     max_length: int | None,
     length_penalty: float | None,
     truncate: bool,
+    beams: bool = False,
 ) -> Call[TranslateResult]:
     if isinstance(sentences, str):
         sentences = [sentences]
     request = translator_pb2.TranslateRequest(
-        model=common_pb2.ModelRef(name=model, version=version), sentences=list(sentences), truncate=truncate
+        model=common_pb2.ModelRef(name=model, version=version),
+        sentences=list(sentences),
+        truncate=truncate,
+        return_beams=beams,
     )
     # Unset options stay unset (presence is tracked): the service applies its defaults.
     if beam_size is not None:
@@ -201,7 +206,15 @@ def _translate_result(response: translator_pb2.TranslateResponse) -> TranslateRe
         model=response.model.name,
         version=response.model.version,
         translations=[
-            Translation(t.text, t.score, t.log_probability, t.tokens, t.source_truncated, t.finished)
+            Translation(
+                t.text,
+                t.score,
+                t.log_probability,
+                t.tokens,
+                t.source_truncated,
+                t.finished,
+                [Beam(b.text, b.score, b.log_probability, b.tokens, b.finished) for b in t.beams],
+            )
             for t in response.translations
         ],
     )

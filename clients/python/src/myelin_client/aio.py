@@ -110,12 +110,14 @@ class AsyncClient(Connection):
         max_length: int | None = None,
         length_penalty: float | None = None,
         truncate: bool = False,
+        beams: bool = False,
         timeout: float | None = None,
     ) -> TranslateResult:
         """Translate English sentences to French: one string or a list, answered in order.
 
         beam_size 1 is greedy; unset options take the service's defaults (beam 4, length penalty 0.6,
         max_length from the source length). Over-long sentences are refused unless truncate=True.
+        beams=True also answers every hypothesis of the search in each Translation's `beams`, best first.
         """
         call = _protocol.translate(
             sentences,
@@ -125,6 +127,7 @@ class AsyncClient(Connection):
             max_length=max_length,
             length_penalty=length_penalty,
             truncate=truncate,
+            beams=beams,
         )
         return await self._invoke(call, timeout)
 

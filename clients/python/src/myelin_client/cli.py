@@ -89,6 +89,7 @@ def _translate(client: Client, args: argparse.Namespace) -> int:
         max_length=args.max_length,
         length_penalty=args.length_penalty,
         truncate=args.truncate,
+        beams=args.beams,
     )
     if args.json:
         print(json.dumps(asdict(result), indent=2, ensure_ascii=False))
@@ -100,6 +101,9 @@ def _translate(client: Client, args: argparse.Namespace) -> int:
             notes.append("source truncated")
         note = f"  [{', '.join(notes)}]" if notes else ""
         print(f"{sentence}\n  -> {translation.text}  (score {translation.score:.3f}){note}")
+        for rank, beam in enumerate(translation.beams, 1):
+            unfinished = "" if beam.finished else "  [max_length reached]"
+            print(f"     {rank}. {beam.text}  (score {beam.score:.3f}){unfinished}")
     return 0
 
 
@@ -231,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--max-length", type=int, help="most tokens per translation")
     translate.add_argument("--length-penalty", type=float, help="alpha in [0, 2] (service default: 0.6)")
     translate.add_argument("--truncate", action="store_true", help="cut over-long sentences instead of refusing")
+    translate.add_argument("--beams", action="store_true", help="also print every hypothesis of the search, best first")
     translate.add_argument("--json", action="store_true")
     translate.set_defaults(run=_translate, service=TRANSLATOR)
 

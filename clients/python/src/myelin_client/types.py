@@ -55,6 +55,17 @@ class ClassifyResult:
 
 
 @dataclass(frozen=True)
+class Beam:
+    """One hypothesis of the beam search: each field means what Translation's of that name means."""
+
+    text: str
+    score: float
+    log_probability: float
+    tokens: int
+    finished: bool = True
+
+
+@dataclass(frozen=True)
 class Translation:
     """One sentence's translation and how the model rated it."""
 
@@ -64,6 +75,8 @@ class Translation:
     tokens: int  # subword tokens generated, end-of-sentence included
     source_truncated: bool = False  # the source was cut to the model's limit (truncate=True)
     finished: bool = True  # False: max_length was reached before the end of the sentence
+    # With translate(beams=True): every hypothesis, best first (the first is this translation); else empty.
+    beams: list[Beam] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

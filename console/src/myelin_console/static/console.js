@@ -409,11 +409,16 @@ async function translate() {
   try {
     const searches = [["greedy", 1], [`beam ${beam}`, beam]];
     for (const [name, size] of searches) {
-      const answer = await call("translator", RPC.translate, { model: { name: model }, sentences: [sentence], beamSize: size });
-      const best = answer.translations[0];
-      body.append(el("tr", { class: `search-${size === 1 ? "greedy" : "beam"}` }, el("td", {}, name),
-        el("td", { class: "num" }, "1"), el("td", { class: "french" }, best.text),
-        el("td", { class: "num" }, formatNumber(best.score)), el("td", { class: "num" }, formatNumber(best.logProbability))));
+      const request = { model: { name: model }, sentences: [sentence], beamSize: size, returnBeams: true };
+      const answer = await call("translator", RPC.translate, request);
+      // Every hypothesis the search ended with, best first (the first is the translation itself).
+      answer.translations[0].beams.forEach((hypothesis, rank) => {
+        const unfinished = hypothesis.finished ? "" : " (max length)";
+        body.append(el("tr", { class: `search-${size === 1 ? "greedy" : "beam"}` }, el("td", {}, name),
+          el("td", { class: "num" }, String(rank + 1)), el("td", { class: "french" }, hypothesis.text + unfinished),
+          el("td", { class: "num" }, formatNumber(hypothesis.score)),
+          el("td", { class: "num" }, formatNumber(hypothesis.logProbability))));
+      });
     }
     setStatus("translate-status", `${model}`);
   } catch (error) {

@@ -22,9 +22,7 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
     async def Classify(
         self, request: classifier_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> classifier_pb2.ClassifyResponse:
-        model = self._manager.get(request.model.name, request.model.version)
-        if not isinstance(model, ClassifierModel):
-            raise InvalidArgument(f"model {model.name!r} is not a classifier")
+        model = self._manager.get(request.model.name, request.model.version, kind=ClassifierModel)
         images = [_image(image, i) for i, image in enumerate(request.images)]
         results = await model.classify(images, top_k=request.top_k, max_batch=self._max_batch, timeout=time_left())
         return classifier_pb2.ClassifyResponse(

@@ -61,9 +61,7 @@ class Embeddings:
     async def create(self, request: Request) -> Response:
         params = parse(EmbeddingRequest, await read_json(request, self._limit))
         texts = params.texts()
-        model = self._manager.get(params.model)
-        if not isinstance(model, EmbedderModel):
-            raise InvalidArgument(f"model {model.name!r} is not an embedder")
+        model = self._manager.get(params.model, kind=EmbedderModel)
         if params.dimensions is not None and params.dimensions != model.dim:
             raise InvalidArgument(f"dimensions must be {model.dim}, this model's vector length, or left out")
         vectors = await model.embed_texts(texts, max_items=self._max_items, timeout=time_left())

@@ -8,7 +8,6 @@ import grpc
 
 from myelin_api.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 from myelin_serving.embedder.model import EmbedderModel, Neighbour
-from myelin_serving.errors import InvalidArgument
 from myelin_serving.family import ServingContext
 from myelin_serving.interceptors import time_left
 
@@ -19,9 +18,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         self._max_items = context.settings.max_request_batch
 
     def _model(self, ref: common_pb2.ModelRef) -> EmbedderModel:
-        model = self._manager.get(ref.name, ref.version)
-        if not isinstance(model, EmbedderModel):
-            raise InvalidArgument(f"model {model.name!r} is not an embedder")
+        model = self._manager.get(ref.name, ref.version, kind=EmbedderModel)
         return model
 
     async def Embed(

@@ -10,8 +10,10 @@ from __future__ import annotations
 from myelin_api.v1 import generator_pb2, generator_pb2_grpc
 from myelin_serving.family import Family, ServingContext
 from myelin_serving.generator import openai
+from myelin_serving.generator.metrics import GeneratorMetrics
 from myelin_serving.generator.model import load
 from myelin_serving.generator.servicer import GeneratorServicer
+from myelin_serving.generator.settings import GenerationSettings
 from myelin_serving.interceptors import HandlerRegistry
 
 
@@ -26,4 +28,7 @@ FAMILY = Family(
     add_servicers=_add_servicers,
     add_routes=openai.add_routes,
     max_request_bytes=dict.fromkeys(("Generate", "Complete", "Score"), openai.REQUEST_BYTES),
+    settings=GenerationSettings,
+    settings_key="generation",  # MYELIN_GENERATION__*
+    metrics=GeneratorMetrics,
 )

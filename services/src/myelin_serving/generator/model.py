@@ -14,12 +14,12 @@ import numpy as np
 from myelin_serving.errors import InvalidArgument, Unavailable
 from myelin_serving.generator.cache import CacheBatch, KVCacheBatch, StateBatch
 from myelin_serving.generator.sampling import ForcedTokens, Sampler, SamplingParams
+from myelin_serving.generator.settings import GenerationSettings
 from myelin_serving.generator.steps import Chunk, GeneratorSteps, Sequence
 from myelin_serving.generator.text import IncrementalDecoder, StopMatcher, TextCodec
 from myelin_serving.limits import GraphLimits
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
 from myelin_serving.runtime import OnnxGraph
-from myelin_serving.settings import GenerationSettings
 
 GRAPH = "step"
 
@@ -43,7 +43,7 @@ class GeneratorModel(LoadedModel):
     ) -> None:
         super().__init__(version, {GRAPH: batch.graph}, {})
         self.codec = codec
-        self.limits: GenerationSettings = context.generation
+        self.limits = context.settings_of(GenerationSettings)
         self.max_context = max_context
         self.banned = [] if codec.unk_id is None else [codec.unk_id]
         self.loop = GeneratorSteps(
@@ -52,7 +52,7 @@ class GeneratorModel(LoadedModel):
             version=version.version,
             max_sequences=self.limits.max_sequences,
             stream_interval=self.limits.stream_interval_ms / 1000,
-            metrics=context.metrics,
+            metrics=context.family_metrics,
         )
 
     def start(self, request: GenerationRequest, *, timeout: float | None) -> Sequence:
@@ -166,12 +166,11 @@ async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
     decoder, tokenizer = manifest.get("decoder"), manifest.get("tokenizer")
     if not isinstance(decoder, dict) or not isinstance(tokenizer, dict):
         raise ValueError(f"{version.name}: a generator manifest needs `decoder` and `tokenizer` sections")
+    generation = context.settings_of(GenerationSettings)
     # The step graph's intra-op threads spin during a step (generation.step_spinning): decoding has
     # its own thread, and on 2 cores a one-row step took 0.28 ms spinning against 0.53 ms not
     # (0.40 ms on one thread), an 8-row step 1.0 ms against 1.45 ms.
-    runtime = dataclasses.replace(
-        context.runtime, spinning=context.runtime.spinning or context.generation.step_spinning
-    )
+    runtime = dataclasses.replace(context.runtime, spinning=context.runtime.spinning or generation.step_spinning)
     graph = await asyncio.to_thread(OnnxGraph, version.graph_path(GRAPH), runtime)
     codec = await asyncio.to_thread(
         TextCodec,
@@ -196,15 +195,15 @@ async def load(version: ModelVersion, context: LoadContext) -> GeneratorModel:
             heads=shape["heads"],
             head_dim=shape["head_dim"],
         )
-        max_context = min(int(decoder["context"]), context.generation.max_context_tokens)
+        max_context = min(int(decoder["context"]), generation.max_context_tokens)
         limits = _kv_limits(version, context, graph, int(decoder["context"]), decoder["cache_inputs"])
     elif decoder["cache"] == "state":
         shape = decoder["state_shape"]
         batch = StateBatch(graph, layers=shape["layers"], hidden=shape["hidden"])
-        max_context = context.generation.max_context_tokens
+        max_context = generation.max_context_tokens
         # A KServe caller feeds at most a prompt's worth of tokens per call (the state carries the rest):
         # 256 rows x 4,096 tokens took the dry-run GRU 700 MB above idle, 256 x 1,024 a quarter of it.
-        tokens = min(max_context, context.generation.max_prompt_tokens)
+        tokens = min(max_context, generation.max_prompt_tokens)
         limits = context.graph_limits(
             version, axes={"sequence": (1, tokens)}, values={"input_ids": (0, _vocabulary(graph) - 1)}
         )

@@ -126,9 +126,7 @@ class Completions:
     async def create(self, request: Request) -> Response:
         params = parse(CompletionRequest, await read_json(request, self._limit))
         generation = params.generation()
-        model = self._manager.get(params.model)
-        if not isinstance(model, GeneratorModel):
-            raise InvalidArgument(f"model {model.name!r} is not a generator")
+        model = self._manager.get(params.model, kind=GeneratorModel)
         head = {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import grpc
 
 from myelin_api.v1 import common_pb2, generator_pb2, generator_pb2_grpc
-from myelin_serving.errors import InvalidArgument
 from myelin_serving.family import ServingContext
 from myelin_serving.generator.model import GenerationRequest, GeneratorModel
 from myelin_serving.generator.sampling import SamplingParams
@@ -60,9 +59,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         )
 
     def _model(self, request: generator_pb2.GenerateRequest | generator_pb2.ScoreRequest) -> GeneratorModel:
-        model = self._manager.get(request.model.name, request.model.version)
-        if not isinstance(model, GeneratorModel):
-            raise InvalidArgument(f"model {model.name!r} is not a generator")
+        model = self._manager.get(request.model.name, request.model.version, kind=GeneratorModel)
         return model
 
 

@@ -23,8 +23,8 @@ import numpy as np
 from myelin_serving.engine import CANCELLED, StepEngine, Work
 from myelin_serving.errors import Overloaded
 from myelin_serving.generator.cache import CacheBatch
+from myelin_serving.generator.metrics import GeneratorMetrics
 from myelin_serving.generator.sampling import Sampler, sample_rows
-from myelin_serving.metrics import Metrics
 
 LENGTH, STOP = "length", "stop"
 
@@ -120,7 +120,7 @@ class GeneratorSteps:
         version: int,
         max_sequences: int,
         stream_interval: float = 0.0,
-        metrics: Metrics | None = None,
+        metrics: GeneratorMetrics | None = None,
     ) -> None:
         self._batch = batch
         self._model = model
@@ -202,7 +202,7 @@ class GeneratorSteps:
 class _StepMetrics:
     """The per-step metrics with their `model` label bound once (a labels() lookup per token adds up)."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
+    def __init__(self, metrics: GeneratorMetrics, model: str) -> None:
         self.itl = metrics.generator_itl.labels(model)
         self._duration = metrics.generator_step_duration.labels(model)
         self._batch = metrics.generator_step_batch.labels(model)

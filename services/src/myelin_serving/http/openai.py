@@ -1,7 +1,7 @@
 """What the OpenAI-compatible routes share: their error body, request parsing, and `/v1/models`.
 
-Families add the routes that fit their models (the generator `/v1/completions`, the embedder
-`/v1/embeddings`) and say which models `GET /v1/models` lists; the core adds `/v1/models` only when
+Families add the routes that fit their models (`/v1/completions`, `/v1/embeddings`: the family's
+`add_routes`) and say which models `GET /v1/models` lists; the core adds `/v1/models` only when
 some family did. Errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`
 (the SDKs read `message`), with the HTTP status of the one error table and its gRPC code name as
 `code`. Request bodies are pydantic models that ignore fields they do not know (clients send

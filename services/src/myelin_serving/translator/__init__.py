@@ -12,8 +12,10 @@ from __future__ import annotations
 from myelin_api.v1 import translator_pb2, translator_pb2_grpc
 from myelin_serving.family import Family, ServingContext
 from myelin_serving.interceptors import HandlerRegistry
+from myelin_serving.translator.metrics import TranslatorMetrics
 from myelin_serving.translator.model import load
 from myelin_serving.translator.servicer import TranslatorServicer
+from myelin_serving.translator.settings import TranslatorSettings
 
 
 def _add_servicers(server: HandlerRegistry, context: ServingContext) -> None:
@@ -28,4 +30,6 @@ FAMILY = Family(
     # 256 sentences (max_request_batch) of what a model's source limit can hold is about 1 MiB of
     # UTF-8 for the shipped models; with `truncate`, longer sentences are cut after parsing.
     max_request_bytes={"Translate": 8 * 1024 * 1024},
+    settings=TranslatorSettings,  # MYELIN_TRANSLATOR__*
+    metrics=TranslatorMetrics,
 )

@@ -16,8 +16,8 @@ from myelin_serving.errors import InvalidArgument
 from myelin_serving.metrics import Metrics
 from myelin_serving.repository import LoadContext, LoadedModel, ModelVersion
 from myelin_serving.runtime import OnnxGraph
-from myelin_serving.settings import TranslatorSettings
-from myelin_serving.translator.search import SearchOptions
+from myelin_serving.translator.search import Hypothesis, SearchOptions
+from myelin_serving.translator.settings import TranslatorSettings
 from myelin_serving.translator.steps import StepConfig, TranslatorSteps
 
 ENCODER, DECODER = "encoder", "decoder"
@@ -28,6 +28,17 @@ MAX_LENGTH_PENALTY = 2.0
 
 
 @dataclass(frozen=True)
+class BeamResult:
+    """One hypothesis of the search, detokenised."""
+
+    text: str
+    score: float
+    log_probability: float
+    tokens: int
+    finished: bool
+
+
+@dataclass(frozen=True)
 class TranslationResult:
     text: str
     score: float
@@ -35,6 +46,7 @@ class TranslationResult:
     tokens: int
     source_truncated: bool
     finished: bool
+    beams: tuple[BeamResult, ...] = ()  # every hypothesis, best first (the first is this one): when asked
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,7 @@ class TranslatorModel(LoadedModel):
         length_penalty: float | None,
         truncate: bool,
         timeout: float | None,
+        beams: bool = False,
     ) -> list[TranslationResult]:
         options = self._options(len(sentences), beam_size, length_penalty)
         if sum(map(len, sentences)) > INLINE_TOKENIZE_CHARS:  # 256 long sentences take ~0.1 s
@@ -131,19 +144,32 @@ class TranslatorModel(LoadedModel):
             )
             for ids in sources
         ]
-        hypotheses = await self.loop.translate(items, timeout=timeout)
-        results = [
-            TranslationResult(
-                text=self.tokenizer.decode(list(h.tokens), skip_special_tokens=True),
-                score=h.score,
-                log_probability=h.log_probability,
-                tokens=h.length,
-                source_truncated=cut,
-                finished=h.finished,
+        searched = await self.loop.search(items, timeout=timeout)
+        results: list[TranslationResult] = []
+        for ranked, cut in zip(searched, truncated, strict=True):
+            answers = tuple(self._beam(h) for h in (ranked if beams else ranked[:1]))
+            best = answers[0]
+            results.append(
+                TranslationResult(
+                    text=best.text,
+                    score=best.score,
+                    log_probability=best.log_probability,
+                    tokens=best.tokens,
+                    source_truncated=cut,
+                    finished=best.finished,
+                    beams=answers if beams else (),
+                )
             )
-            for h, cut in zip(hypotheses, truncated, strict=True)
-        ]
         return results
+
+    def _beam(self, hypothesis: Hypothesis) -> BeamResult:
+        return BeamResult(
+            text=self.tokenizer.decode(list(hypothesis.tokens), skip_special_tokens=True),
+            score=hypothesis.score,
+            log_probability=hypothesis.log_probability,
+            tokens=hypothesis.length,
+            finished=hypothesis.finished,
+        )
 
     def _options(self, count: int, beam_size: int | None, length_penalty: float | None) -> SearchOptions:
         if count == 0:
@@ -226,7 +252,7 @@ async def load(version: ModelVersion, context: LoadContext) -> TranslatorModel:
     }:
         raise ValueError(f"{version.name}: decoder.onnx inputs are {sorted(names)}, not a translator decoder step")
     settings = context.settings
-    options = settings.translator if settings is not None else TranslatorSettings()
+    options = context.settings_of(TranslatorSettings)
     limits = _limits(version, options, settings.max_request_batch if settings is not None else 256)
     graphs = OnnxStepGraphs(encoder, decoder, model=version.name, version=version.version, metrics=context.metrics)
     layers, heads, head_dim = (int(decoding[k]) for k in ("num_layers", "num_heads", "head_dim"))
@@ -255,7 +281,9 @@ async def load(version: ModelVersion, context: LoadContext) -> TranslatorModel:
         "source_mask": ids > -1,
     }
     await asyncio.to_thread(graphs.decode, feeds)
-    loop = TranslatorSteps(graphs, step_config, model=version.name, metrics=context.metrics, tensors=graphs.tensors)
+    loop = TranslatorSteps(
+        graphs, step_config, model=version.name, metrics=context.family_metrics, tensors=graphs.tensors
+    )
     model = TranslatorModel(version, graphs, tokenizer, limits, loop, special)
     # What a KServe caller may feed each graph: ids in the vocabulary, positions in the position table.
     positions = int(decoding.get("max_positions") or max(limits.max_source_tokens, limits.max_output_tokens) + 1)

@@ -104,7 +104,15 @@ class BeamSearch:
         score = log_probability / length_penalty(length, self.options.length_penalty)
         self.finished.append(Hypothesis(history, log_probability, score, length, finished))
 
-    def best(self) -> Hypothesis:
+    def ranked(self) -> list[Hypothesis]:
+        """The answers, best first (finished ones before unfinished, then by score): at most beam_size.
+
+        One step can finish several hypotheses at once, so more than beam_size may have finished.
+        """
         if not self.done:
-            raise RuntimeError("best() before the search is done")
-        return max(self.finished, key=lambda h: (h.finished, h.score))
+            raise RuntimeError("ranked() before the search is done")
+        ranked = sorted(self.finished, key=lambda h: (h.finished, h.score), reverse=True)
+        return ranked[: self.options.beam_size]
+
+    def best(self) -> Hypothesis:
+        return self.ranked()[0]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import grpc
 
 from myelin_api.v1 import common_pb2, translator_pb2, translator_pb2_grpc
-from myelin_serving.errors import InvalidArgument
 from myelin_serving.family import ServingContext
 from myelin_serving.interceptors import time_left
 from myelin_serving.translator.model import TranslatorModel
@@ -18,9 +19,7 @@ class TranslatorServicer(translator_pb2_grpc.TranslatorServicer):
     async def Translate(
         self, request: translator_pb2.TranslateRequest, context: grpc.aio.ServicerContext
     ) -> translator_pb2.TranslateResponse:
-        model = self._manager.get(request.model.name, request.model.version)
-        if not isinstance(model, TranslatorModel):
-            raise InvalidArgument(f"model {model.name!r} is not a translator")
+        model = self._manager.get(request.model.name, request.model.version, kind=TranslatorModel)
         results = await model.translate(
             list(request.sentences),
             beam_size=request.beam_size if request.HasField("beam_size") else None,
@@ -28,6 +27,7 @@ class TranslatorServicer(translator_pb2_grpc.TranslatorServicer):
             length_penalty=request.length_penalty if request.HasField("length_penalty") else None,
             truncate=request.truncate,
             timeout=time_left(),
+            beams=request.return_beams,
         )
         return translator_pb2.TranslateResponse(
             model=common_pb2.ModelRef(name=model.name, version=model.version),
@@ -39,6 +39,7 @@ class TranslatorServicer(translator_pb2_grpc.TranslatorServicer):
                     tokens=r.tokens,
                     source_truncated=r.source_truncated,
                     finished=r.finished,
+                    beams=[translator_pb2.Beam(**asdict(b)) for b in r.beams],  # the same fields
                 )
                 for r in results
             ],

@@ -21,8 +21,8 @@ import numpy as np
 from myelin_serving.devices import HOST, Tensors
 from myelin_serving.engine import StepEngine, Work
 from myelin_serving.errors import DeadlineExceeded, Overloaded, Unavailable
-from myelin_serving.metrics import Metrics
 from myelin_serving.translator.batch import ActiveBatch, Job
+from myelin_serving.translator.metrics import TranslatorMetrics
 from myelin_serving.translator.search import BeamSearch, Hypothesis, SearchOptions
 
 FINISHED = "finished"
@@ -54,7 +54,7 @@ class StepConfig:
 
 @dataclass(eq=False, kw_only=True)
 class Sentence(Work):
-    """One sentence of a request: its Job in the batch; its output is its best Hypothesis."""
+    """One sentence of a request: its Job in the batch; its output is its ranked Hypotheses, best first."""
 
     EXPIRED: ClassVar[str] = "the request's deadline passed during decoding"
 
@@ -74,7 +74,7 @@ class TranslatorSteps:
         config: StepConfig,
         *,
         model: str,
-        metrics: Metrics | None = None,
+        metrics: TranslatorMetrics | None = None,
         tensors: Tensors[Any] = HOST,
     ) -> None:
         self._graphs = graphs
@@ -90,6 +90,12 @@ class TranslatorSteps:
         self, items: Sequence[tuple[np.ndarray, SearchOptions]], *, timeout: float | None
     ) -> list[Hypothesis]:
         """Search every (source ids with EOS, options); the best hypothesis of each, in order."""
+        return [ranked[0] for ranked in await self.search(items, timeout=timeout)]
+
+    async def search(
+        self, items: Sequence[tuple[np.ndarray, SearchOptions]], *, timeout: float | None
+    ) -> list[list[Hypothesis]]:
+        """Search every (source ids with EOS, options); each one's hypotheses, best first, in order."""
         if self.engine.closing:
             raise Unavailable(f"model {self._model} is being unloaded; retry")
         if timeout is not None and timeout <= 0:
@@ -157,11 +163,11 @@ class TranslatorSteps:
         answered: list[Sentence] = []
         for job in finished:
             sentence: Sentence = job.owner
-            best = job.search.best()
-            sentence.put(best, outcome=FINISHED)
+            ranked = job.search.ranked()
+            sentence.put(ranked, outcome=FINISHED)
             answered.append(sentence)
             if self._metrics is not None:
-                self._metrics.generated_tokens.labels(self._model).inc(best.length)
+                self._metrics.generated_tokens.labels(self._model).inc(ranked[0].length)
                 self._metrics.inferences.labels(self._model).inc()
         return answered
 

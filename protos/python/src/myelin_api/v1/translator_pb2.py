@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from myelin_api.v1 import common_pb2 as myelin__api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emyelin_api/v1/translator.proto\x12\rmyelin_api.v1\x1a\x1amyelin_api/v1/common.proto\"\xdd\x01\n\x10TranslateRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x11\n\tsentences\x18\x02 \x03(\t\x12\x16\n\tbeam_size\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\nmax_length\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x10\n\x08truncate\x18\x06 \x01(\x08\x42\x0c\n\n_beam_sizeB\r\n\x0b_max_lengthB\x11\n\x0f_length_penalty\"\x7f\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0flog_probability\x18\x03 \x01(\x02\x12\x0e\n\x06tokens\x18\x04 \x01(\r\x12\x18\n\x10source_truncated\x18\x05 \x01(\x08\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\"m\n\x11TranslateResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x30\n\x0ctranslations\x18\x02 \x03(\x0b\x32\x1a.myelin_api.v1.Translation2d\n\nTranslator\x12N\n\tTranslate\x12\x1f.myelin_api.v1.TranslateRequest\x1a .myelin_api.v1.TranslateResponse\x1a\x06\x88\xb5\x18\x84\x87\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emyelin_api/v1/translator.proto\x12\rmyelin_api.v1\x1a\x1amyelin_api/v1/common.proto\"\xf3\x01\n\x10TranslateRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x11\n\tsentences\x18\x02 \x03(\t\x12\x16\n\tbeam_size\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\nmax_length\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x10\n\x08truncate\x18\x06 \x01(\x08\x12\x14\n\x0creturn_beams\x18\x07 \x01(\x08\x42\x0c\n\n_beam_sizeB\r\n\x0b_max_lengthB\x11\n\x0f_length_penalty\"^\n\x04\x42\x65\x61m\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0flog_probability\x18\x03 \x01(\x02\x12\x0e\n\x06tokens\x18\x04 \x01(\r\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\"\xa3\x01\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0flog_probability\x18\x03 \x01(\x02\x12\x0e\n\x06tokens\x18\x04 \x01(\r\x12\x18\n\x10source_truncated\x18\x05 \x01(\x08\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12\"\n\x05\x62\x65\x61ms\x18\x07 \x03(\x0b\x32\x13.myelin_api.v1.Beam\"m\n\x11TranslateResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.myelin_api.v1.ModelRef\x12\x30\n\x0ctranslations\x18\x02 \x03(\x0b\x32\x1a.myelin_api.v1.Translation2d\n\nTranslator\x12N\n\tTranslate\x12\x1f.myelin_api.v1.TranslateRequest\x1a .myelin_api.v1.TranslateResponse\x1a\x06\x88\xb5\x18\x84\x87\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSLATOR']._loaded_options = None
   _globals['_TRANSLATOR']._serialized_options = b'\210\265\030\204\207\003'
   _globals['_TRANSLATEREQUEST']._serialized_start=78
-  _globals['_TRANSLATEREQUEST']._serialized_end=299
-  _globals['_TRANSLATION']._serialized_start=301
-  _globals['_TRANSLATION']._serialized_end=428
-  _globals['_TRANSLATERESPONSE']._serialized_start=430
-  _globals['_TRANSLATERESPONSE']._serialized_end=539
-  _globals['_TRANSLATOR']._serialized_start=541
-  _globals['_TRANSLATOR']._serialized_end=641
+  _globals['_TRANSLATEREQUEST']._serialized_end=321
+  _globals['_BEAM']._serialized_start=323
+  _globals['_BEAM']._serialized_end=417
+  _globals['_TRANSLATION']._serialized_start=420
+  _globals['_TRANSLATION']._serialized_end=583
+  _globals['_TRANSLATERESPONSE']._serialized_start=585
+  _globals['_TRANSLATERESPONSE']._serialized_end=694
+  _globals['_TRANSLATOR']._serialized_start=696
+  _globals['_TRANSLATOR']._serialized_end=796
 # @@protoc_insertion_point(module_scope)

@@ -1,40 +1,31 @@
-"""Helpers the tests share: a real server in a background thread, a real server process, and the
-stock KServe client (tritonclient) run from its own virtualenv."""
+"""Servers for tests: a real server in a background thread, and `myelin-serve` as a real process."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-import numpy as np
-import pytest
+import grpc
 from prometheus_client import CollectorRegistry
 
+from myelin_serving.launch import serve_command, wait_ports
 from myelin_serving.server import MyelinServer, create_server
 from myelin_serving.settings import Settings
-from myelin_serving.tensors import datatype_of, encode_raw
 
 T = TypeVar("T")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TRITONCLIENT_PYTHON = REPO_ROOT / ".venv-tritonclient" / "bin" / "python"
-TRITONCLIENT_PROBE = REPO_ROOT / "tests" / "serving" / "tritonclient_probe.py"
 
 
 # New tokens for a generation that must still be running when a test acts on it (cancels it, lets its
@@ -45,10 +36,12 @@ LONG_GENERATION = {"max_context_tokens": ENDLESS_TOKENS + 64}
 
 
 def settings_for(repository: Path, **overrides: Any) -> Settings:
-    """Loopback, port 0, no HTTP port unless asked for (http_port=0), no background rescans unless asked for."""
+    """The classifier unless asked for another family; loopback, port 0, no HTTP port unless asked for
+    (http_port=0), no background rescans unless asked for."""
     if "metrics_port" in overrides:  # the HTTP port's older name
         overrides["http_port"] = overrides.pop("metrics_port")
     values: dict[str, Any] = {
+        "service": "classifier",
         "repository": repository,
         "host": "127.0.0.1",
         "port": 0,
@@ -136,31 +129,14 @@ class ServerProcess:
         self.port_file = tmp / f"{family}-{time.monotonic_ns()}.port"
         self.log_path = tmp / f"{family}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("w")
-        command = [
-            str(BIN / "myelin-serve"),
-            family,
-            "--repository",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--port-file",
-            str(self.port_file),
-            *args,
-        ]
+        command = serve_command(family, repository, http_port=0, port_file=self.port_file) + list(args)
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-        deadline = time.monotonic() + 60
-        while not self.port_file.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self._log.close()
-                raise RuntimeError(f"myelin-serve did not start:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
-        ports = json.loads(self.port_file.read_text())
+        ports = wait_ports(self.port_file, self.process, 60)
+        if ports is None:
+            self._log.close()
+            raise RuntimeError(f"myelin-serve did not start:\n{self.log_path.read_text()}")
         self.port, self.http_port = ports["port"], ports["http_port"]
         self.metrics_port = self.http_port  # /metrics is served on the HTTP port
 
@@ -186,106 +162,30 @@ class ServerProcess:
         self._log.close()
 
 
-@dataclass(frozen=True)
-class KServeCall:
-    name: str  # the KServe model name: `<model>` or `<model>.<graph>`
-    graph_file: Path  # the ONNX file behind it, for the expected answer
-    inputs: dict[str, np.ndarray]
+async def burst_then_sigterm(
+    target: str, process: subprocess.Popen[bytes], request: bytes, *, calls: int, delay: float
+) -> tuple[Counter[str], float]:
+    """`calls` concurrent ModelInfer calls of `request`, SIGTERM to `process` `delay` s after they start:
+    the statuses they ended with, and the seconds the process took to exit."""
+    codes: Counter[str] = Counter()
+    async with grpc.aio.insecure_channel(target) as channel:
+        method = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        await method(request, timeout=30)  # connected and warm
 
+        async def one() -> None:
+            try:
+                await method(request, timeout=60)
+                codes["OK"] += 1
+            except grpc.aio.AioRpcError as error:
+                codes[error.code().name] += 1
 
-def tritonclient_job(target: str, calls: list[KServeCall], **extra: Any) -> dict[str, Any]:
-    """What tritonclient_probe.py reads: the target, options (ssl, headers) and the calls to make."""
-    models = [
-        {
-            "name": call.name,
-            "inputs": [
-                {
-                    "name": name,
-                    "datatype": datatype_of(array),
-                    "shape": list(array.shape),
-                    "data": base64.b64encode(encode_raw(array)).decode(),
-                }
-                for name, array in call.inputs.items()
-            ],
-        }
-        for call in calls
-    ]
-    return {"target": target, "models": models, **extra}
-
-
-def run_tritonclient(job: dict[str, Any]) -> dict[str, Any]:
-    """Run the stock tritonclient (its own virtualenv, its own process) and return what it saw."""
-    if not TRITONCLIENT_PYTHON.exists():
-        pytest.fail(f"{TRITONCLIENT_PYTHON} is missing: run `make setup` (it builds .venv-tritonclient)")
-    done = subprocess.run(
-        [str(TRITONCLIENT_PYTHON), str(TRITONCLIENT_PROBE)],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
-
-
-@dataclass(frozen=True)
-class HttpAnswer:
-    status: int
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def error(self) -> str:
-        """The message of an error body: KServe's {"error": "..."} or OpenAI's {"error": {"message": ...}}."""
-        error = self.json()["error"]
-        return str(error["message"] if isinstance(error, dict) else error)
-
-
-def http_request(
-    url: str,
-    method: str = "GET",
-    body: bytes | Iterable[bytes] | None = None,
-    headers: Mapping[str, str] | None = None,
-    *,
-    context: ssl.SSLContext | None = None,
-    timeout: float = 30,
-) -> HttpAnswer:
-    """One request with http.client: any method, headers and body (an iterable is sent chunked), any
-    answer status returned rather than raised."""
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
-    else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        chunked = body is not None and not isinstance(body, bytes)
-        connection.request(method, path or "/", body=body, headers=dict(headers or {}), encode_chunked=chunked)
-        response = connection.getresponse()
-        return HttpAnswer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-    finally:
-        connection.close()
-
-
-def raw_http(url: str, request: bytes, *, timeout: float = 20) -> HttpAnswer:
-    """Send `request` as it is (what no HTTP client would send) and read one answer."""
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
-    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as connection:
-        connection.sendall(request)
-        answer = connection.makefile("rb")
-        status = int(answer.readline().split()[1])
-        headers = {}
-        while (line := answer.readline().strip()) != b"":
-            name, _, value = line.decode().partition(":")
-            headers[name.lower()] = value.strip()
-        return HttpAnswer(status, headers, answer.read(int(headers["content-length"])))
+        tasks = [asyncio.create_task(one()) for _ in range(calls)]
+        await asyncio.sleep(delay)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*tasks)
+    await asyncio.to_thread(process.wait, 60)
+    return codes, time.monotonic() - signalled
 
 
 def sample(server: ServerThread, name: str, labels: dict[str, str]) -> float:
@@ -293,20 +193,12 @@ def sample(server: ServerThread, name: str, labels: dict[str, str]) -> float:
     return server.registry.get_sample_value(name, labels) or 0.0
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Until `condition()` holds, polling every 20 ms; fails after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.02)
-
-
 def wait_cancelled_and_still(server: ServerThread, model: str, cancelled_before: float) -> None:
     """A generation was cancelled: the sequences counter shows one more cancelled, none is active, and
     the model's token counter stands still (nothing else generates on `model` meanwhile)."""
     labels = {"model": model}
     cancelled = labels | {"outcome": "cancelled"}
-    wait_for(lambda: sample(server, "myelin_generator_sequences_total", cancelled) == cancelled_before + 1)
+    eventually(lambda: sample(server, "myelin_generator_sequences_total", cancelled) == cancelled_before + 1, 20)
     assert sample(server, "myelin_generator_active_sequences", labels) == 0
     tokens = sample(server, "myelin_generated_tokens_total", labels)
     time.sleep(0.3)

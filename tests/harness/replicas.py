@@ -11,12 +11,10 @@ target names them all: `ipv4:127.0.0.1:P,127.0.0.2:P,...`. Beside them:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -28,7 +26,8 @@ from grpc_channelz.v1.channelz import ChannelzServicer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-BIN = Path(sys.executable).parent
+from myelin_serving.launch import serve_command, wait_ports
+
 HOSTS = tuple(f"127.0.0.{i}" for i in range(1, 9))
 
 
@@ -76,18 +75,17 @@ class Replica:
     def start(self, timeout: float = 60) -> None:
         port_file = self.state / f"{self.family}-{self.host}.port"
         port_file.unlink(missing_ok=True)
-        command = [str(BIN / "myelin-serve"), self.family, "--repository", str(self.repository)]
-        command += ["--host", self.host, "--port", str(self.port), "--http-port", "0", "--port-file", str(port_file)]
+        command = serve_command(
+            self.family, self.repository, host=self.host, port=self.port, http_port=0, port_file=port_file
+        )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
             )
-        deadline = time.monotonic() + timeout
-        while not port_file.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"myelin-serve on {self.address} did not start:\n{self.log()[-2000:]}")
-            time.sleep(0.05)
-        self.http_port = json.loads(port_file.read_text())["http_port"]
+        ports = wait_ports(port_file, self.process, timeout)
+        if ports is None:
+            raise RuntimeError(f"myelin-serve on {self.address} did not start:\n{self.log()[-2000:]}")
+        self.http_port = ports["http_port"]
 
     def wait_serving(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
