@@ -321,9 +321,8 @@ def write(results: dict[str, Any], folder: Path) -> None:
         f"- CPU: {m['cpu']}, {m['cores']} cores; {m['memory_gib']} GiB; {m['os']}",
         f"- Python {m['python']}, onnxruntime {m['onnxruntime']}, grpcio {m['grpcio']}, MLServer {m['mlserver']}",
         f"- load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}; "
-        f"at the end: {', '.join(f'{x:.2f}' for x in m['load_average_at_end'])}. The machine is shared (other "
-        "engineers' jobs run beside this one) and the load generator shares the two cores with the server "
-        "under test.",
+        f"at the end: {', '.join(f'{x:.2f}' for x in m['load_average_at_end'])}. The load generator shares the "
+        "two cores with the server under test.",
         "",
         "## Set-up",
         "",
