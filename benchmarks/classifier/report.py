@@ -398,9 +398,12 @@ def write(results: dict[str, Any], folder: Path) -> None:
         "(one onnxruntime call in flight per model, `instances` 1); the delay window only matters "
         "when the queue holds nothing older than it.",
         "- The Myelin process runs on uvloop (`MYELIN_EVENT_LOOP`), with a GIL switch interval of "
-        "500 us (`MYELIN_GIL_SWITCH_INTERVAL_US`; Python's default of 5 ms kept the onnxruntime "
-        "thread waiting for the GIL around every batch), and its interceptor wraps each method "
-        "handler once at registration instead of running grpc.aio's per-call interceptor pipeline.",
+        "100 us (`MYELIN_GIL_SWITCH_INTERVAL_US`; Python's default of 5 ms kept the onnxruntime "
+        "thread waiting for the GIL around every batch, and 500 us still cost REST 13-15% of its "
+        "requests/s at concurrency 32), and its interceptor wraps each method handler once at "
+        "registration instead of running grpc.aio's per-call interceptor pipeline. On the HTTP "
+        "port, the inference routes are dispatched straight to their handlers, past Starlette's "
+        "router and middleware.",
         "- A second server process on the same port (SO_REUSEPORT workers) is not offered: the kernel "
         "spreads connections, not requests, so one client channel (this load generator, or any gRPC "
         "client with one channel) still lands on one process, and each process batches only its own "

@@ -112,6 +112,13 @@ def test_metrics_health_and_unknown_routes_on_the_one_port(http_server: ServerTh
     wrong_method = http_request(f"{url}/v2/models/mnist-cnn/infer")
     assert wrong_method.status == 405 and wrong_method.headers["allow"] == "POST"
     assert "GET is not allowed" in wrong_method.error
+    # What the direct dispatch leaves to Starlette's router still answers as Starlette would.
+    head = http_request(f"{url}/v2/models/mnist-cnn", "HEAD")
+    assert head.status == 200 and head.body == b""
+    slash = http_request(f"{url}/v2/models/mnist-cnn/")  # Starlette redirects to the path without the slash
+    assert slash.status == 307 and slash.headers["location"].endswith("/v2/models/mnist-cnn")
+    escaped = http_request(f"{url}/v2/models/mnist%2Dcnn/ready")  # the path is matched percent-decoded
+    assert escaped.status == 200
 
 
 def test_the_error_table_has_an_http_status_for_every_error() -> None:

@@ -6,6 +6,14 @@ open like the health routes: scrapers carry no token, and the metrics carry no r
 and `/v1/models` when the family has OpenAI-compatible routes. An unknown path answers 404 and a
 known path with the wrong method 405, each with a JSON body naming the routes that exist (in
 OpenAI's error shape under /v1/, as OpenAI clients expect).
+
+A request whose path and method match one of these routes goes straight to its wrapped endpoint
+(`DirectRoutes`); Starlette's router and middleware answer only the rest (an unknown path, a wrong
+method, HEAD, a trailing slash, `/metrics`). The wrapper already turns every exception into an
+answer, so Starlette's error middleware, exception middleware, route scan and per-request
+exception wrapper add nothing on these routes but their cost: the event loop's CPU per KServe REST
+infer call on mnist-cnn fell from 279 to 248 us (three paired runs at concurrency 8, the main
+thread's CPU time from /proc).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from myelin_serving.errors import STATUS_CODES, NotFound, Status
@@ -26,7 +34,7 @@ from myelin_serving.family import Family, ServingContext
 from myelin_serving.http import kserve, rpc
 from myelin_serving.http.openai import add_model_routes, openai_error
 from myelin_serving.http.responses import error_response, kserve_error
-from myelin_serving.http.routes import HttpRoutes, RouteWrapper
+from myelin_serving.http.routes import Endpoint, HttpRoutes, RouteWrapper
 from myelin_serving.kserve import InferenceProtocol
 
 # What gRPC answers to a method it does not have; HTTP says 405 for a known path.
@@ -43,6 +51,33 @@ class AsgiEndpoint:
         await self.app(scope, receive, send)
 
 
+class DirectRoutes:
+    """An ASGI app: requests for `routes` (path regex, methods, endpoint) straight to their
+    endpoint, everything else to `fallback` (the Starlette application)."""
+
+    def __init__(self, fallback: Starlette, routes: list[tuple[str, tuple[str, ...], Endpoint]]) -> None:
+        self.fallback = fallback
+        self._routes = [(compile_path(path)[0], methods, endpoint) for path, methods, endpoint in routes]
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """Every route, as Starlette's router has them (the direct ones and /metrics)."""
+        return self.fallback.routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            for regex, methods, endpoint in self._routes:
+                match = regex.match(path)
+                if match is not None and method in methods:  # else 405 (or HEAD) from Starlette
+                    scope["path_params"] = match.groupdict()
+                    scope["app"] = self.fallback  # what Starlette sets for request.app
+                    response = await endpoint(Request(scope, receive))
+                    await response(scope, receive, send)
+                    return
+        await self.fallback(scope, receive, send)
+
+
 def create_app(
     family: Family,
     context: ServingContext,
@@ -51,7 +86,7 @@ def create_app(
     serving: Callable[[], bool],
     draining: Callable[[], bool],
     rpc_methods: Mapping[str, grpc.RpcMethodHandler] | None = None,
-) -> Starlette:
+) -> DirectRoutes:
     settings = context.settings
     routes = HttpRoutes()
     kserve.add_routes(routes, protocol, serving=serving, limit=settings.max_message_bytes)
@@ -60,7 +95,8 @@ def create_app(
     add_model_routes(routes)
     rpc.add_routes(routes, rpc_methods or {}, limit=settings.max_message_bytes)
     wrapper = RouteWrapper(context.metrics, settings, draining)
-    table = [Route(r.path, wrapper.wrap(r), methods=list(r.methods)) for r in routes.routes]
+    wrapped = [(r.path, r.methods, wrapper.wrap(r)) for r in routes.routes]
+    table = [Route(path, endpoint, methods=list(methods)) for path, methods, endpoint in wrapped]
     table.append(Route("/metrics", AsgiEndpoint(make_asgi_app(context.metrics.registry)), methods=["GET"]))
     known = f"{routes.describe()}, GET /metrics"
 
@@ -76,4 +112,5 @@ def create_app(
         errors = openai_error if path.startswith("/v1/") else kserve_error
         return error_response(status, message, errors, exc.headers)
 
-    return Starlette(routes=table, exception_handlers={HTTPException: routing_error})
+    starlette = Starlette(routes=table, exception_handlers={HTTPException: routing_error})
+    return DirectRoutes(starlette, wrapped)
