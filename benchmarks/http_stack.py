@@ -10,8 +10,9 @@ by benchmarks/classifier/loadgen.py (closed loop, one keep-alive connection per 
 - a KServe v2 infer route on mnist-cnn: JSON body in (one 28x28 image, 784 numbers), onnxruntime
   called inline (the same session for every variant, no batching, so only the stack differs), JSON out.
 
-Variants: Starlette routes with orjson (what Myelin serves); FastAPI with the same handler taking the
-raw Request (FastAPI's routing and dependency layer only); FastAPI the usual way, the body as a
+Variants: Starlette routes with orjson (Myelin's stack; its inference routes also skip Starlette's
+router and middleware, see services/src/myelin_serving/http/app.py); FastAPI with the same handler
+taking the raw Request (FastAPI's routing and dependency layer only); FastAPI the usual way, the body as a
 pydantic model (KServe's and MLServer's style). Prints req/s and the server's CPU per request,
 median and range of --repeats rounds (rounds interleave the variants so outside load falls on all
 alike); CPU per request is the comparison, req/s moves with whatever else the machine runs.

@@ -16,12 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Message
 
 from harness.http import HttpAnswer, http_request, raw_http
 from harness.servers import BIN, ServerThread, settings_for
 from myelin_serving import errors
 from myelin_serving.cli import parse_args
 from myelin_serving.errors import STATUS_CODES, MyelinError
+from myelin_serving.http.app import DirectRoutes
 from myelin_serving.http.server import MAX_HEAD
 from myelin_serving.server import create_server
 from myelin_serving.settings import Settings
@@ -119,6 +125,61 @@ def test_metrics_health_and_unknown_routes_on_the_one_port(http_server: ServerTh
     assert slash.status == 307 and slash.headers["location"].endswith("/v2/models/mnist-cnn")
     escaped = http_request(f"{url}/v2/models/mnist%2Dcnn/ready")  # the path is matched percent-decoded
     assert escaped.status == 200
+
+
+def test_direct_routes_reach_their_endpoint_and_leave_the_rest_to_starlette() -> None:
+    """The inference routes skip Starlette; what no route matches by path and method still reaches it."""
+    reached: list[tuple[str, object]] = []
+
+    async def direct(request: Request) -> Response:
+        reached.append(("direct", dict(request.path_params)))
+        return JSONResponse(request.path_params)
+
+    async def fallen(request: Request) -> Response:
+        reached.append(("starlette", f"{request.method} {request.url.path}"))
+        return Response(status_code=418)
+
+    starlette = Starlette(routes=[Route("/{rest:path}", fallen, methods=["GET", "POST"])])
+    app = DirectRoutes(starlette, [("/v2/models/{name}/infer", ("post",), direct), ("/n/{n:int}", ("GET",), direct)])
+
+    async def call(method: str, path: str, root_path: str = "") -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": root_path,
+            "query_string": b"",
+            "headers": [],
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 1),
+        }
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    assert asyncio.run(call("POST", "/v2/models/mnist-cnn/infer")) == 200
+    assert asyncio.run(call("GET", "/n/7")) == 200  # the path's convertor applies, as in Starlette
+    assert reached == [("direct", {"name": "mnist-cnn"}), ("direct", {"n": 7})]
+    reached.clear()
+    assert asyncio.run(call("GET", "/v2/models/mnist-cnn/infer")) == 418  # the wrong method: Starlette's 405
+    assert asyncio.run(call("POST", "/v2/models/mnist-cnn/infer/")) == 418  # not the route's path
+    assert asyncio.run(call("POST", "/api/v2/models/mnist-cnn/infer", root_path="/api")) == 418
+    assert reached == [
+        ("starlette", "GET /v2/models/mnist-cnn/infer"),
+        ("starlette", "POST /v2/models/mnist-cnn/infer/"),
+        ("starlette", "POST /api/v2/models/mnist-cnn/infer"),
+    ]
 
 
 def test_the_error_table_has_an_http_status_for_every_error() -> None:

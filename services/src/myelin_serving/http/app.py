@@ -57,7 +57,10 @@ class DirectRoutes:
 
     def __init__(self, fallback: Starlette, routes: list[tuple[str, tuple[str, ...], Endpoint]]) -> None:
         self.fallback = fallback
-        self._routes = [(compile_path(path)[0], methods, endpoint) for path, methods, endpoint in routes]
+        self._routes = []
+        for path, methods, endpoint in routes:
+            regex, _, convertors = compile_path(path)  # Starlette's own: the same match, the same params
+            self._routes.append((regex, convertors, frozenset(m.upper() for m in methods), endpoint))
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -65,12 +68,13 @@ class DirectRoutes:
         return self.fallback.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not scope.get("root_path"):  # a root path: Starlette strips it
             path, method = scope["path"], scope["method"]
-            for regex, methods, endpoint in self._routes:
+            for regex, convertors, methods, endpoint in self._routes:
                 match = regex.match(path)
                 if match is not None and method in methods:  # else 405 (or HEAD) from Starlette
-                    scope["path_params"] = match.groupdict()
+                    params = match.groupdict()
+                    scope["path_params"] = {key: convertors[key].convert(value) for key, value in params.items()}
                     scope["app"] = self.fallback  # what Starlette sets for request.app
                     response = await endpoint(Request(scope, receive))
                     await response(scope, receive, send)
