@@ -472,10 +472,12 @@ def main(argv: list[str] | None = None) -> int:
                 report.throughput += translator_throughput(service, seconds)
 
     def generator(run: Path) -> None:
-        setups = [device_setup, (args.device, "off"), cpu_setup, ("cpu", "on")]
+        # Both bindings on both sides; with --device cpu the device pair and the CPU pair are the same
+        # two services, started once (two services of one name would share a port file and a log).
+        setups = list(dict.fromkeys([device_setup, (args.device, "off"), cpu_setup, ("cpu", "on")]))
         with services("generator", repository, run, setups, args.threads) as generators:
             report.answers.append(on_device(generators[0]))
-            device, cpu = generators[0].target, generators[2].target
+            device, cpu = generators[0].target, generators[setups.index(cpu_setup)].target
             report.answers += generator_answers(device, cpu, args.data_dir, items, tokens // 2)
             prompt = prompts(args.data_dir, 1)[0]
             for service in generators:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -89,8 +90,9 @@ async def serve(settings: Settings, port_file: Path | None) -> str | None:
     log.info("%s service listening on %s:%d (gRPC); HTTP: %s", settings.service, settings.host, port, http)
     if port_file is not None:
         # Written beside and renamed into place: whoever waits for the file never reads it half written.
+        # The staged name is this process's own, so two services given one file cannot take each other's.
         # metrics_port: the HTTP port's older name (/metrics is served there), for existing readers.
-        staged = port_file.with_name(port_file.name + ".tmp")
+        staged = port_file.with_name(f"{port_file.name}.{os.getpid()}.tmp")
         staged.write_text(json.dumps({"port": port, "http_port": server.http_port, "metrics_port": server.http_port}))
         staged.replace(port_file)
     stop = asyncio.Event()
