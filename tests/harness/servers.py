@@ -63,7 +63,7 @@ def broken_version(repository: Path, model: str, version: int = 2) -> Path:
     return broken
 
 
-def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
     """Until `check()` is true; AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not check():

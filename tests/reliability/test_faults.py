@@ -28,20 +28,12 @@ from harness.families import CASES
 from harness.families.classifier import CLASSIFY, ZEROS, classify
 from harness.fleet import TALLY, GoodTraffic
 from harness.rpcs import call
-from harness.servers import ServerProcess, ServerThread, settings_for
+from harness.servers import ServerProcess, ServerThread, eventually, settings_for
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_client import Client, UnavailableError
 from myelin_serving.settings import BatchingSettings
 
 ZERO_IMAGES = np.zeros((1, 28, 28), np.uint8)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def wrong_signature_graph(path: Path) -> None:

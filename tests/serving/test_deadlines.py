@@ -6,15 +6,14 @@ the deadline or the cancellation under test, never a batch running.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
-from harness.servers import ServerThread, settings_for
+from harness.servers import ServerThread, eventually, settings_for
 from myelin_api.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
 from myelin_client import Client, DeadlineExceededError
 from myelin_serving.settings import BatchingSettings
@@ -31,14 +30,6 @@ def request(model: str = "mnist-cnn") -> classifier_pb2.ClassifyRequest:
 
 def executions(server: ServerThread) -> float:
     return server.registry.get_sample_value("myelin_executions_total", {"model": "mnist-cnn"}) or 0.0
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture

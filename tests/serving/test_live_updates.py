@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-from harness.servers import ServerThread, settings_for
+from harness.servers import ServerThread, eventually, settings_for
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2 as pb
 from myelin_api.kserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from myelin_client import Client
@@ -90,24 +89,16 @@ class Callers:
         self._channel.close()
 
 
-def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
 def test_versions_switch_under_load_without_a_failed_call(fresh_repository: Path) -> None:
     settings = settings_for(fresh_repository, reload_interval_s=0.2)
     with ServerThread(settings) as server, Client(server.target) as admin, Callers(server.target, "mnist-cnn") as load:
-        until(lambda: load.count() >= 20)
+        eventually(lambda: load.count() >= 20)
         publish(fresh_repository, "mnist-cnn", source=1, version=2)
-        until(lambda: load.latest(6) == [2] * 6)
+        eventually(lambda: load.latest(6) == [2] * 6)
         shutil.rmtree(fresh_repository / "mnist-cnn" / "1")
-        until(lambda: [v.version for v in admin.get_model("mnist-cnn").versions] == [2])
+        eventually(lambda: [v.version for v in admin.get_model("mnist-cnn").versions] == [2])
         served = load.count()
-        until(lambda: load.count() >= served + 20)  # keep calling after the old version is gone
+        eventually(lambda: load.count() >= served + 20)  # keep calling after the old version is gone
     assert load.failures == []
     assert load.versions[:20] == [1] * 20 and load.versions[-20:] == [2] * 20
     for answers in load.by_thread.values():
